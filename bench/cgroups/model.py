@@ -1,0 +1,78 @@
+"""Typed results of reading a cgroup, shared by the v1 and v2 readers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Literal, Protocol
+
+HostCgroupVersion = Literal["v1", "v2", "hybrid"]
+HierarchyVersion = Literal["v1", "v2"]
+
+
+@dataclass(frozen=True)
+class CgroupLocation:
+    """Where one cgroup's files are.
+
+    v1: `dirs` maps each controller ("cpu", "cpuacct", "memory", "pids", "blkio",
+    "cpuset") to its directory. v2: `dirs` is {"unified": directory}.
+    """
+
+    version: HierarchyVersion
+    dirs: dict[str, Path]
+
+    def dir_for(self, controller: str) -> Path | None:
+        if self.version == "v2":
+            return self.dirs["unified"]
+        return self.dirs.get(controller)
+
+    @property
+    def display(self) -> str:
+        """One path for tables and logs (v2 directory or the v1 memory directory)."""
+        path = self.dir_for("memory") or next(iter(self.dirs.values()))
+        return str(path)
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupSnapshot:
+    """Every metric of DESIGN's table at one instant; counters are cumulative.
+
+    None means the kernel does not provide the metric (e.g. memory.peak before 5.19,
+    pressure on v1).
+    """
+
+    cpu_usage_ns: int
+    cpu_user_ns: int
+    cpu_system_ns: int
+    cpu_nr_periods: int
+    cpu_nr_throttled: int
+    cpu_throttled_ns: int
+    mem_current_bytes: int
+    mem_peak_bytes: int | None
+    mem_anon_bytes: int
+    mem_file_bytes: int
+    mem_working_set_bytes: int
+    pids_current: int
+    pids_peak: int | None
+    oom_kill_count: int
+    io_read_bytes: int
+    io_write_bytes: int
+    cpu_pressure_some_us: int | None
+    mem_pressure_some_us: int | None
+    mem_pressure_full_us: int | None
+    io_pressure_some_us: int | None
+
+
+SNAPSHOT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CgroupSnapshot))
+
+
+class CgroupReader(Protocol):
+    """Reads one cgroup's metrics through descriptors kept open between reads."""
+
+    location: CgroupLocation
+
+    def read(self) -> CgroupSnapshot:
+        """Read every metric now; raises CgroupGone when the cgroup was removed."""
+        ...
+
+    def close(self) -> None: ...

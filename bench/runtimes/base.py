@@ -1,0 +1,87 @@
+"""The one protocol every runtime implements (bare, docker, podman, lxc)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from bench.cgroups.model import CgroupLocation
+    from bench.image import WorkloadImage
+    from bench.spec import StartSpec
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a runtime can run here; when not, why and how to fix it."""
+
+    ok: bool
+    reason: str = ""
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    """How the workload ended. `exit_code` is 128+N when killed by signal N."""
+
+    exit_code: int
+    # From the waiting parent's rusage, where one exists (bare metal): the cross-check
+    # of the cgroup's CPU time that BenchExec also does.
+    rusage_user_s: float | None = None
+    rusage_sys_s: float | None = None
+
+    @property
+    def signal(self) -> int | None:
+        return self.exit_code - 128 if self.exit_code > 128 else None
+
+
+class Handle(Protocol):
+    """A started workload: its init pid on the host and the cgroup it runs in."""
+
+    name: str
+    pid: int
+    cgroup: CgroupLocation
+    start_latency_s: float
+
+    def wait(self, timeout_s: float) -> ExitInfo | None:
+        """Block until the workload exits (None on timeout). The cgroup stays readable."""
+        ...
+
+    def stop(self) -> float:
+        """Kill everything, remove the container or cgroup; return the seconds it took.
+
+        Idempotent: safe to call after a failure or twice.
+        """
+        ...
+
+
+class Runtime(Protocol):
+    """A way to run a workload: one implementation per runtime."""
+
+    name: str
+
+    def available(self) -> Availability: ...
+
+    def version(self) -> str: ...
+
+    def prepare(self, image: WorkloadImage) -> None:
+        """Import the workload image (no-op for bare metal)."""
+        ...
+
+    def start(self, spec: StartSpec) -> Handle: ...
+
+    def footprint_pids(self) -> list[int]:
+        """Pids of the runtime's own processes (daemons, shims, monitors)."""
+        ...
+
+    def leftovers(self) -> list[str]:
+        """Names of objects bench created that still exist (for `bench gc`)."""
+        ...
+
+    def remove_leftovers(self) -> int:
+        """Remove every object bench created; return how many."""
+        ...
+
+    def close(self) -> None:
+        """Release clients and stop any service bench started for the run."""
+        ...

@@ -1,0 +1,65 @@
+"""Plain data shared by the runner, the runtimes and the cgroup code."""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CPU_PERIOD_US = 100_000
+NAME_PREFIX = "bench-"
+LABEL = "bench"
+
+
+
+def caller_rlimits() -> tuple[tuple[str, int, int], ...]:
+    """bench's own nofile and nproc limits, given to every workload under every runtime.
+
+    Fair, and safe: a host without CAP_SYS_RESOURCE cannot raise any rlimit, and
+    podman's defaults (nofile 1048576) fail there (see HOST-NOTES).
+    """
+    limits = []
+    for name, which in (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC)):
+        soft, hard = resource.getrlimit(which)
+        cap = 1 << 20  # "unlimited" is not portable across runtimes' parsers
+        hard = cap if hard == resource.RLIM_INFINITY else min(hard, cap)
+        soft = hard if soft == resource.RLIM_INFINITY else min(soft, hard)
+        limits.append((name, soft, hard))
+    return tuple(limits)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits applied identically under every runtime."""
+
+    cpus: float | None = None
+    cpuset: str | None = None
+    memory_bytes: int | None = None
+    pids: int | None = None
+
+    @property
+    def cpu_quota_us(self) -> int | None:
+        return None if self.cpus is None else round(self.cpus * CPU_PERIOD_US)
+
+
+@dataclass(frozen=True)
+class StartSpec:
+    """Everything a runtime needs to start one workload.
+
+    `io_dir` is a host directory that is the workload's working directory: bare runs
+    `cd` into it, containers bind-mount it at /bench. Workload argv refers to files in
+    it by relative path only, so the same argv is valid everywhere.
+    """
+
+    name: str
+    argv: tuple[str, ...]
+    io_dir: Path
+    limits: Limits = field(default_factory=Limits)
+    rlimits: tuple[tuple[str, int, int], ...] = field(default_factory=caller_rlimits)
+    network: bool = False
+    oci_runtime: str | None = None
+    labels: tuple[tuple[str, str], ...] = ((LABEL, "1"),)
+
+
+STDOUT_FILE = "stdout.txt"
+STDERR_FILE = "stderr.txt"
