@@ -1,0 +1,251 @@
+"""Shared part of the container runtimes: the constant wrapper command and its control FIFO.
+
+The wrapper keeps the container (and so its cgroup) alive after the workload exits, so the
+final cumulative counters stay readable; it reports "S" (started) and "E <code>" (exited)
+through a FIFO in the bind-mounted io dir. See notes/CONTAINERS.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import select
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.cgroups.locate import locate
+from bench.cgroups.model import CgroupLocation
+from bench.errors import BenchError
+from bench.runtimes.base import ExitInfo
+from bench.spec import STDERR_FILE, STDOUT_FILE, StartSpec
+
+IO_MOUNT = "/bench"
+"""Where the per-trial io dir is bind-mounted in every container (also the working dir)."""
+
+FIFO_NAME = "ctl"
+BUSYBOX = "/bin/busybox"
+WRAPPER_ARGV0 = "bench-wrapper"
+
+# A constant script: the workload argv arrives as "$@", never spliced into shell text.
+WRAPPER_SCRIPT = (
+    f"echo S > {IO_MOUNT}/{FIFO_NAME}; "
+    f'"$@" > {IO_MOUNT}/{STDOUT_FILE} 2> {IO_MOUNT}/{STDERR_FILE} < /dev/null; '
+    f'echo "E $?" > {IO_MOUNT}/{FIFO_NAME}; '
+    f"exec {BUSYBOX} sleep 2147483647"
+)
+
+# How often ContainerHandle.wait asks the runtime whether the container died on its own
+# (e.g. the wrapper itself was OOM-killed and so never wrote "E").
+_POLL_INTERVAL_S = 1.0
+
+
+def wrapper_argv(argv: tuple[str, ...] | list[str]) -> list[str]:
+    """The container's command: the constant wrapper script running `argv`."""
+    if not argv:
+        raise BenchError("a workload needs a command: its argv is empty")
+    return [BUSYBOX, "sh", "-c", WRAPPER_SCRIPT, WRAPPER_ARGV0, *argv]
+
+
+@dataclass(frozen=True)
+class _Line:
+    text: str
+    monotonic_s: float
+
+
+class ControlFifo:
+    """The host end of io_dir/ctl: timestamps each line the wrapper writes, as it arrives.
+
+    Opened O_RDWR so the read end never sees EOF when a container-side writer closes
+    (Linux allows O_RDWR on FIFOs, fifo(7)). A reader thread stamps each line with
+    time.monotonic() the moment it is readable, so a slow runtime API call does not
+    inflate the measured start latency.
+    """
+
+    def __init__(self, io_dir: Path) -> None:
+        self.path = io_dir / FIFO_NAME
+        if self.path.exists() or self.path.is_symlink():
+            if not stat.S_ISFIFO(self.path.lstat().st_mode):
+                raise BenchError(f"{self.path} exists and is not a FIFO; remove it")
+            self.path.unlink()
+        os.mkfifo(self.path, 0o600)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
+        self._wake_r, self._wake_w = os.pipe()
+        self._lines: queue.Queue[_Line] = queue.Queue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._read_loop, name="bench-fifo", daemon=True)
+        self._thread.start()
+
+    def _read_loop(self) -> None:
+        pending = b""
+        while True:
+            ready, _, _ = select.select([self._fd, self._wake_r], [], [])
+            now = time.monotonic()
+            if self._wake_r in ready:
+                return
+            try:
+                chunk = os.read(self._fd, 4096)
+            except BlockingIOError:
+                continue
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for raw in complete:
+                text = raw.decode(errors="replace").strip()
+                if text:
+                    self._lines.put(_Line(text, now))
+
+    def _next_line(self, deadline: float) -> _Line | None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            try:
+                return self._lines.get_nowait()
+            except queue.Empty:
+                return None
+        try:
+            return self._lines.get(timeout=remaining)
+        except queue.Empty:
+            return None
+
+    def wait_started(self, timeout_s: float) -> float:
+        """time.monotonic() at which the wrapper's "S" arrived; BenchError on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while (line := self._next_line(deadline)) is not None:
+            if line.text == "S":
+                return line.monotonic_s
+        raise BenchError(
+            f"the container did not start its workload within {timeout_s:.0f} s (no 'S' on "
+            f"{self.path}); check the runtime's logs and that the image has {BUSYBOX}"
+        )
+
+    def wait_exit(self, timeout_s: float) -> int | None:
+        """The workload's exit code from the wrapper's "E <code>" line; None on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while (line := self._next_line(deadline)) is not None:
+            kind, _, code = line.text.partition(" ")
+            if kind == "E":
+                try:
+                    return int(code)
+                except ValueError as exc:
+                    raise BenchError(f"malformed exit line {line.text!r} on {self.path}") from exc
+        return None
+
+    def close(self) -> None:
+        """Stop the reader thread, close the descriptors and remove the FIFO. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        os.write(self._wake_w, b"x")
+        self._thread.join(timeout=5)
+        for fd in (self._fd, self._wake_r, self._wake_w):
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+@dataclass
+class ContainerHandle:
+    """A started container (implements bench.runtimes.base.Handle).
+
+    `kill` and `remove` come from the runtime and must tolerate an already-gone
+    container. `poll_exit`, when given, returns the container's own exit code once it is
+    no longer running (None while it runs), so wait() notices a wrapper that died.
+    """
+
+    name: str
+    pid: int
+    cgroup: CgroupLocation
+    start_latency_s: float
+    fifo: ControlFifo
+    kill: Callable[[], None]
+    remove: Callable[[], None]
+    poll_exit: Callable[[], int | None] | None = None
+    _exit: ExitInfo | None = field(default=None, init=False, repr=False)
+    _stopped: bool = field(default=False, init=False, repr=False)
+
+    def wait(self, timeout_s: float) -> ExitInfo | None:
+        """Block until the workload exits (None on timeout); the container keeps running."""
+        if self._exit is not None:
+            return self._exit
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            slice_s = remaining if self.poll_exit is None else min(remaining, _POLL_INTERVAL_S)
+            code = self.fifo.wait_exit(max(slice_s, 0.0))
+            if code is None and self.poll_exit is not None:
+                code = self.poll_exit()
+            if code is not None:
+                self._exit = ExitInfo(exit_code=code)
+                return self._exit
+            if time.monotonic() >= deadline:
+                return None
+
+    def stop(self) -> float:
+        """Kill and remove the container, close the FIFO; seconds taken (0.0 when repeated)."""
+        if self._stopped:
+            return 0.0
+        started = time.monotonic()
+        try:
+            self.kill()
+        finally:
+            try:
+                self.remove()
+            finally:
+                self.fifo.close()
+                self._stopped = True
+        return time.monotonic() - started
+
+
+@dataclass(frozen=True)
+class Launched:
+    """What a runtime's launch callback returns for start_container()."""
+
+    pid: int
+    kill: Callable[[], None]
+    remove: Callable[[], None]
+    poll_exit: Callable[[], int | None] | None = None
+
+
+def start_container(
+    spec: StartSpec,
+    launch: Callable[[list[str]], Launched],
+    start_timeout_s: float = 60.0,
+) -> ContainerHandle:
+    """Create the FIFO, launch the wrapper via the runtime, wait for "S", locate the cgroup.
+
+    `launch` receives the container command (wrapper_argv(spec.argv)) and must return
+    once the container runs, with its init pid on the host. On any failure after the
+    launch the container is killed and removed before the error propagates.
+    """
+    fifo = ControlFifo(spec.io_dir)
+    requested = time.monotonic()
+    try:
+        launched = launch(wrapper_argv(spec.argv))
+    except BaseException:
+        fifo.close()
+        raise
+    try:
+        started = fifo.wait_started(start_timeout_s)
+        cgroup = locate(launched.pid)
+    except BaseException:
+        try:
+            launched.kill()
+        finally:
+            try:
+                launched.remove()
+            finally:
+                fifo.close()
+        raise
+    return ContainerHandle(
+        name=spec.name,
+        pid=launched.pid,
+        cgroup=cgroup,
+        start_latency_s=started - requested,
+        fifo=fifo,
+        kill=launched.kill,
+        remove=launched.remove,
+        poll_exit=launched.poll_exit,
+    )
