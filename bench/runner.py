@@ -1,0 +1,437 @@
+"""Executes a plan: start, sample, stop, always clean up, persist after every trial."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import os
+import secrets
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Protocol
+
+from bench import __version__
+from bench.errors import BenchError, InputError
+from bench.host import git_commit, host_facts
+from bench.plan import PlanStep, Trial, build_plan
+from bench.results import (
+    Manifest,
+    ResultStore,
+    RunStatus,
+    TrialResult,
+    TrialStatus,
+    check_run_id,
+    samples_frame,
+)
+from bench.scenario import Scenario, load_scenario
+from bench.spec import NAME_PREFIX, StartSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from bench.cgroups.model import CgroupReader, CgroupSnapshot
+    from bench.image import WorkloadImage
+    from bench.runtimes.base import ExitInfo, Handle, Runtime
+    from bench.sampler import Sampler
+
+log = logging.getLogger("bench")
+
+
+class Interrupted(BenchError):
+    """SIGINT or SIGTERM arrived; what was measured so far is kept."""
+
+
+class Progress(Protocol):
+    """What the runner tells its caller while it works (the CLI draws a progress bar)."""
+
+    def planned(self, total: int) -> None: ...
+    def trial_started(self, trial: Trial) -> None: ...
+    def trial_finished(self, result: TrialResult) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+class QuietProgress:
+    def planned(self, total: int) -> None: ...
+    def trial_started(self, trial: Trial) -> None: ...
+    def trial_finished(self, result: TrialResult) -> None: ...
+    def note(self, message: str) -> None:
+        log.info(message)
+
+
+@dataclass
+class RunOptions:
+    results_dir: Path = Path("results")
+    run_id: str | None = None
+    runtimes: list[str] | None = None
+    resume: Path | None = None
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    run_dir: Path
+    status: RunStatus
+    trials: list[TrialResult]
+    skipped_runtimes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Started:
+    trial: Trial
+    handle: Handle
+    reader: CgroupReader
+    first: CgroupSnapshot
+    t0: float
+    exit_info: ExitInfo | None = None
+    wall_s: float | None = None
+
+
+def default_run_id(scenario: Scenario) -> str:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{scenario.name}-{stamp}-{secrets.token_hex(2)}"
+
+
+def run_scenario(
+    scenario_path: Path, options: RunOptions, progress: Progress | None = None
+) -> RunOutcome:
+    """Run a scenario file end to end and return where its results are."""
+    progress = progress or QuietProgress()
+    scenario = load_scenario(scenario_path)
+    names = _runtime_names(scenario, options.runtimes)
+    if options.resume is not None:
+        store = ResultStore(options.resume, resume=True)
+        run_id = options.resume.name
+    else:
+        run_id = check_run_id(options.run_id or default_run_id(scenario))
+        store = ResultStore(options.results_dir / run_id)
+    manifest = Manifest(
+        run_id=run_id,
+        status="running",
+        scenario={
+            "name": scenario.name,
+            "path": str(scenario_path),
+            "sha256": hashlib.sha256(scenario_path.read_bytes()).hexdigest(),
+        },
+        started_at=_now(),
+        bench_version=__version__,
+        git_commit=git_commit(),
+        sample_interval_ms=scenario.sample_interval_ms,
+    )
+    facts = host_facts()
+    manifest.host = facts.as_dict()
+    manifest.host_load_before = facts.load_1m
+    store.write_manifest(manifest)
+
+    runtimes: dict[str, Runtime] = {}
+    skipped: dict[str, str] = {}
+    status: RunStatus = "failed"
+    with _signals_raise_interrupted():
+        try:
+            runtimes, skipped = _prepare_runtimes(names, scenario, manifest, progress)
+            store.write_manifest(manifest)
+            plan = build_plan(scenario, names)
+            manifest.trials_planned = sum(len(step.trials) for step in plan)
+            progress.planned(manifest.trials_planned)
+            status = _execute(plan, scenario, runtimes, skipped, store, manifest, progress)
+        except (Interrupted, KeyboardInterrupt):
+            status = "incomplete"
+            progress.note("interrupted: cleaned up; the trials finished so far are saved")
+        finally:
+            for runtime in runtimes.values():
+                with contextlib.suppress(Exception):
+                    runtime.close()
+            store.consolidate_samples()
+            manifest.status = status
+            manifest.ended_at = _now()
+            manifest.trials_done = len(store.trials)
+            store.write_manifest(manifest)
+    return RunOutcome(run_id, store.run_dir, status, list(store.trials), skipped)
+
+
+def _runtime_names(scenario: Scenario, requested: list[str] | None) -> list[str]:
+    if not requested:
+        return list(scenario.runtimes)
+    unknown = [name for name in requested if name not in scenario.runtimes]
+    if unknown:
+        raise InputError(
+            f"runtime(s) {', '.join(unknown)} not in scenario {scenario.name!r}, "
+            f"which lists: {', '.join(scenario.runtimes)}"
+        )
+    return [name for name in scenario.runtimes if name in requested]
+
+
+def _prepare_runtimes(
+    names: list[str], scenario: Scenario, manifest: Manifest, progress: Progress
+) -> tuple[dict[str, Runtime], dict[str, str]]:
+    """Check each runtime, build and import the image; unavailable ones are skipped."""
+    from bench.runtimes import get_runtime
+    from bench.workloads import binaries
+
+    runtimes: dict[str, Runtime] = {}
+    skipped: dict[str, str] = {}
+    for name in names:
+        runtime = get_runtime(name)
+        availability = runtime.available()
+        if availability.ok:
+            runtimes[name] = runtime
+            manifest.runtimes[name] = {"available": True, "version": runtime.version()}
+        else:
+            reason = availability.reason + (f" Fix: {availability.fix}" if availability.fix else "")
+            skipped[name] = reason
+            manifest.runtimes[name] = {"available": False, "reason": reason}
+            progress.note(f"skipping {name}: {reason}")
+    extra = sorted({path for w in scenario.workloads for path in binaries(w)})
+    containers = [name for name in runtimes if name != "bare"]
+    if containers:
+        from bench.image import build_image
+
+        progress.note("building the workload image")
+        image: WorkloadImage = build_image(extra_binaries=extra)
+        manifest.image = {"digest": image.digest, "tag": image.tag, "binaries": image.binaries}
+        for name in containers:
+            try:
+                runtimes[name].prepare(image)
+            except BenchError as exc:
+                skipped[name] = f"image import failed: {exc}"
+                manifest.runtimes[name] = {"available": False, "reason": skipped[name]}
+                progress.note(f"skipping {name}: {skipped[name]}")
+                runtimes.pop(name).close()
+    else:
+        manifest.image = {"binaries": {str(p): _sha256(p) for p in extra}}
+    return runtimes, skipped
+
+
+def _execute(
+    plan: list[PlanStep],
+    scenario: Scenario,
+    runtimes: dict[str, Runtime],
+    skipped: dict[str, str],
+    store: ResultStore,
+    manifest: Manifest,
+    progress: Progress,
+) -> RunStatus:
+    from bench.sampler import Sampler
+
+    done = store.done_trial_ids()
+    sampler = Sampler(scenario.sample_interval_ms / 1000)
+    with sampler:
+        for step in plan:
+            if all(t.trial_id in done for t in step.trials):
+                for trial in step.trials:
+                    progress.trial_finished(_existing(store, trial.trial_id))
+                continue
+            runtime_name = step.trials[0].runtime
+            if runtime_name not in runtimes:
+                results = [(_skipped(t, skipped.get(runtime_name, "")), None) for t in step.trials]
+            else:
+                for trial in step.trials:
+                    progress.trial_started(trial)
+                results = _run_step(step, scenario, runtimes[runtime_name], store, sampler)
+            for result, samples in results:
+                store.add_trial(result, samples)
+                progress.trial_finished(result)
+            manifest.trials_done = len(store.trials)
+            manifest.missed_sample_ticks = sampler.missed_ticks
+            store.write_manifest(manifest)
+    statuses = {t.status for t in store.trials}
+    return "complete" if statuses - {"skipped"} else "failed"
+
+
+def _run_step(
+    step: PlanStep, scenario: Scenario, runtime: Runtime, store: ResultStore, sampler: Sampler
+) -> list[tuple[TrialResult, pd.DataFrame | None]]:
+    """Start every trial of the step, wait for the non-aggressors, stop everything."""
+    started: list[_Started] = []
+    errors: dict[str, str] = {}
+    finished: list[tuple[TrialResult, pd.DataFrame | None]] = []
+    stop_seconds: dict[str, float] = {}
+    try:
+        for trial in step.trials:
+            try:
+                started.append(_start(trial, scenario, runtime, store, sampler))
+            except BenchError as exc:
+                errors[trial.trial_id] = str(exc)
+        deadline = time.monotonic() + scenario.timeout_s
+        for item in started:
+            if item.trial.role != "aggressor":
+                item.exit_info = item.handle.wait(max(deadline - time.monotonic(), 0.0))
+                item.wall_s = time.monotonic() - item.t0
+        for item in started:
+            if item.trial.role == "aggressor":
+                item.exit_info = item.handle.wait(0.0)
+                item.wall_s = time.monotonic() - item.t0
+        finished = [_finish(item, runtime, store, sampler) for item in started]
+    finally:
+        for item in started:
+            with contextlib.suppress(KeyError):
+                sampler.remove(item.trial.trial_id)
+            try:
+                stop_seconds[item.trial.trial_id] = item.handle.stop()
+            except Exception as exc:  # keep stopping the others; the error is recorded
+                errors.setdefault(item.trial.trial_id, f"cleanup failed: {exc}")
+    for result, _samples in finished:
+        result.stop_s = stop_seconds.get(result.trial_id)
+        if result.trial_id in errors:
+            result.error = "; ".join(filter(None, [result.error, errors[result.trial_id]]))
+    failed = [
+        (TrialResult(**_identity(t), status="failed", error=errors[t.trial_id]), None)  # type: ignore[arg-type]
+        for t in step.trials
+        if t.trial_id in errors and all(r.trial_id != t.trial_id for r, _ in finished)
+    ]
+    return finished + failed
+
+
+def _start(
+    trial: Trial, scenario: Scenario, runtime: Runtime, store: ResultStore, sampler: Sampler
+) -> _Started:
+    from bench.cgroups import open_reader
+    from bench.workloads import build_argv
+
+    io_dir = store.trial_dir(trial.trial_id)
+    spec = StartSpec(
+        name=_object_name(store.run_dir.name, trial.trial_id),
+        argv=build_argv(trial.workload),
+        io_dir=io_dir.resolve(),
+        limits=trial.limits,
+        oci_runtime=trial.oci_runtime or None,
+        labels=(("bench", "1"), ("bench.run", store.run_dir.name[:60])),
+    )
+    handle = runtime.start(spec)
+    try:
+        reader = open_reader(handle.cgroup)
+        first = reader.read()
+    except BaseException:
+        handle.stop()
+        raise
+    t0 = time.monotonic()
+    sampler.add(trial.trial_id, reader, t0)
+    return _Started(trial, handle, reader, first, t0)
+
+
+def _finish(
+    item: _Started, runtime: Runtime, store: ResultStore, sampler: Sampler
+) -> tuple[TrialResult, pd.DataFrame]:
+    """Read the final counters (the cgroup still exists) and build the trial's row."""
+    from bench.errors import CgroupError
+    from bench.footprint import measure_footprint
+    from bench.workloads import last_lines, parse_metrics
+
+    trial = item.trial
+    sampler.sample_now(trial.trial_id)
+    try:
+        final: CgroupSnapshot | None = item.reader.read()
+    except CgroupError:
+        final = None
+    columns = sampler.remove(trial.trial_id)
+    item.reader.close()
+    footprint = measure_footprint(runtime.footprint_pids())
+    samples = samples_frame(trial.trial_id, columns)
+
+    io_dir = store.trial_dir(trial.trial_id)
+    result = TrialResult(**_identity(trial), status="ok", cgroup=item.handle.cgroup.display)  # type: ignore[arg-type]
+    result.samples = len(columns)
+    result.wall_s = item.wall_s
+    result.start_s = item.handle.start_latency_s
+    exit_info = item.exit_info
+    if exit_info is not None:
+        result.exit_code = exit_info.exit_code
+        if exit_info.rusage_user_s is not None and exit_info.rusage_sys_s is not None:
+            result.cpu_rusage_s = exit_info.rusage_user_s + exit_info.rusage_sys_s
+    if final is not None:
+        result.cpu_s = final.cpu_usage_ns / 1e9
+        result.cpu_user_s = final.cpu_user_ns / 1e9
+        result.cpu_sys_s = final.cpu_system_ns / 1e9
+        result.oom_kills = final.oom_kill_count - item.first.oom_kill_count
+        result.pids_peak = final.pids_peak
+        result.cpu_nr_throttled = final.cpu_nr_throttled
+        result.cpu_throttled_ns = final.cpu_throttled_ns
+        result.io_read_bytes = final.io_read_bytes
+        result.io_write_bytes = final.io_write_bytes
+        result.mem_peak_bytes = final.mem_peak_bytes
+    if result.mem_peak_bytes is None and len(columns):
+        result.mem_peak_bytes = max(columns.values["mem_current_bytes"])
+        result.mem_peak_from_samples = True
+    if footprint is not None:
+        result.runtime_rss_bytes = footprint.rss_bytes
+        result.runtime_pss_bytes = footprint.pss_bytes
+    throughput = parse_metrics(io_dir, trial.workload)
+    if throughput is not None:
+        result.throughput = throughput.value
+        result.throughput_unit = throughput.unit
+    result.status = _status(trial, exit_info, result.oom_kills or 0)
+    if result.status != "ok":
+        tail = last_lines(io_dir / "stderr.txt") + last_lines(io_dir / "stdout.txt")
+        result.output_tail = "\n".join(tail[-20:])
+        if result.status == "timeout":
+            result.error = "still running at the trial timeout; killed"
+        elif result.status == "oom":
+            result.error = f"{result.oom_kills} OOM kill(s) in the cgroup"
+        else:
+            result.error = f"exit code {result.exit_code}"
+    return result, samples
+
+
+def _status(trial: Trial, exit_info: ExitInfo | None, oom_kills: int) -> TrialStatus:
+    # OOM is decided from the cgroup's counter: stress-ng respawns OOM-killed workers
+    # and still exits 0 (HOST-NOTES, "Limits, checked under Docker").
+    if oom_kills > 0:
+        return "oom"
+    if exit_info is None:
+        return "ok" if trial.role == "aggressor" else "timeout"
+    return "ok" if exit_info.exit_code == 0 else "failed"
+
+
+def _identity(trial: Trial) -> dict[str, object]:
+    return {
+        "trial_id": trial.trial_id,
+        "runtime": trial.runtime,
+        "oci_runtime": trial.oci_runtime,
+        "workload": trial.workload.name,
+        "role": trial.role,
+        "group_id": trial.group_id,
+        "repetition": trial.repetition,
+        "warmup": trial.warmup,
+    }
+
+
+def _skipped(trial: Trial, reason: str) -> TrialResult:
+    return TrialResult(**_identity(trial), status="skipped", error=reason)  # type: ignore[arg-type]
+
+
+def _existing(store: ResultStore, trial_id: str) -> TrialResult:
+    return next(t for t in store.trials if t.trial_id == trial_id)
+
+
+def _object_name(run_id: str, trial_id: str) -> str:
+    """Container/cgroup name: unique per run and trial, short, and prefixed for gc."""
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
+    return f"{NAME_PREFIX}{digest}-{trial_id.split('-', 1)[0]}-{os.getpid()}"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def _signals_raise_interrupted() -> Iterator[None]:
+    """Turn SIGTERM (and SIGINT) into an exception so every `finally` cleans up."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(f"received signal {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

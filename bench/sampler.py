@@ -1,0 +1,121 @@
+"""Fixed-cadence sampling of one or many cgroups on a background thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from array import array
+from dataclasses import dataclass, field
+
+from bench.cgroups.model import SNAPSHOT_FIELDS, CgroupReader, CgroupSnapshot
+from bench.errors import CgroupError
+
+# Columns hold int64; a metric the kernel does not provide (None) is stored as this
+# sentinel and becomes a missing value when the columns turn into a DataFrame.
+MISSING = -1
+
+
+@dataclass
+class SampleColumns:
+    """Samples of one cgroup, column by column: `t_s` plus one int column per metric."""
+
+    t0: float
+    t_s: array[float] = field(default_factory=lambda: array("d"))
+    values: dict[str, array[int]] = field(
+        default_factory=lambda: {name: array("q") for name in SNAPSHOT_FIELDS}
+    )
+
+    def append(self, now: float, snapshot: CgroupSnapshot) -> None:
+        self.t_s.append(now - self.t0)
+        for name, column in self.values.items():
+            value = getattr(snapshot, name)
+            column.append(MISSING if value is None else value)
+
+    def __len__(self) -> int:
+        return len(self.t_s)
+
+
+@dataclass
+class _Target:
+    reader: CgroupReader
+    columns: SampleColumns
+
+
+class Sampler:
+    """Reads every registered cgroup each `interval_s`, on deadlines that never drift.
+
+    Deadlines are start + k * interval on the monotonic clock; a tick that is late by a
+    whole interval is skipped (and counted) instead of being bunched up.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        self.interval_s = interval_s
+        self.missed_ticks = 0
+        self._targets: dict[str, _Target] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, key: str, reader: CgroupReader, t0: float) -> None:
+        """Start sampling `reader` under `key`; `t0` (monotonic) is the trial's t_s = 0."""
+        with self._lock:
+            self._targets[key] = _Target(reader, SampleColumns(t0))
+
+    def remove(self, key: str) -> SampleColumns:
+        """Stop sampling `key` and hand back what was collected."""
+        with self._lock:
+            return self._targets.pop(key).columns
+
+    def sample_now(self, key: str) -> None:
+        """Take one sample of `key` immediately (e.g. the final one, after exit)."""
+        with self._lock:
+            target = self._targets.get(key)
+            if target is not None:
+                self._read(target, time.monotonic())
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="bench-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> Sampler:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def _loop(self) -> None:
+        start = time.monotonic()
+        tick = 0
+        while True:
+            tick += 1
+            deadline = start + tick * self.interval_s
+            delay = deadline - time.monotonic()
+            if delay < 0:
+                skipped = int(-delay // self.interval_s)
+                self.missed_ticks += skipped
+                tick += skipped
+                delay += skipped * self.interval_s
+            if self._stop.wait(max(delay, 0.0)):
+                return
+            now = time.monotonic()
+            with self._lock:
+                for target in list(self._targets.values()):
+                    self._read(target, now)
+
+    @staticmethod
+    def _read(target: _Target, now: float) -> None:
+        try:
+            snapshot = target.reader.read()
+        except CgroupError:
+            return  # the cgroup went away (workload ended); the runner has the final read
+        target.columns.append(now, snapshot)
