@@ -181,6 +181,13 @@ def _prepare_runtimes(
         if availability.ok:
             runtimes[name] = runtime
             manifest.runtimes[name] = {"available": True, "version": runtime.version()}
+            left = runtime.leftovers()
+            if left:
+                progress.note(
+                    f"warning: {len(left)} {name} object(s) left by an earlier bench run "
+                    f"({', '.join(left[:3])}{' ...' if len(left) > 3 else ''}); "
+                    "`bench gc` removes them"
+                )
         else:
             reason = availability.reason + (f" Fix: {availability.fix}" if availability.fix else "")
             skipped[name] = reason

@@ -1,0 +1,231 @@
+"""The `bench` command: parses arguments and calls library functions (nothing more)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from bench.plan import Trial
+    from bench.results import TrialResult
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"bench: {message}", err=True)
+    sys.exit(code)
+
+
+def friendly(func: F) -> F:
+    """Turn BenchError into a one-paragraph message and its exit code, never a traceback."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BenchError as exc:
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as exc:
+            if os.environ.get("BENCH_DEBUG"):
+                traceback.print_exc()
+            _fail(
+                f"internal error: {type(exc).__name__}: {exc}. This is a bug in bench; "
+                "rerun with BENCH_DEBUG=1 for the traceback and report it.",
+                1,
+            )
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.version_option(package_name="bench")
+def main() -> None:
+    """Benchmark container runtimes (bare metal, Docker, Podman, LXC) through cgroups."""
+
+
+class RichProgress:
+    """Progress bar on stderr; notes printed above it."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.task = self.bar.add_task("starting", total=None)
+
+    def __enter__(self) -> RichProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.bar.stop()
+
+    def planned(self, total: int) -> None:
+        self.bar.update(self.task, total=total, description="running")
+
+    def trial_started(self, trial: Trial) -> None:
+        self.bar.update(self.task, description=f"{trial.runtime} {trial.workload.name}")
+
+    def trial_finished(self, result: TrialResult) -> None:
+        self.bar.advance(self.task)
+        if result.status not in ("ok", "skipped"):
+            self.console.print(
+                f"[yellow]{result.trial_id}: {result.status}[/] {result.error}", highlight=False
+            )
+
+    def note(self, message: str) -> None:
+        self.console.print(message, highlight=False)
+
+
+@main.command()
+@click.argument("scenario")
+@click.option("--runtime", "runtimes", multiple=True, help="Only this runtime (repeatable).")
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"))
+@click.option("--run-id", help="Name of the run folder (default: scenario-time-random).")
+@click.option("--resume", type=click.Path(path_type=Path), help="Finish an interrupted run.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@friendly
+def run(
+    scenario: str,
+    runtimes: tuple[str, ...],
+    results_dir: Path,
+    run_id: str | None,
+    resume: Path | None,
+    as_json: bool,
+) -> None:
+    """Run SCENARIO (a path or the name of a shipped scenario)."""
+    from bench.runner import RunOptions, run_scenario
+    from bench.scenario import resolve_scenario
+    from bench.summary import print_summary
+
+    path = resolve_scenario(scenario)
+    options = RunOptions(results_dir, run_id, list(runtimes) or None, resume)
+    with RichProgress() as progress:
+        outcome = run_scenario(path, options, progress)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "run_id": outcome.run_id,
+                    "run_dir": str(outcome.run_dir),
+                    "status": outcome.status,
+                    "trials": len(outcome.trials),
+                    "skipped_runtimes": outcome.skipped_runtimes,
+                }
+            )
+        )
+    else:
+        print_summary(outcome.trials, outcome.skipped_runtimes)
+        click.echo(f"results: {outcome.run_dir} ({outcome.status})")
+    if outcome.status == "failed":
+        sys.exit(1)
+    if outcome.status == "incomplete":
+        sys.exit(130)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def doctor(as_json: bool) -> None:
+    """Host facts and whether each runtime can run here (and how to fix it)."""
+    from bench.doctor import run_doctor
+
+    report = run_doctor()
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    host = report.host
+    click.echo(f"host      {host['hostname']}  kernel {host['kernel']}  {host['cpus']} cpus")
+    click.echo(f"cgroups   {host['cgroup_version']}  controllers: {' '.join(report.controllers)}")
+    verdict = "yes" if report.can_create_cgroups else "NO"
+    click.echo(f"create    {verdict}: {report.cgroup_detail}")
+    for check in report.runtimes:
+        if check.available:
+            oci = (
+                f"  (OCI runtime: {check.default_oci_runtime})" if check.default_oci_runtime else ""
+            )
+            click.echo(f"{check.name:<9} ok  {check.version}{oci}")
+        else:
+            click.echo(f"{check.name:<9} --  {check.reason}  fix: {check.fix}")
+
+
+@main.command(name="list")
+@friendly
+def list_scenarios() -> None:
+    """Shipped scenarios with one-line descriptions."""
+    from bench.scenario import shipped_scenarios
+
+    for name, description in shipped_scenarios():
+        click.echo(f"{name:<22} {description}")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+@click.option(
+    "--format", "formats", multiple=True, type=click.Choice(["html", "md", "json"]), default=()
+)
+@friendly
+def report(run_dirs: tuple[Path, ...], out: Path | None, formats: tuple[str, ...]) -> None:
+    """Write reports/<run-id>/ (index.html, report.md, report.json) for RUN_DIR(s)."""
+    from bench.analysis import load_run
+    from bench.report import build_report
+
+    runs = [load_run(path) for path in run_dirs]
+    out_dir = out or Path("reports") / "-vs-".join(run.run_id for run in runs)
+    for path in build_report(runs, out_dir, set(formats or ("html", "md", "json"))):
+        click.echo(str(path))
+
+
+@main.command()
+@click.argument("base", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("--threshold", type=float, default=5.0, help="Regression threshold in percent.")
+@click.option("--markdown", is_flag=True, help="Print Markdown (for a CI job summary).")
+@friendly
+def compare(base: Path, new: Path, threshold: float, markdown: bool) -> None:
+    """Compare NEW against BASE; exit 1 on a significant regression over the threshold."""
+    from bench.analysis import load_run
+    from bench.compare import compare_runs, to_markdown, to_text
+
+    comparison = compare_runs(load_run(base), load_run(new), threshold)
+    click.echo(to_markdown(comparison) if markdown else to_text(comparison))
+    if comparison.has_regression:
+        sys.exit(1)
+
+
+@main.command()
+@friendly
+def gc() -> None:
+    """Remove containers, cgroups and images that bench left behind."""
+    from bench.gc import collect_garbage
+
+    for line in collect_garbage():
+        click.echo(line)

@@ -1,0 +1,75 @@
+"""Host and runtime checks behind `bench doctor`."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.cgroups.locate import cgroup_mounts
+from bench.host import host_facts
+from bench.runtimes import RUNTIME_CLASSES, get_runtime
+
+
+@dataclass
+class RuntimeCheck:
+    name: str
+    available: bool
+    version: str = ""
+    reason: str = ""
+    fix: str = ""
+    default_oci_runtime: str = ""
+
+
+@dataclass
+class DoctorReport:
+    host: dict[str, Any]
+    controllers: list[str]
+    can_create_cgroups: bool
+    cgroup_detail: str
+    runtimes: list[RuntimeCheck] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def controllers() -> list[str]:
+    """Controllers bench can use: v1 mounts, or the v2 root's cgroup.controllers."""
+    mounts = cgroup_mounts()
+    names = sorted(name for name in mounts if name != "unified")
+    if not names and "unified" in mounts:
+        with contextlib.suppress(OSError):
+            names = Path(mounts["unified"], "cgroup.controllers").read_text().split()
+    return names
+
+
+def check_runtime(name: str) -> RuntimeCheck:
+    runtime = get_runtime(name)
+    try:
+        availability = runtime.available()
+        check = RuntimeCheck(
+            name, availability.ok, reason=availability.reason, fix=availability.fix
+        )
+        if availability.ok:
+            check.version = runtime.version()
+            default_oci = getattr(runtime, "default_oci_runtime", None)
+            if callable(default_oci):
+                check.default_oci_runtime = str(default_oci())
+        return check
+    finally:
+        runtime.close()
+
+
+def run_doctor() -> DoctorReport:
+    from bench.cgroups import can_create_cgroups
+
+    ok, detail = can_create_cgroups()
+    report = DoctorReport(
+        host=host_facts().as_dict(),
+        controllers=controllers(),
+        can_create_cgroups=ok,
+        cgroup_detail=detail,
+    )
+    report.runtimes = [check_runtime(name) for name in RUNTIME_CLASSES]
+    return report
