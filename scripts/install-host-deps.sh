@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Debian packages bench needs on a benchmark host and in CI (idempotent).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+PKGS=(
+  docker.io podman runc crun conmon uidmap fuse-overlayfs   # container engines
+  lxc lxc-templates                                         # LXC (command-line tools)
+  stress-ng busybox-static                                  # the workload image
+  qemu-system-x86 cpio                                      # the cgroup v2 test VM
+  python3-venv git procps iproute2 ca-certificates curl
+)
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Start dockerd and the podman API service if they are not running (idempotent).
+set -euo pipefail
+if ! docker version >/dev/null 2>&1; then
+  setsid dockerd >/var/log/bench-dockerd.log 2>&1 < /dev/null &
+  for _ in $(seq 60); do docker version >/dev/null 2>&1 && break; sleep 1; done
+  docker version >/dev/null 2>&1 || { echo "dockerd did not start:"; tail -20 /var/log/bench-dockerd.log; exit 1; }
+fi
+if [ ! -S /run/podman/podman.sock ] || ! curl -sf --unix-socket /run/podman/podman.sock http://d/_ping >/dev/null 2>&1; then
+  mkdir -p /run/podman
+  rm -f /run/podman/podman.sock
+  setsid podman system service --time=0 unix:///run/podman/podman.sock >/var/log/bench-podman.log 2>&1 < /dev/null &
+  for _ in $(seq 30); do [ -S /run/podman/podman.sock ] && break; sleep 1; done
+  [ -S /run/podman/podman.sock ] || { echo "podman service did not start:"; tail -20 /var/log/bench-podman.log; exit 1; }
+fi
+echo "dockerd: $(docker version --format '{{.Server.Version}}')  podman: $(podman --version)"
