@@ -176,7 +176,12 @@ class ContainerHandle:
             slice_s = remaining if self.poll_exit is None else min(remaining, _POLL_INTERVAL_S)
             code = self.fifo.wait_exit(max(slice_s, 0.0))
             if code is None and self.poll_exit is not None:
-                code = self.poll_exit()
+                died = self.poll_exit()
+                # An "E" written just before the container ended may still be in flight:
+                # the workload's own code beats the container's.
+                if died is not None:
+                    late = self.fifo.wait_exit(0.2)
+                    code = died if late is None else late
             if code is not None:
                 self._exit = ExitInfo(exit_code=code)
                 return self._exit

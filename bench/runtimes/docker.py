@@ -1,0 +1,213 @@
+"""Docker via the docker SDK: runs the wrapper of bench.runtimes._container in the image."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.errors import BenchError, RuntimeUnavailable
+from bench.image import IMAGE_REPOSITORY
+from bench.runtimes._container import IO_MOUNT, ContainerHandle, Launched, start_container
+from bench.runtimes.base import Availability
+from bench.spec import CPU_PERIOD_US, LABEL, NAME_PREFIX
+
+if TYPE_CHECKING:
+    from bench.image import WorkloadImage
+    from bench.spec import StartSpec
+
+FIX = "start dockerd: `dockerd &` or `systemctl start docker`"
+DAEMON_PROCESS_NAMES = ("dockerd", "containerd", "containerd-shim", "docker-proxy")
+_API_TIMEOUT_S = 120
+
+
+class DockerRuntime:
+    """The Docker engine; `base_url` defaults to DOCKER_HOST or the local socket."""
+
+    name = "docker"
+
+    def __init__(self, base_url: str | None = None) -> None:
+        self.base_url = base_url
+        self._client: Any = None
+        self._image_ref: str | None = None
+
+    def _connect(self) -> Any:
+        """The SDK client, created on first use (the SDK import is slow)."""
+        if self._client is None:
+            import docker
+
+            try:
+                if self.base_url is None:
+                    self._client = docker.from_env(timeout=_API_TIMEOUT_S)
+                else:
+                    self._client = docker.DockerClient(
+                        base_url=self.base_url, timeout=_API_TIMEOUT_S
+                    )
+            except docker.errors.DockerException as exc:
+                where = self.base_url or "DOCKER_HOST or unix:///var/run/docker.sock"
+                raise RuntimeUnavailable(
+                    f"cannot reach the Docker daemon at {where}: {exc}. {FIX}"
+                ) from exc
+        return self._client
+
+    def available(self) -> Availability:
+        try:
+            import docker
+        except ImportError:
+            return Availability(
+                False, "the docker Python SDK is not installed", "pip install docker"
+            )
+        try:
+            self._connect().ping()
+        except RuntimeUnavailable as exc:
+            return Availability(False, str(exc), FIX)
+        except (docker.errors.DockerException, OSError) as exc:
+            return Availability(False, f"the Docker daemon does not answer: {exc}", FIX)
+        return Availability(True)
+
+    def version(self) -> str:
+        client = self._connect()
+        server = client.version().get("Version", "unknown")
+        oci = client.info().get("DefaultRuntime", "unknown")
+        return f"{server} (default OCI runtime {oci})"
+
+    def prepare(self, image: WorkloadImage) -> None:
+        """Import the image tarball unless its digest tag is already present."""
+        import docker
+
+        client = self._connect()
+        ref = f"{IMAGE_REPOSITORY}:{image.version_tag}"
+        try:
+            client.images.get(ref)
+        except docker.errors.ImageNotFound:
+            client.api.import_image_from_file(
+                str(image.tarball),
+                repository=IMAGE_REPOSITORY,
+                tag=image.version_tag,
+                changes=[f"LABEL {LABEL}=1"],
+            )
+            client.images.get(ref)  # raises if the import silently failed
+        self._image_ref = ref
+
+    def _run_options(self, spec: StartSpec) -> dict[str, Any]:
+        from docker.types import Ulimit
+
+        limits = spec.limits
+        options: dict[str, Any] = {
+            "name": spec.name,
+            "labels": dict(spec.labels),
+            "network_mode": "bridge" if spec.network else "none",
+            "read_only": True,
+            "working_dir": IO_MOUNT,
+            "volumes": {str(Path(spec.io_dir).resolve()): {"bind": IO_MOUNT, "mode": "rw"}},
+            "ulimits": [Ulimit(name=n, soft=soft, hard=hard) for n, soft, hard in spec.rlimits],
+            "security_opt": ["no-new-privileges"],
+            # Neither busybox sh nor stress-ng's cpu/vm stressors need a capability
+            # (tests/integration/test_docker.py runs both with none).
+            "cap_drop": ["ALL"],
+            "auto_remove": False,
+        }
+        if limits.cpu_quota_us is not None:
+            options["cpu_period"] = CPU_PERIOD_US
+            options["cpu_quota"] = limits.cpu_quota_us
+        if limits.cpuset is not None:
+            options["cpuset_cpus"] = limits.cpuset
+        if limits.memory_bytes is not None:
+            options["mem_limit"] = limits.memory_bytes
+            options["memswap_limit"] = limits.memory_bytes  # equal: no swap
+        if limits.pids is not None:
+            options["pids_limit"] = limits.pids
+        if spec.oci_runtime:
+            options["runtime"] = spec.oci_runtime
+        return options
+
+    def start(self, spec: StartSpec) -> ContainerHandle:
+        import docker
+
+        if self._image_ref is None:
+            raise BenchError("DockerRuntime.start() before prepare(image): import the image first")
+        if not spec.name.startswith(NAME_PREFIX):
+            raise BenchError(f"container name {spec.name!r} must start with {NAME_PREFIX!r}")
+        client = self._connect()
+        image_ref = self._image_ref
+        options = self._run_options(spec)
+
+        def launch(command: list[str]) -> Launched:
+            # create + start rather than containers.run(): run() leaks the created
+            # container when start fails (e.g. an unknown OCI runtime).
+            container = client.containers.create(image_ref, command, **options)
+
+            def kill() -> None:
+                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                    container.kill()
+
+            def remove() -> None:
+                with contextlib.suppress(docker.errors.NotFound):
+                    container.remove(force=True)
+
+            def poll_exit() -> int | None:
+                try:
+                    container.reload()
+                except docker.errors.NotFound:
+                    return 137  # removed under us: as if SIGKILLed
+                state = container.attrs["State"]
+                return None if state.get("Running") else int(state.get("ExitCode", 0))
+
+            try:
+                container.start()
+                container.reload()
+                pid = int(container.attrs["State"]["Pid"])
+                if pid <= 0:
+                    state = container.attrs["State"]
+                    raise BenchError(
+                        f"container {spec.name} is not running right after start "
+                        f"(status {state.get('Status')}, error {state.get('Error')!r})"
+                    )
+            except BaseException:
+                remove()
+                raise
+            return Launched(pid=pid, kill=kill, remove=remove, poll_exit=poll_exit)
+
+        return start_container(spec, launch)
+
+    def footprint_pids(self) -> list[int]:
+        from bench.footprint import pids_named
+
+        return pids_named(DAEMON_PROCESS_NAMES)
+
+    def _leftover_objects(self) -> tuple[list[Any], list[Any]]:
+        client = self._connect()
+        containers = {c.id: c for c in client.containers.list(all=True, filters={"label": LABEL})}
+        for container in client.containers.list(all=True, filters={"name": NAME_PREFIX}):
+            # The name filter matches substrings; keep true prefixes only.
+            if container.name.startswith(NAME_PREFIX):
+                containers.setdefault(container.id, container)
+        images = client.images.list(name=IMAGE_REPOSITORY)
+        return list(containers.values()), images
+
+    def leftovers(self) -> list[str]:
+        containers, images = self._leftover_objects()
+        names = [f"container {c.name}" for c in containers]
+        for image in images:
+            names.extend(f"image {tag}" for tag in image.tags or [image.id])
+        return sorted(names)
+
+    def remove_leftovers(self) -> int:
+        import docker
+
+        containers, images = self._leftover_objects()
+        removed = 0
+        for container in containers:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+                removed += 1
+        for image in images:
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                self._client.images.remove(image.id, force=True)
+                removed += 1
+        return removed
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
