@@ -1,0 +1,624 @@
+"""Notebook API: load result stores into pandas and build overhead/isolation tables.
+
+Reads only the result store (DESIGN.md "Result store"). Every table excludes warm-up
+and non-ok trials; medians carry 95 % bootstrap CIs and differences a Mann-Whitney
+p-value (see bench.stats for why).
+
+    >>> run = load_run("results/2025-01-01T00-00-00-overhead")
+    >>> overhead_table(run)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench import stats
+from bench.errors import InputError
+
+BASELINE_RUNTIME = "bare"
+HARM_THRESHOLD_PCT = 5.0
+CPU_LIMIT_SLACK = 1.05  # accounting granularity: a CFS quota can overshoot by a few percent
+
+REQUIRED_TRIAL_COLUMNS = ("trial_id", "runtime", "workload")
+# Optional trial columns and the value a missing one takes (older or partial writers).
+TRIAL_DEFAULTS: dict[str, Any] = {
+    "oci_runtime": "",
+    "role": "solo",
+    "group_id": "",
+    "repetition": 0,
+    "warmup": False,
+    "status": "ok",
+    "exit_code": np.nan,
+    "wall_s": np.nan,
+    "cpu_s": np.nan,
+    "cpu_user_s": np.nan,
+    "cpu_sys_s": np.nan,
+    "cpu_rusage_s": np.nan,
+    "mem_peak_bytes": np.nan,
+    "mem_peak_from_samples": False,
+    "oom_kills": 0,
+    "cpu_nr_throttled": np.nan,
+    "cpu_throttled_ns": np.nan,
+    "throughput": np.nan,
+    "throughput_unit": "",
+    "start_s": np.nan,
+    "stop_s": np.nan,
+    "runtime_rss_bytes": np.nan,
+    "runtime_pss_bytes": np.nan,
+    "cgroup": "",
+    "error": "",
+    "scenario_isolation_kind": "",
+    "placement": "",
+    # Limits the trial ran under; used to judge whether a limit held in isolation runs.
+    "mem_limit_bytes": np.nan,
+    "pids_limit": np.nan,
+    "cpu_limit_cpus": np.nan,
+}
+STRING_COLUMNS = [
+    "trial_id",
+    "runtime",
+    "oci_runtime",
+    "workload",
+    "role",
+    "group_id",
+    "status",
+    "throughput_unit",
+    "cgroup",
+    "error",
+    "scenario_isolation_kind",
+    "placement",
+]
+BOOL_COLUMNS = ("warmup", "mem_peak_from_samples")
+SAMPLE_COLUMNS = [
+    "cpu_usage_ns",
+    "cpu_user_ns",
+    "cpu_system_ns",
+    "cpu_nr_throttled",
+    "cpu_throttled_ns",
+    "mem_current_bytes",
+    "mem_peak_bytes",
+    "mem_anon_bytes",
+    "mem_file_bytes",
+    "mem_working_set_bytes",
+    "pids_current",
+    "oom_kill_count",
+    "io_read_bytes",
+    "io_write_bytes",
+]
+# Cumulative counters in samples and the divisor turning d(counter)/d(t) into a unit/s rate.
+COUNTERS = {
+    "cpu_usage_ns": 1e9,
+    "cpu_user_ns": 1e9,
+    "cpu_system_ns": 1e9,
+    "cpu_throttled_ns": 1e9,
+    "cpu_nr_throttled": 1.0,
+    "io_read_bytes": 1.0,
+    "io_write_bytes": 1.0,
+    "oom_kill_count": 1.0,
+}
+RATE_ALIASES = {
+    "cpu_rate": "cpu_usage_ns",  # CPU cores in use
+    "cpu_user_rate": "cpu_user_ns",
+    "cpu_system_rate": "cpu_system_ns",
+    "cpu_throttled_rate": "cpu_throttled_ns",
+    "io_read_rate": "io_read_bytes",  # bytes/s
+    "io_write_rate": "io_write_bytes",
+}
+
+
+@dataclass
+class Run:
+    """One run (or several, concatenated by `load_runs`) as pandas frames.
+
+    `trials` gets `run_id`, `label` (runtime, plus "+oci" when one runtime ran under
+    several OCI runtimes) and `usable` (not a warm-up and status ok) columns; warm-ups
+    are kept, flagged by `warmup`.
+    """
+
+    path: Path
+    manifest: dict[str, Any]
+    trials: pd.DataFrame
+    samples: pd.DataFrame
+    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest.get("run_id") or self.path.name)
+
+    @property
+    def run_ids(self) -> list[str]:
+        return list(self.manifests) or [self.run_id]
+
+
+# --- loading ----------------------------------------------------------------------------
+
+
+def _read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "manifest.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise InputError(
+            f"{run_dir} is not a result store: manifest.json is missing. Pass a "
+            "results/<run-id>/ directory written by `bench run`."
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{path} is not valid JSON ({exc}); the run may have been cut short."
+        ) from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path} must hold a JSON object, not {type(data).__name__}.")
+    return data
+
+
+def _normalise_trials(trials: pd.DataFrame, run_id: str, where: Path) -> pd.DataFrame:
+    missing = [c for c in REQUIRED_TRIAL_COLUMNS if c not in trials.columns]
+    if missing:
+        raise InputError(
+            f"{where} lacks required column(s) {', '.join(missing)}; it was not written by "
+            "a compatible bench version."
+        )
+    trials = trials.copy()
+    for column, default in TRIAL_DEFAULTS.items():
+        if column not in trials.columns:
+            trials[column] = default
+    for column in STRING_COLUMNS:
+        trials[column] = trials[column].fillna("").astype(str)
+    for column in BOOL_COLUMNS:
+        trials[column] = trials[column].fillna(False).astype(bool)
+    for column, default in TRIAL_DEFAULTS.items():
+        if column not in STRING_COLUMNS and column not in BOOL_COLUMNS:
+            trials[column] = pd.to_numeric(trials[column], errors="coerce")
+            if not (isinstance(default, float) and math.isnan(default)):
+                trials[column] = trials[column].fillna(default)
+    blank_group = trials["group_id"] == ""
+    trials.loc[blank_group, "group_id"] = trials.loc[blank_group, "trial_id"]
+    trials.loc[trials["role"] == "", "role"] = "solo"
+    trials.insert(0, "run_id", run_id)
+    trials["usable"] = ~trials["warmup"] & (trials["status"] == "ok")
+    return trials
+
+
+def _normalise_samples(samples: pd.DataFrame, run_id: str, where: Path) -> pd.DataFrame:
+    missing = [c for c in ("trial_id", "t_s") if c not in samples.columns]
+    if missing:
+        raise InputError(f"{where} lacks required column(s) {', '.join(missing)}.")
+    samples = samples.copy()
+    samples["trial_id"] = samples["trial_id"].astype(str)
+    samples.insert(0, "run_id", run_id)
+    return samples
+
+
+def _add_labels(trials: pd.DataFrame) -> pd.DataFrame:
+    variants = trials.groupby("runtime")["oci_runtime"].nunique()
+    several = set(variants[variants > 1].index)
+    label = trials["runtime"].copy()
+    mask = trials["runtime"].isin(several) & (trials["oci_runtime"] != "")
+    label[mask] = trials.loc[mask, "runtime"] + "+" + trials.loc[mask, "oci_runtime"]
+    trials["label"] = label
+    return trials
+
+
+def load_run(path: str | Path) -> Run:
+    """Load results/<run-id>/ (manifest.json, trials.parquet, samples.parquet) into a Run."""
+    run_dir = Path(path)
+    manifest = _read_manifest(run_dir)
+    run_id = str(manifest.get("run_id") or run_dir.name)
+    trials_path = run_dir / "trials.parquet"
+    if not trials_path.exists():
+        raise InputError(f"{trials_path} is missing; the run wrote no trials.")
+    trials = _normalise_trials(pd.read_parquet(trials_path), run_id, trials_path)
+    samples_path = run_dir / "samples.parquet"
+    if samples_path.exists():
+        samples = _normalise_samples(pd.read_parquet(samples_path), run_id, samples_path)
+    else:
+        samples = pd.DataFrame({"run_id": pd.Series(dtype=str), "trial_id": [], "t_s": []})
+    return Run(run_dir, manifest, _add_labels(trials), samples, {run_id: manifest})
+
+
+def load_runs(paths: Iterable[str | Path]) -> Run:
+    """Load several runs into one Run: frames concatenated, told apart by `run_id`.
+
+    Tables on the result pool repetitions of all runs; `manifest["runs"]` lists each run's
+    manifest (also in `.manifests`).
+    """
+    runs = [load_run(p) for p in paths]
+    if not runs:
+        raise InputError("load_runs needs at least one run directory.")
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise InputError(f"the same run was given twice: {', '.join(ids)}")
+    trials = pd.concat([r.trials.drop(columns="label") for r in runs], ignore_index=True)
+    samples = pd.concat([r.samples for r in runs], ignore_index=True)
+    manifest = {"run_id": "+".join(ids), "runs": [r.manifest for r in runs]}
+    return Run(
+        runs[0].path, manifest, _add_labels(trials), samples, {r.run_id: r.manifest for r in runs}
+    )
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    """The column a workload's performance is judged by, and which direction is better."""
+
+    column: str
+    unit: str
+    bigger_is_better: bool
+
+
+def primary_metric(trials: pd.DataFrame) -> Metric:
+    """Throughput when every usable trial reported one, else wall time."""
+    usable = trials[trials["usable"]]
+    if len(usable) and usable["throughput"].notna().all():
+        units = usable["throughput_unit"].replace("", np.nan).dropna()
+        return Metric("throughput", str(units.iloc[0]) if len(units) else "", True)
+    return Metric("wall_s", "s", False)
+
+
+def _values(frame: pd.DataFrame, column: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+    return stats.as_array(frame[column].to_numpy(dtype=float, na_value=np.nan))
+
+
+def _median(series: pd.Series) -> float:
+    """Median of the finite values, NaN when there are none (no RuntimeWarning)."""
+    arr = stats.as_array(series.to_numpy(dtype=float, na_value=np.nan))
+    return float(np.median(arr)) if arr.size else math.nan
+
+
+def _verdict(test: stats.TestResult, ratio: float, bigger_is_better: bool) -> str:
+    if not test.differs or not math.isfinite(ratio):
+        return "same"
+    better = ratio > 1.0 if bigger_is_better else ratio < 1.0
+    return "faster" if better else "slower"
+
+
+def _solo(run: Run) -> pd.DataFrame:
+    return run.trials[run.trials["usable"] & (run.trials["role"] == "solo")]
+
+
+KNOWN_ORDER = ("bare", "docker", "podman", "lxc")
+
+
+def _label_order(labels: Iterable[str], baseline: str = BASELINE_RUNTIME) -> list[str]:
+    """Baseline first, then the known runtimes in their usual order, then the rest."""
+
+    def key(label: str) -> tuple[bool, int, str]:
+        runtime = label.split("+")[0]
+        rank = KNOWN_ORDER.index(runtime) if runtime in KNOWN_ORDER else len(KNOWN_ORDER)
+        return (label != baseline, rank, label)
+
+    return sorted(set(labels), key=key)
+
+
+# --- tables -----------------------------------------------------------------------------
+
+
+def overhead_table(
+    run: Run, *, baseline: str = BASELINE_RUNTIME, alpha: float = stats.ALPHA
+) -> pd.DataFrame:
+    """Runtime x workload: median metric [95 % CI], ratio to `baseline` [CI], verdict.
+
+    Columns: runtime, workload, n, metric, unit, median, median_low, median_high, ratio,
+    ratio_low, ratio_high, cpu_s_ratio, mem_peak_delta_bytes, start_ms, stop_ms, p_value,
+    verdict ("baseline" | "same" | "slower" | "faster" | "no-baseline"). `ratio` is
+    new/baseline of the metric: > 1 is faster for throughput, slower for wall_s.
+    """
+    solo = _solo(run)
+    rows: list[dict[str, Any]] = []
+    for workload, by_workload in solo.groupby("workload", sort=True):
+        metric = primary_metric(by_workload)
+        base = by_workload[by_workload["label"] == baseline]
+        for label in _label_order(by_workload["label"].unique(), baseline):
+            group = by_workload[by_workload["label"] == label]
+            values = _values(group, metric.column)
+            med = stats.median_ci(values)
+            row: dict[str, Any] = {
+                "runtime": label,
+                "workload": workload,
+                "n": len(group),
+                "metric": metric.column,
+                "unit": metric.unit,
+                "median": med.value,
+                "median_low": med.low,
+                "median_high": med.high,
+                "start_ms": _median(group["start_s"]) * 1e3,
+                "stop_ms": _median(group["stop_s"]) * 1e3,
+            }
+            if base.empty:
+                ratio, cpu_ratio, mem_delta = stats.NAN_ESTIMATE, np.nan, np.nan
+                p, verdict = np.nan, "no-baseline"
+            else:
+                ratio = stats.ratio_ci(values, _values(base, metric.column))
+                base_cpu = _median(base["cpu_s"])
+                cpu_ratio = _median(group["cpu_s"]) / base_cpu if base_cpu else math.nan
+                mem_delta = _median(group["mem_peak_bytes"]) - _median(base["mem_peak_bytes"])
+                if label == baseline:
+                    p, verdict = np.nan, "baseline"
+                else:
+                    test = stats.differs(values, _values(base, metric.column), alpha=alpha)
+                    p, verdict = test.p_value, _verdict(test, ratio.value, metric.bigger_is_better)
+            row.update(
+                ratio=ratio.value,
+                ratio_low=ratio.low,
+                ratio_high=ratio.high,
+                cpu_s_ratio=cpu_ratio,
+                mem_peak_delta_bytes=mem_delta,
+                p_value=p,
+                verdict=verdict,
+            )
+            rows.append(row)
+    columns = [
+        "runtime",
+        "workload",
+        "n",
+        "metric",
+        "unit",
+        "median",
+        "median_low",
+        "median_high",
+        "ratio",
+        "ratio_low",
+        "ratio_high",
+        "cpu_s_ratio",
+        "mem_peak_delta_bytes",
+        "start_ms",
+        "stop_ms",
+        "p_value",
+        "verdict",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _limit_held(aggressors: pd.DataFrame, samples: pd.DataFrame) -> bool | None:
+    """Whether every aggressor stayed within its memory / pids / CPU limit; None if unknown."""
+    verdicts: list[bool] = []
+    mem = aggressors.dropna(subset=["mem_limit_bytes", "mem_peak_bytes"])
+    if len(mem):
+        verdicts.append(bool((mem["mem_peak_bytes"] <= mem["mem_limit_bytes"]).all()))
+    pids = aggressors.dropna(subset=["pids_limit"])
+    if len(pids) and "pids_current" in samples.columns:
+        peak = samples.groupby(["run_id", "trial_id"], as_index=False)["pids_current"].max()
+        joined = pids.merge(peak, on=["run_id", "trial_id"]).dropna(subset=["pids_current"])
+        if len(joined):
+            verdicts.append(bool((joined["pids_current"] <= joined["pids_limit"]).all()))
+    cpu = aggressors.dropna(subset=["cpu_limit_cpus", "cpu_s", "wall_s"])
+    cpu = cpu[cpu["wall_s"] > 0]
+    if len(cpu):
+        used = cpu["cpu_s"] / cpu["wall_s"]
+        verdicts.append(bool((used <= cpu["cpu_limit_cpus"] * CPU_LIMIT_SLACK).all()))
+    return all(verdicts) if verdicts else None
+
+
+def isolation_table(
+    run: Run, *, threshold_pct: float = HARM_THRESHOLD_PCT, alpha: float = stats.ALPHA
+) -> pd.DataFrame:
+    """Runtime x aggressor kind x placement: what the victim lost and whether limits held.
+
+    Columns: runtime, kind, placement, victim_workload, n, degradation_pct [low, high]
+    (loss of the victim's metric vs its solo baseline in the same run, positive = worse),
+    p_value, limit_held (True/False, <NA> when the store has no limit columns),
+    aggressor_oom_killed, victim_failed (count), victim_harmed (a victim failed, or a
+    significant degradation above `threshold_pct`).
+    """
+    trials = run.trials
+    victims = trials[(trials["role"] == "victim") & ~trials["warmup"]]
+    columns = [
+        "runtime",
+        "kind",
+        "placement",
+        "victim_workload",
+        "n",
+        "degradation_pct",
+        "degradation_low_pct",
+        "degradation_high_pct",
+        "p_value",
+        "limit_held",
+        "aggressor_oom_killed",
+        "victim_failed",
+        "victim_harmed",
+    ]
+    rows: list[dict[str, Any]] = []
+    keys = ["label", "scenario_isolation_kind", "placement", "workload"]
+    for (label, kind, placement, workload), group in victims.groupby(keys, sort=True):
+        solo = _solo(run)
+        base = solo[
+            (solo["label"] == label)
+            & (solo["workload"] == workload)
+            & solo["run_id"].isin(group["run_id"].unique())
+        ]
+        ok = group[group["usable"]]
+        metric = primary_metric(pd.concat([base, ok]))
+        new_values, base_values = _values(ok, metric.column), _values(base, metric.column)
+        ratio = stats.ratio_ci(new_values, base_values)
+        test = stats.differs(new_values, base_values, alpha=alpha)
+        sign = 1.0 if metric.bigger_is_better else -1.0
+        # Throughput: losing 20 % is ratio 0.8 -> +20 %. Wall time: ratio 1.2 -> +20 %.
+        bounds = sorted(sign * (1.0 - r) * 100.0 for r in (ratio.low, ratio.high))
+        degradation = sign * (1.0 - ratio.value) * 100.0
+        in_groups = trials.set_index(["run_id", "group_id"]).index.isin(
+            pd.MultiIndex.from_frame(group[["run_id", "group_id"]])
+        )
+        aggressors = trials[in_groups & (trials["role"] == "aggressor")]
+        failed = int((group["status"] != "ok").sum())
+        significant = test.differs and math.isfinite(degradation) and degradation > threshold_pct
+        rows.append(
+            {
+                "runtime": label,
+                "kind": kind,
+                "placement": placement,
+                "victim_workload": workload,
+                "n": len(ok),
+                "degradation_pct": degradation,
+                "degradation_low_pct": bounds[0],
+                "degradation_high_pct": bounds[1],
+                "p_value": test.p_value,
+                "limit_held": _limit_held(aggressors, run.samples),
+                "aggressor_oom_killed": bool(
+                    ((aggressors["oom_kills"] > 0) | (aggressors["status"] == "oom")).any()
+                ),
+                "victim_failed": failed,
+                "victim_harmed": bool(failed > 0 or significant),
+            }
+        )
+    table = pd.DataFrame(rows, columns=columns)
+    table["limit_held"] = table["limit_held"].astype("boolean")
+    return table
+
+
+def timeseries(run: Run, metric: str) -> pd.DataFrame:
+    """Tidy samples of one metric: run_id, trial_id, runtime, workload, role, warmup, t_s, value.
+
+    For a cumulative counter (cpu_usage_ns, io_read_bytes, ...) a `rate` column holds its
+    per-second derivative (ns counters give CPU cores). Rate aliases (`cpu_rate`,
+    `io_read_rate`, ...) return that rate as `value`.
+    """
+    column = RATE_ALIASES.get(metric, metric)
+    samples = run.samples
+    if column not in samples.columns:
+        available = sorted(set(samples.columns) - {"run_id", "trial_id", "t_s"})
+        raise InputError(
+            f"no metric {metric!r} in the samples of {run.run_id}; available: "
+            f"{', '.join(available + sorted(RATE_ALIASES))}"
+        )
+    tidy = samples[["run_id", "trial_id", "t_s", column]].sort_values(["run_id", "trial_id", "t_s"])
+    tidy = tidy.rename(columns={column: "value"})
+    if column in COUNTERS:
+        grouped = tidy.groupby(["run_id", "trial_id"], sort=False)
+        d_value = grouped["value"].diff().astype(float)
+        d_t = grouped["t_s"].diff().astype(float)
+        rate = d_value / d_t / COUNTERS[column]
+        # A negative step is a counter reset (new cgroup), a zero dt a duplicate sample.
+        tidy["rate"] = rate.where((d_value >= 0) & (d_t > 0))
+        if metric in RATE_ALIASES:
+            tidy["value"] = tidy.pop("rate")
+    info = run.trials[["run_id", "trial_id", "label", "workload", "role", "warmup"]]
+    tidy = tidy.merge(info, on=["run_id", "trial_id"], how="left")
+    tidy = tidy.rename(columns={"label": "runtime"})
+    front = ["run_id", "trial_id", "runtime", "workload", "role", "warmup", "t_s", "value"]
+    return tidy[front + [c for c in tidy.columns if c not in front]].reset_index(drop=True)
+
+
+def representative_trial(run: Run, runtime: str, workload: str | None = None) -> str | None:
+    """The usable solo trial whose metric is nearest its group's median (for plots)."""
+    solo = _solo(run)
+    group = solo[solo["label"] == runtime]
+    if workload is not None:
+        group = group[group["workload"] == workload]
+    if group.empty:
+        return None
+    metric = primary_metric(group)
+    values = group[metric.column].to_numpy(dtype=float, na_value=np.nan)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return str(group["trial_id"].iloc[0])
+    distance = np.where(finite, np.abs(values - np.median(values[finite])), np.inf)
+    return str(group["trial_id"].iloc[int(np.argmin(distance))])
+
+
+def startup_table(run: Run) -> pd.DataFrame:
+    """Per runtime: start and stop latency medians in ms [95 % CI]; `fastest` marks the best."""
+    solo = _solo(run)
+    rows = []
+    for label in _label_order(solo["label"].unique()):
+        group = solo[solo["label"] == label]
+        start = stats.median_ci(_values(group, "start_s") * 1e3)
+        stop = stats.median_ci(_values(group, "stop_s") * 1e3)
+        rows.append(
+            {
+                "runtime": label,
+                "n": start.n,
+                "start_ms": start.value,
+                "start_low_ms": start.low,
+                "start_high_ms": start.high,
+                "stop_ms": stop.value,
+                "stop_low_ms": stop.low,
+                "stop_high_ms": stop.high,
+            }
+        )
+    columns = "runtime n start_ms start_low_ms start_high_ms stop_ms stop_low_ms stop_high_ms"
+    table = pd.DataFrame(rows, columns=columns.split())
+    finite = table["start_ms"].notna()
+    table["fastest"] = False
+    if finite.any():
+        table.loc[table.loc[finite, "start_ms"].idxmin(), "fastest"] = True
+    return table
+
+
+def footprint_table(run: Run) -> pd.DataFrame:
+    """Per runtime: median RSS and PSS of the runtime's own processes (daemon, shim)."""
+    solo = _solo(run)
+    rows = [
+        {
+            "runtime": label,
+            "runtime_rss_bytes": _median(solo.loc[solo["label"] == label, "runtime_rss_bytes"]),
+            "runtime_pss_bytes": _median(solo.loc[solo["label"] == label, "runtime_pss_bytes"]),
+        }
+        for label in _label_order(solo["label"].unique())
+    ]
+    return pd.DataFrame(rows, columns=["runtime", "runtime_rss_bytes", "runtime_pss_bytes"])
+
+
+def warnings(run: Run) -> list[stats.StatWarning]:
+    """Everything that makes a run's numbers less trustworthy, most general first."""
+    out: list[stats.StatWarning] = []
+    for run_id, manifest in (run.manifests or {run.run_id: run.manifest}).items():
+        status = manifest.get("status")
+        if status not in (None, "complete"):
+            out.append(stats.StatWarning("run-incomplete", f"run {run_id} is {status}"))
+        host = manifest.get("host") or {}
+        busy = stats.host_busy_warning(manifest.get("host_load_before"), host.get("cpus"))
+        if busy is not None:
+            out.append(busy)
+        for name, info in (manifest.get("runtimes") or {}).items():
+            if isinstance(info, dict) and info.get("available") is False:
+                reason = info.get("reason") or "unavailable"
+                out.append(
+                    stats.StatWarning("runtime-skipped", f"{name} was skipped: {reason}", name)
+                )
+    # An aggressor killed by its own limit is an isolation result, not a failed measurement.
+    trials = run.trials[~run.trials["warmup"] & (run.trials["role"] != "aggressor")]
+    for label, group in trials.groupby("label", sort=True):
+        bad = group[group["status"] != "ok"]
+        if len(bad):
+            counts = ", ".join(f"{n} {s}" for s, n in bad["status"].value_counts().items())
+            out.append(
+                stats.StatWarning(
+                    "failed-trials",
+                    f"{label}: {len(bad)} of {len(group)} trials did not finish ok ({counts})",
+                    str(label),
+                    value=float(len(bad)),
+                )
+            )
+        flagged = int(group["mem_peak_from_samples"].sum())
+        if flagged:
+            out.append(
+                stats.StatWarning(
+                    "mem-peak-from-samples",
+                    f"{label}: peak memory of {flagged} trials is the max of samples (no "
+                    "memory.peak on this kernel) and may miss short spikes",
+                    str(label),
+                    metric="mem_peak_bytes",
+                )
+            )
+    solo = _solo(run)
+    for (runtime, workload), group in solo.groupby(["label", "workload"], sort=True):
+        metric = primary_metric(group)
+        out.extend(
+            stats.sample_warnings(
+                _values(group, metric.column),
+                runtime=str(runtime),
+                workload=str(workload),
+                metric=metric.column,
+            )
+        )
+    return out
