@@ -135,7 +135,12 @@ class DockerRuntime:
         def launch(command: list[str]) -> Launched:
             # create + start rather than containers.run(): run() leaks the created
             # container when start fails (e.g. an unknown OCI runtime).
-            container = client.containers.create(image_ref, command, **options)
+            try:
+                container = client.containers.create(image_ref, command, **options)
+            except docker.errors.APIError as exc:
+                raise BenchError(
+                    f"docker could not create container {spec.name}: {exc.explanation or exc}"
+                ) from exc
 
             def kill() -> None:
                 with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
@@ -154,7 +159,12 @@ class DockerRuntime:
                 return None if state.get("Running") else int(state.get("ExitCode", 0))
 
             try:
-                container.start()
+                try:
+                    container.start()
+                except docker.errors.APIError as exc:
+                    raise BenchError(
+                        f"docker could not start container {spec.name}: {exc.explanation or exc}"
+                    ) from exc
                 container.reload()
                 pid = int(container.attrs["State"]["Pid"])
                 if pid <= 0:
