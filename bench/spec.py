@@ -11,7 +11,6 @@ NAME_PREFIX = "bench-"
 LABEL = "bench"
 
 
-
 def caller_rlimits() -> tuple[tuple[str, int, int], ...]:
     """bench's own nofile and nproc limits, given to every workload under every runtime.
 
@@ -19,9 +18,13 @@ def caller_rlimits() -> tuple[tuple[str, int, int], ...]:
     podman's defaults (nofile 1048576) fail there (see HOST-NOTES).
     """
     limits = []
+    # "unlimited" is not portable across runtimes' parsers, hence a cap for each; nproc's
+    # is podman's: every podman process lowers its own RLIMIT_NPROC to 32768, so runc (its
+    # grandchild) cannot give a container more (measured: "error setting rlimit type 6").
+    caps = {"nofile": 1 << 20, "nproc": 32768}
     for name, which in (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC)):
         soft, hard = resource.getrlimit(which)
-        cap = 1 << 20  # "unlimited" is not portable across runtimes' parsers
+        cap = caps[name]
         hard = cap if hard == resource.RLIM_INFINITY else min(hard, cap)
         soft = hard if soft == resource.RLIM_INFINITY else min(soft, hard)
         limits.append((name, soft, hard))
