@@ -1,0 +1,287 @@
+"""LXC application containers (`lxc-execute`) driven through the lxc-* command-line tools.
+
+Why the tools and not the Python binding (PyPI `lxc`): the tools ship with Debian's lxc
+package and need nothing else, while the binding must be compiled against lxc-dev for
+every Python; a trial runs only three commands (lxc-execute, lxc-info, lxc-stop), and
+lxc-execute's own start-up is part of what LXC costs, so it belongs in start latency.
+Containers live in a private lxcpath, so bench never touches the host's own containers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.cgroups.locate import cgroup_mounts, host_cgroup_version
+from bench.errors import BenchError
+from bench.runtimes._container import IO_MOUNT, ContainerHandle, Launched, start_container
+from bench.runtimes.base import Availability
+from bench.spec import CPU_PERIOD_US, NAME_PREFIX, StartSpec
+
+if TYPE_CHECKING:
+    from bench.image import WorkloadImage
+
+TOOLS = ("lxc-execute", "lxc-info", "lxc-stop", "lxc-ls")
+INSTALL_FIX = "apt-get install lxc"
+LOG_FILE = "lxc-execute.log"
+CONFIG_SUFFIX = ".conf"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+PID_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+TOOL_TIMEOUT_S = 30.0
+# lxc-init and the wrapper need no capability (tests/integration/test_lxc.py runs the cpu
+# and vm stressors with none), so drop all, as docker and podman do with --cap-drop ALL.
+CAP_KEEP = "none"
+
+
+def default_lxcpath() -> Path:
+    """/var/lib/bench-lxc for root, else a per-user directory under /tmp."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/bench-lxc")
+    return Path(f"/tmp/bench-lxc-{os.geteuid()}")
+
+
+def _tool(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(argv), capture_output=True, text=True, check=False, timeout=TOOL_TIMEOUT_S
+    )
+
+
+def _config_value(value: str) -> str:
+    """A value safe on one line of an LXC config (a newline would inject a new key)."""
+    if "\n" in value or "\r" in value:
+        raise BenchError(f"{value!r} cannot go into an LXC config: it contains a newline")
+    return value
+
+
+def _fstab_path(path: Path) -> str:
+    """A path as a field of lxc.mount.entry (fstab(5) syntax: spaces as \\040)."""
+    return _config_value(str(path)).replace("\\", "\\134").replace(" ", "\\040")
+
+
+def limit_lines(spec: StartSpec, cgroup_version: str, memsw_supported: bool) -> list[str]:
+    """lxc.cgroup(2).* lines for the shared limits (v1 keys on v1 and hybrid hosts)."""
+    limits = spec.limits
+    lines: list[str] = []
+    if cgroup_version == "v2":
+        if limits.cpu_quota_us is not None:
+            lines.append(f"lxc.cgroup2.cpu.max = {limits.cpu_quota_us} {CPU_PERIOD_US}")
+        if limits.cpuset is not None:
+            lines.append(f"lxc.cgroup2.cpuset.cpus = {_config_value(limits.cpuset)}")
+        if limits.memory_bytes is not None:
+            lines.append(f"lxc.cgroup2.memory.max = {limits.memory_bytes}")
+            lines.append("lxc.cgroup2.memory.swap.max = 0")
+        if limits.pids is not None:
+            lines.append(f"lxc.cgroup2.pids.max = {limits.pids}")
+        return lines
+    if limits.cpu_quota_us is not None:
+        lines.append(f"lxc.cgroup.cpu.cfs_period_us = {CPU_PERIOD_US}")
+        lines.append(f"lxc.cgroup.cpu.cfs_quota_us = {limits.cpu_quota_us}")
+    if limits.cpuset is not None:
+        lines.append(f"lxc.cgroup.cpuset.cpus = {_config_value(limits.cpuset)}")
+    if limits.memory_bytes is not None:
+        # memory before memsw: the kernel refuses memsw below the memory limit.
+        lines.append(f"lxc.cgroup.memory.limit_in_bytes = {limits.memory_bytes}")
+        if memsw_supported:
+            lines.append(f"lxc.cgroup.memory.memsw.limit_in_bytes = {limits.memory_bytes}")
+    if limits.pids is not None:
+        lines.append(f"lxc.cgroup.pids.max = {limits.pids}")
+    return lines
+
+
+def container_config(spec: StartSpec, rootfs: Path, cgroup_version: str) -> str:
+    """The whole LXC config of one application container."""
+    memory_dir = cgroup_mounts().get("memory")
+    memsw = memory_dir is not None and (memory_dir / "memory.memsw.limit_in_bytes").exists()
+    if spec.network:
+        # HOST-NOTES: no lxcbr0 here; a veth needs one, so only a host that has it can.
+        if not Path("/sys/class/net/lxcbr0").exists():
+            raise BenchError(
+                "lxc: this scenario asks for networking but bridge lxcbr0 does not exist; "
+                "create it (systemctl start lxc-net) or set network = false"
+            )
+        net = ["lxc.net.0.type = veth", "lxc.net.0.link = lxcbr0", "lxc.net.0.flags = up"]
+    else:
+        net = ["lxc.net.0.type = empty"]
+    lines = [
+        f"lxc.uts.name = {_config_value(spec.name)}",
+        f"lxc.rootfs.path = dir:{_config_value(str(rootfs))}",
+        "lxc.rootfs.options = ro",
+        *net,
+        f"lxc.mount.entry = {_fstab_path(spec.io_dir)} {IO_MOUNT.lstrip('/')} none "
+        "rw,bind,create=dir 0 0",
+        "lxc.mount.auto = proc:mixed sys:ro cgroup:mixed",
+        "lxc.autodev = 1",
+        # The distro's generated AppArmor profile denies the bind mounts above; docker and
+        # podman run their containers under their own profiles, LXC here under none.
+        "lxc.apparmor.profile = unconfined",
+        f"lxc.init.cwd = {IO_MOUNT}",
+        "lxc.no_new_privs = 1",
+        f"lxc.cap.keep = {CAP_KEEP}",
+        *(f"lxc.prlimit.{name} = {soft}:{hard}" for name, soft, hard in spec.rlimits),
+        *limit_lines(spec, cgroup_version, memsw),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class LxcRuntime:
+    """Runs workloads with lxc-execute in a private lxcpath (implements Runtime)."""
+
+    lxcpath: Path = field(default_factory=default_lxcpath)
+    name: str = "lxc"
+    _rootfs: Path | None = field(default=None, init=False, repr=False)
+    _monitors: dict[str, subprocess.Popen[bytes]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    def available(self) -> Availability:
+        missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+        if missing:
+            return Availability(False, f"{', '.join(missing)} not installed", INSTALL_FIX)
+        if os.geteuid() != 0:
+            return Availability(
+                False,
+                "lxc application containers with host cgroup limits need root here",
+                "run bench as root (sudo)",
+            )
+        try:
+            self.lxcpath.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return Availability(False, f"cannot create {self.lxcpath}: {exc.strerror}", "")
+        return Availability(True)
+
+    def version(self) -> str:
+        proc = _tool("lxc-execute", "--version")
+        return f"lxc {proc.stdout.strip() or '?'}"
+
+    def prepare(self, image: WorkloadImage) -> None:
+        """LXC runs the image's rootfs directory in place, mounted read-only."""
+        if not (image.rootfs_dir / "bin" / "busybox").exists():
+            raise BenchError(f"{image.rootfs_dir} has no bin/busybox; rebuild the image")
+        self._rootfs = image.rootfs_dir
+
+    def start(self, spec: StartSpec) -> ContainerHandle:
+        if self._rootfs is None:
+            raise BenchError("lxc: prepare(image) must run before start()")
+        if not spec.name.startswith(NAME_PREFIX) or not _SAFE_NAME.match(spec.name):
+            raise BenchError(
+                f"container name {spec.name!r} must start with {NAME_PREFIX!r} and use only "
+                "letters, digits, '_', '.' and '-'"
+            )
+        config = container_config(spec, self._rootfs, host_cgroup_version())
+        return start_container(spec, lambda command: self._launch(spec, config, command))
+
+    def _launch(self, spec: StartSpec, config: str, command: list[str]) -> Launched:
+        self.lxcpath.mkdir(parents=True, exist_ok=True)
+        config_path = self.lxcpath / f"{spec.name}{CONFIG_SUFFIX}"
+        config_path.write_text(config)
+        argv = ["lxc-execute", "-P", str(self.lxcpath), "-n", spec.name, "-f", str(config_path)]
+        with (spec.io_dir / LOG_FILE).open("wb") as log:
+            # Own session: a Ctrl-C aimed at bench must not kill the monitor before the
+            # runner has read the final counters and stopped the container.
+            monitor = subprocess.Popen(
+                [*argv, "--", *command],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        self._monitors[spec.name] = monitor
+
+        def kill() -> None:
+            if monitor.poll() is None:
+                _tool("lxc-stop", "-P", str(self.lxcpath), "-n", spec.name, "-k")
+
+        def remove() -> None:
+            try:
+                monitor.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                monitor.kill()  # the container's init dies with its monitor
+                monitor.wait(timeout=STOP_TIMEOUT_S)
+            self._monitors.pop(spec.name, None)
+            _remove_entry(self.lxcpath, spec.name)
+
+        def poll_exit() -> int | None:
+            return monitor.poll()
+
+        try:
+            pid = self._init_pid(spec, monitor)
+        except BaseException:
+            kill()
+            remove()
+            raise
+        return Launched(pid=pid, kill=kill, remove=remove, poll_exit=poll_exit)
+
+    def _init_pid(self, spec: StartSpec, monitor: subprocess.Popen[bytes]) -> int:
+        """The container's init (lxc-init) pid on the host, polled until lxc-info has it."""
+        deadline = time.monotonic() + PID_TIMEOUT_S
+        while time.monotonic() < deadline:
+            proc = _tool("lxc-info", "-P", str(self.lxcpath), "-n", spec.name, "-p", "-H")
+            if proc.returncode == 0 and proc.stdout.strip().isdigit():
+                return int(proc.stdout.strip())
+            if monitor.poll() is not None:
+                log = (spec.io_dir / LOG_FILE).read_text(errors="replace").strip()[-800:]
+                raise BenchError(
+                    f"lxc-execute for {spec.name} exited with status {monitor.returncode} "
+                    f"before its container ran: {log or 'no output'}"
+                )
+            time.sleep(0.01)
+        raise BenchError(f"lxc-info found no init pid for {spec.name} in {PID_TIMEOUT_S:.0f} s")
+
+    def footprint_pids(self) -> list[int]:
+        """The lxc-execute monitor processes of the running containers."""
+        return sorted(p.pid for p in self._monitors.values() if p.poll() is None)
+
+    def leftovers(self) -> list[str]:
+        running = self._running()
+        found = [f"lxc container {name}" for name in running]
+        found += [f"lxc entry {path}" for path in self._entries() if path.name not in running]
+        return found
+
+    def remove_leftovers(self) -> int:
+        removed = 0
+        for name in self._running():
+            if _tool("lxc-stop", "-P", str(self.lxcpath), "-n", name, "-k").returncode == 0:
+                removed += 1
+        for path in self._entries():
+            _remove_path(path)
+            removed += 1
+        with contextlib.suppress(OSError):
+            self.lxcpath.rmdir()  # only when empty
+        return removed
+
+    def close(self) -> None:
+        """Nothing runs between trials: each handle's stop() ends its own monitor."""
+
+    def _running(self) -> list[str]:
+        if not self.lxcpath.is_dir() or shutil.which("lxc-ls") is None:
+            return []
+        proc = _tool("lxc-ls", "-P", str(self.lxcpath), "-1", "--active")
+        return sorted(n for n in proc.stdout.split() if n.startswith(NAME_PREFIX))
+
+    def _entries(self) -> list[Path]:
+        """Configs and per-container directories bench left in its lxcpath."""
+        if not self.lxcpath.is_dir():
+            return []
+        return sorted(p for p in self.lxcpath.iterdir() if p.name.startswith(NAME_PREFIX))
+
+
+def _remove_entry(lxcpath: Path, name: str) -> None:
+    for path in (lxcpath / f"{name}{CONFIG_SUFFIX}", lxcpath / name):
+        _remove_path(path)
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
