@@ -1,0 +1,152 @@
+"""Kept-open cgroup files read with pread, and cheap parsers that find only the needed keys.
+
+Speed matters: the sampler reads every cgroup many times a second, and splitting a whole
+memory.stat costs more than the kernel takes to produce it (see HOST-NOTES, "Reading
+cgroup files fast").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from pathlib import Path
+
+from bench.cgroups.model import CgroupGone, CgroupLocation, CgroupSnapshot
+from bench.errors import CgroupError
+
+# errnos meaning "this cgroup no longer exists": kernfs answers ENODEV on a descriptor
+# whose cgroup was rmdir'ed, and ENOENT when opening a file of a removed directory.
+GONE_ERRNOS = frozenset({errno.ENODEV, errno.ENOENT})
+
+
+def open_file(directory: Path | None, name: str, *, required: bool) -> int | None:
+    """Open `directory/name` read-only; None when an optional file or its controller is absent.
+
+    A file that exists but cannot be read (e.g. *.pressure with cgroup.pressure=0 gives
+    EOPNOTSUPP) counts as absent too.
+    """
+    if directory is None:
+        if required:
+            raise CgroupError(f"no directory for {name}: is its controller mounted/enabled?")
+        return None
+    path = directory / name
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        if not directory.is_dir():
+            raise CgroupGone(f"cgroup {directory} does not exist (any more)") from exc
+        if required:
+            raise CgroupError(
+                f"{path} is missing: enable the controller that provides {name} for this "
+                "cgroup (v2: add it to the parent's cgroup.subtree_control; v1: mount it)"
+            ) from exc
+        return None
+    except OSError as exc:
+        raise CgroupError(f"cannot open {path}: {exc.strerror}") from exc
+    try:
+        os.pread(fd, 64, 0)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in GONE_ERRNOS:
+            raise CgroupGone(f"cgroup {directory} was removed") from exc
+        if required:
+            raise CgroupError(f"cannot read {path}: {exc.strerror}") from exc
+        return None
+    return fd
+
+
+def pread_all(fd: int, size: int) -> bytes:
+    """The whole file from offset 0; `size` is a guess, grown when the file is larger."""
+    data = os.pread(fd, size, 0)
+    while len(data) == size:  # cgroup files are seq_files: a re-read from 0 is consistent
+        size *= 4
+        data = os.pread(fd, size, 0)
+    return data
+
+
+def key_ints(data: bytes, keys: tuple[bytes, ...]) -> list[int]:
+    """The integer after each key (b"\\nname "), 0 for a key that is absent.
+
+    Keys given in file order are found by one forward scan; out-of-order keys still work.
+    """
+    data = b"\n%s\n" % data  # every line, the first and the last included, has both ends
+    values = []
+    pos = 0
+    for key in keys:
+        i = data.find(key, pos)
+        if i < 0:
+            i = data.find(key)
+            if i < 0:
+                values.append(0)
+                continue
+        start = i + len(key)
+        pos = data.find(b"\n", start)
+        values.append(int(data[start:pos]))
+    return values
+
+
+def sum_tokens(data: bytes, key: bytes) -> int:
+    """Sum of every integer following `key` (e.g. b"rbytes=" or b" Read ") in the file."""
+    total = 0
+    i = data.find(key)
+    while i >= 0:
+        start = i + len(key)
+        end = start
+        n = len(data)
+        while end < n and 48 <= data[end] <= 57:  # ASCII digits
+            end += 1
+        total += int(data[start:end])
+        i = data.find(key, end)
+    return total
+
+
+def psi_total(data: bytes, line: bytes) -> int | None:
+    """The total= microseconds of the `line` (b"some" or b"full") of a *.pressure file."""
+    i = data.find(line)
+    if i < 0:
+        return None
+    i = data.find(b"total=", i)
+    end = data.find(b"\n", i)
+    return int(data[i + 6 : end] if end >= 0 else data[i + 6 :])
+
+
+class FdReader:
+    """What both readers share: kept-open descriptors, error mapping on read, close."""
+
+    def __init__(self, location: CgroupLocation) -> None:
+        self.location = location
+        self._fds: list[int] = []
+
+    def _open(self, directory: Path | None, name: str) -> int | None:
+        fd = open_file(directory, name, required=False)
+        if fd is not None:
+            self._fds.append(fd)
+        return fd
+
+    def _open_required(self, directory: Path | None, name: str) -> int:
+        fd = open_file(directory, name, required=True)
+        assert fd is not None  # open_file raises instead for a required file
+        self._fds.append(fd)
+        return fd
+
+    def read(self) -> CgroupSnapshot:
+        """Every metric now; CgroupGone once the cgroup was removed."""
+        if not self._fds:
+            raise CgroupError(f"reader of {self.location.display} is closed")
+        try:
+            return self._read()
+        except OSError as exc:
+            if exc.errno in GONE_ERRNOS:
+                raise CgroupGone(f"cgroup {self.location.display} was removed") from exc
+            raise CgroupError(f"cannot read {self.location.display}: {exc.strerror}") from exc
+
+    def _read(self) -> CgroupSnapshot:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close every descriptor; the reader cannot be used afterwards."""
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()

@@ -1,0 +1,372 @@
+"""Create, join, kill and remove the cgroups of bare-metal runs, on v1 (hybrid) and v2.
+
+Layout: v1 `<controller mount>/bench/<name>` in every controller bench reads; v2
+`<root>/bench/<name>`, where <root> is the hierarchy's (namespace's) root or, when that
+is not writable, bench's own cgroup after moving bench's processes into a leaf, as
+BenchExec does (the no-internal-process rule, cgroup-v2.rst "Top-down Constraint").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.cgroups.locate import V1_CONTROLLERS, cgroup_mounts, host_cgroup_version
+from bench.cgroups.locate import parse_proc_cgroup as _parse_proc_cgroup
+from bench.cgroups.model import CgroupLocation
+from bench.errors import BenchError, CgroupError
+from bench.spec import CPU_PERIOD_US, Limits
+
+BENCH_DIR = "bench"
+NAME_PREFIX = "bench"
+# v2 fallback: the leaf that holds bench's own processes so its parent may delegate.
+SELF_LEAF = "harness"
+V2_CONTROLLERS = ("cpu", "memory", "pids", "io", "cpuset")
+_POLL_S = 0.01
+
+FIX_ROOT = (
+    "Run bench as root. On cgroup v2 without root, start bench in a delegated cgroup, "
+    "e.g. `systemd-run --user --scope -p Delegate=yes bench ...`."
+)
+
+
+@dataclass
+class ManagedCgroup:
+    """One bare-metal trial's cgroup: join it from a child, kill what runs in it, remove it."""
+
+    name: str
+    location: CgroupLocation
+    dirs: tuple[Path, ...]
+    join_fds: tuple[int, ...] = field(default=(), repr=False)
+    _removed: bool = field(default=False, repr=False)
+
+    def join_current_process(self) -> None:
+        """Move the calling process in; safe in a preexec_fn (writes "0" to kept-open fds)."""
+        for fd in self.join_fds:
+            os.write(fd, b"0")
+
+    def pids(self) -> set[int]:
+        """Every process in the cgroup now (all controllers' directories on v1)."""
+        pids: set[int] = set()
+        for directory in self.dirs:
+            pids.update(_procs(directory))
+        return pids
+
+    def kill_all(self, timeout_s: float = 5.0) -> None:
+        """SIGKILL every process in the cgroup and wait until none is left."""
+        if self._removed:
+            return
+        kill_file = self.dirs[0] / "cgroup.kill"  # v2, kernel 5.14+
+        if self.location.version == "v2" and kill_file.exists():
+            with contextlib.suppress(FileNotFoundError):
+                _write(kill_file, "1")
+        for directory in self.dirs:
+            _kill_until_empty(directory, timeout_s)
+
+    def remove(self, timeout_s: float = 5.0) -> None:
+        """Remove the directories (and the bench parents once empty). Idempotent."""
+        if self._removed:
+            return
+        for directory in self.dirs:
+            _rmdir(directory, timeout_s)
+            with contextlib.suppress(OSError):  # siblings may still use the parent
+                directory.parent.rmdir()
+        for fd in self.join_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._removed = True
+
+
+def create_cgroup(name: str, limits: Limits) -> ManagedCgroup:
+    """Create the cgroup `name` (must start with "bench") with `limits` applied."""
+    if not name.startswith(NAME_PREFIX) or "/" in name or name in (".", ".."):
+        raise CgroupError(f"cgroup name {name!r} must start with {NAME_PREFIX!r}, without '/'")
+    mounts = cgroup_mounts()
+    if host_cgroup_version(mounts) == "v2":
+        managed = _create_v2(name, limits, mounts["unified"])
+    else:
+        managed = _create_v1(name, limits, mounts)
+    # Opened here, in the parent, so the child only has to write(2) (see join_current_process).
+    fds: list[int] = []
+    try:
+        for directory in managed.dirs:
+            fds.append(os.open(directory / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        managed.join_fds = tuple(fds)
+        managed.remove()
+        raise CgroupError(f"cannot open {directory}/cgroup.procs: {exc.strerror}") from exc
+    managed.join_fds = tuple(fds)
+    return managed
+
+
+def _create_v1(name: str, limits: Limits, mounts: dict[str, Path]) -> ManagedCgroup:
+    if "memory" not in mounts or "cpuacct" not in mounts:
+        raise CgroupError("cgroup v1 needs the memory and cpuacct controllers mounted")
+    dirs: dict[str, Path] = {}
+    made: list[Path] = []
+    try:
+        for controller in V1_CONTROLLERS:
+            if controller not in mounts:
+                continue
+            parent = mounts[controller] / BENCH_DIR
+            child = parent / name
+            dirs[controller] = child
+            if child in made:  # co-mounted controllers, e.g. cpu,cpuacct
+                continue
+            _mkdir(parent, exist_ok=True)
+            if controller == "cpuset":
+                _init_cpuset(parent, None)
+            _mkdir(child, exist_ok=False)
+            made.append(child)
+        _apply_v1_limits(dirs, limits)
+    except BaseException:
+        for directory in reversed(made):
+            _rmdir(directory, 1.0)
+        raise
+    return ManagedCgroup(name, CgroupLocation("v1", dirs), tuple(made))
+
+
+def _init_cpuset(directory: Path, cpus: str | None) -> None:
+    """Set cpus (given, else the parent's when empty) and mems (the parent's when empty).
+
+    A new v1 cpuset starts with empty cpus and mems and refuses tasks (ENOSPC) until set.
+    """
+    for key, value in (("cpus", cpus), ("mems", None)):
+        path = directory / f"cpuset.{key}"
+        if value is None and _read(path).strip():
+            continue
+        _write(path, value or _read(directory.parent / f"cpuset.{key}").strip())
+
+
+def _apply_v1_limits(dirs: dict[str, Path], limits: Limits) -> None:
+    if "cpuset" in dirs:
+        _init_cpuset(dirs["cpuset"], limits.cpuset)
+    elif limits.cpuset is not None:
+        raise CgroupError("a cpuset limit needs the v1 cpuset controller mounted")
+    if limits.cpu_quota_us is not None:
+        cpu = _need(dirs, "cpu", "a cpus limit")
+        _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+        _write(cpu / "cpu.cfs_quota_us", str(limits.cpu_quota_us))
+    if limits.memory_bytes is not None:
+        memory = dirs["memory"]
+        _write(memory / "memory.limit_in_bytes", str(limits.memory_bytes))
+        memsw = memory / "memory.memsw.limit_in_bytes"
+        if memsw.exists():  # equal limits = no swap (absent when swapaccount=0)
+            _write(memsw, str(limits.memory_bytes))
+        else:
+            _write(memory / "memory.swappiness", "0")
+    if limits.pids is not None:
+        _write(_need(dirs, "pids", "a pids limit") / "pids.max", str(limits.pids))
+
+
+def _need(dirs: dict[str, Path], controller: str, what: str) -> Path:
+    if controller not in dirs:
+        raise CgroupError(f"{what} needs the {controller} controller; mount or enable it")
+    return dirs[controller]
+
+
+def _create_v2(name: str, limits: Limits, root: Path) -> ManagedCgroup:
+    parent = _v2_bench_parent(root)
+    child = parent / name
+    _mkdir(child, exist_ok=False)
+    try:
+        enabled = set(_read(child / "cgroup.controllers").split())
+        if limits.cpu_quota_us is not None:
+            _need_v2(enabled, "cpu", "a cpus limit")
+            _write(child / "cpu.max", f"{limits.cpu_quota_us} {CPU_PERIOD_US}")
+        if limits.cpuset is not None:
+            _need_v2(enabled, "cpuset", "a cpuset limit")
+            _write(child / "cpuset.cpus", limits.cpuset)
+        if limits.memory_bytes is not None:
+            _need_v2(enabled, "memory", "a memory limit")
+            _write(child / "memory.max", str(limits.memory_bytes))
+            if (child / "memory.swap.max").exists():  # absent without swap accounting
+                _write(child / "memory.swap.max", "0")
+        if limits.pids is not None:
+            _need_v2(enabled, "pids", "a pids limit")
+            _write(child / "pids.max", str(limits.pids))
+    except BaseException:
+        _rmdir(child, 1.0)
+        raise
+    return ManagedCgroup(name, CgroupLocation("v2", {"unified": child}), (child,))
+
+
+def _need_v2(enabled: set[str], controller: str, what: str) -> None:
+    if controller not in enabled:
+        raise CgroupError(
+            f"{what} needs the {controller} controller, which the parent does not delegate; "
+            f"add +{controller} to the parent's cgroup.subtree_control"
+        )
+
+
+def _v2_bench_parent(root: Path) -> Path:
+    """root/bench with controllers delegated; else own-cgroup/bench (BenchExec's way)."""
+    try:
+        _enable_controllers(root)
+        return _ensure_bench_dir(root)
+    except CgroupError as first:
+        base = _own_v2_cgroup(root)
+        # EBUSY: a namespace root that holds processes; anything else at the real root
+        # (EACCES, EROFS) would fail below too, and evacuating the real root is wrong.
+        if base == root and _errno(first) != errno.EBUSY:
+            raise CgroupError(f"{first}. {FIX_ROOT}") from first
+        try:
+            _evacuate(base)
+            _enable_controllers(base)
+            return _ensure_bench_dir(base)
+        except CgroupError as second:
+            raise CgroupError(
+                f"cannot create bench cgroups under {root} ({first}) nor under bench's own "
+                f"cgroup {base} ({second}). {FIX_ROOT}"
+            ) from second
+
+
+def _errno(exc: BaseException) -> int | None:
+    cause = exc.__cause__
+    return cause.errno if isinstance(cause, OSError) else None
+
+
+def _own_v2_cgroup(root: Path) -> Path:
+    own = root / _parse_proc_cgroup(Path("/proc/self/cgroup").read_text())["unified"].lstrip("/")
+    return own.parent if own.name == SELF_LEAF else own
+
+
+def _evacuate(base: Path) -> None:
+    """Move every process of `base` into base/harness so `base` may delegate controllers."""
+    leaf = base / SELF_LEAF
+    _mkdir(leaf, exist_ok=True)
+    for pid in _procs(base):
+        with contextlib.suppress(CgroupError):  # it may have exited meanwhile
+            _write(leaf / "cgroup.procs", str(pid))
+
+
+def _enable_controllers(directory: Path) -> None:
+    available = set(_read(directory / "cgroup.controllers").split())
+    enabled = set(_read(directory / "cgroup.subtree_control").split())
+    missing = [c for c in V2_CONTROLLERS if c in available and c not in enabled]
+    if missing:
+        _write(directory / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+
+
+def _ensure_bench_dir(base: Path) -> Path:
+    parent = base / BENCH_DIR
+    _mkdir(parent, exist_ok=True)
+    _enable_controllers(parent)
+    return parent
+
+
+def bench_parents() -> list[Path]:
+    """Every directory under which bench creates cgroups on this host."""
+    mounts = cgroup_mounts()
+    parents = {mounts[c] / BENCH_DIR for c in V1_CONTROLLERS if c in mounts}
+    if "unified" in mounts:
+        root = mounts["unified"]
+        parents.add(root / BENCH_DIR)
+        with contextlib.suppress(OSError, KeyError):
+            parents.add(_own_v2_cgroup(root) / BENCH_DIR)
+    return sorted(parents)
+
+
+def list_bench_cgroups() -> list[Path]:
+    """Cgroup directories bench created that still exist, deepest first."""
+    found: set[Path] = set()
+    for parent in bench_parents():
+        if parent.is_dir():
+            found.add(parent)
+            for dirpath, _dirnames, _files in os.walk(parent):
+                found.add(Path(dirpath))
+    return sorted(found, key=lambda p: (-len(p.parts), str(p)))
+
+
+def remove_bench_cgroups() -> int:
+    """Kill the processes in, then remove, every bench cgroup (deepest first); how many went."""
+    removed = 0
+    for directory in list_bench_cgroups():
+        _kill_until_empty(directory, 5.0)
+        with contextlib.suppress(CgroupError):
+            _rmdir(directory, 2.0)
+            removed += 1
+    return removed
+
+
+def can_create_cgroups() -> tuple[bool, str]:
+    """Whether bare-metal runs can create cgroups here; the reason/fix when not (bench doctor)."""
+    try:
+        managed = create_cgroup(f"bench-probe-{os.getpid()}", Limits())
+    except BenchError as exc:
+        return False, str(exc)
+    where = managed.dirs[0].parent
+    managed.remove()
+    return True, f"bench cgroups go under {where} ({managed.location.version})"
+
+
+def _procs(directory: Path) -> list[int]:
+    try:
+        return [int(p) for p in (directory / "cgroup.procs").read_text().split()]
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise CgroupError(f"cannot read {directory}/cgroup.procs: {exc.strerror}") from exc
+
+
+def _kill_until_empty(directory: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    me = os.getpid()
+    while pids := [p for p in _procs(directory) if p != me]:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            raise CgroupError(f"processes {pids} in {directory} survive SIGKILL")
+        time.sleep(_POLL_S)
+
+
+def _rmdir(directory: Path, timeout_s: float) -> None:
+    # The kernel releases a cgroup shortly after its last task exits (EBUSY until then).
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            directory.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise CgroupError(f"cannot remove cgroup {directory}: {exc.strerror}") from exc
+            time.sleep(_POLL_S)
+
+
+def _mkdir(directory: Path, *, exist_ok: bool) -> None:
+    try:
+        directory.mkdir(exist_ok=exist_ok)
+    except FileExistsError as exc:
+        raise CgroupError(
+            f"cgroup {directory} already exists: a previous run left it; run `bench gc`"
+        ) from exc
+    except OSError as exc:
+        raise CgroupError(f"cannot create cgroup {directory}: {exc.strerror}. {FIX_ROOT}") from exc
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise CgroupError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _write(path: Path, text: str) -> None:
+    # os-level write: cgroup files report errors from write(2), which buffered I/O hides
+    # until close.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise CgroupError(f"cannot write {text!r} to {path}: {exc.strerror}") from exc
