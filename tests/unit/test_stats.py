@@ -105,3 +105,11 @@ def test_host_busy_warning() -> None:
     assert stats.host_busy_warning(None, 2) is None
     warning = stats.host_busy_warning(1.5, 2)
     assert warning is not None and warning.kind == "host-busy"
+
+
+def test_mad_outliers_rarely_flags_gaussian_noise() -> None:
+    rng = np.random.default_rng(11)
+    groups = 2000
+    flagged = sum(bool(stats.mad_outliers(rng.normal(100, 2, 10)).any()) for _ in range(groups))
+    print(f"gaussian groups with a flagged outlier: {flagged / groups:.3f}")
+    assert flagged / groups < 0.05

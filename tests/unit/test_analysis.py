@@ -1,0 +1,221 @@
+"""Analysis on synthetic result stores with injected effects (tests/storegen.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import analysis
+from bench.errors import InputError
+from tests.storegen import MiB, IsolationCase, StoreSpec, build_frames, write_store
+
+FAST = {"trial_duration_s": 1.0, "sample_hz": 5.0}
+
+
+def test_load_run_round_trip(tmp_path: Path) -> None:
+    spec = StoreSpec(failed=1, **FAST)  # type: ignore[arg-type]
+    manifest, trials, samples = build_frames(spec)
+    run = analysis.load_run(write_store(tmp_path, spec))
+    assert run.run_id == spec.run_id
+    assert run.manifest == manifest
+    assert len(run.trials) == len(trials)
+    assert len(run.samples) == len(samples)
+    assert list(run.trials["trial_id"]) == list(trials["trial_id"])
+    np.testing.assert_allclose(run.trials["throughput"], trials["throughput"])
+    assert (run.trials["run_id"] == spec.run_id).all()
+    # Warm-ups are kept but flagged, failed trials are not usable.
+    assert run.trials["warmup"].sum() == spec.warmups * len(spec.runtimes) * len(spec.workloads)
+    assert not run.trials.loc[run.trials["warmup"], "usable"].any()
+    assert not run.trials.loc[run.trials["status"] != "ok", "usable"].any()
+
+
+def test_load_run_tolerates_missing_optional_columns(tmp_path: Path) -> None:
+    spec = StoreSpec(omit_columns=("oci_runtime", "group_id", "runtime_rss_bytes", "placement"))
+    run = analysis.load_run(write_store(tmp_path, spec))
+    assert (run.trials["group_id"] == run.trials["trial_id"]).all()
+    assert run.trials["runtime_rss_bytes"].isna().all()
+    assert len(analysis.overhead_table(run)) == len(spec.runtimes) * len(spec.workloads)
+
+
+def test_load_run_without_samples(tmp_path: Path) -> None:
+    run_dir = write_store(tmp_path, StoreSpec(**FAST))  # type: ignore[arg-type]
+    (run_dir / "samples.parquet").unlink()
+    run = analysis.load_run(run_dir)
+    assert run.samples.empty
+    assert len(analysis.overhead_table(run)) == 8
+
+
+def test_load_run_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="manifest.json is missing"):
+        analysis.load_run(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        analysis.load_run(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"run_id": "x"}))
+    pd.DataFrame({"trial_id": ["a"]}).to_parquet(tmp_path / "trials.parquet")
+    with pytest.raises(InputError, match="runtime, workload"):
+        analysis.load_run(tmp_path)
+
+
+def test_load_runs_concatenates(tmp_path: Path) -> None:
+    a = write_store(tmp_path, StoreSpec(run_id="run-a", **FAST))  # type: ignore[arg-type]
+    b = write_store(tmp_path, StoreSpec(run_id="run-b", seed=1, **FAST))  # type: ignore[arg-type]
+    both = analysis.load_runs([a, b])
+    assert set(both.trials["run_id"]) == {"run-a", "run-b"}
+    assert both.run_ids == ["run-a", "run-b"]
+    assert len(both.trials) == 2 * len(analysis.load_run(a).trials)
+    table = analysis.overhead_table(both)
+    assert (table["n"] == 20).all()  # repetitions of both runs pooled
+    with pytest.raises(InputError, match="twice"):
+        analysis.load_runs([a, a])
+
+
+def test_overhead_ratio_ci_contains_injected_ratio(tmp_path: Path) -> None:
+    factors = {"docker": 0.95, "podman": 0.90, "lxc": 1.0}
+    hits = total = 0
+    for seed in range(12):
+        spec = StoreSpec(
+            run_id=f"run-{seed}",
+            seed=seed,
+            throughput_factor=factors,
+            mem_extra_bytes={"docker": 8 * MiB},
+            failed=1,
+            **FAST,  # type: ignore[arg-type]
+        )
+        table = analysis.overhead_table(analysis.load_run(write_store(tmp_path, spec)))
+        for row in table[table["runtime"] != "bare"].itertuples():
+            total += 1
+            hits += row.ratio_low <= factors[row.runtime] <= row.ratio_high
+    print(f"ratio CI covered the injected ratio in {hits}/{total}")
+    assert hits / total >= 0.85  # nominal 95 %; a 10-value bootstrap runs a little short
+
+
+def test_overhead_table_verdicts_and_columns(tmp_path: Path) -> None:
+    spec = StoreSpec(
+        throughput_factor={"docker": 0.90, "podman": 1.10},
+        cpu_factor={"docker": 1.2},
+        mem_extra_bytes={"docker": 16 * MiB},
+        failed=2,
+    )
+    table = analysis.overhead_table(analysis.load_run(write_store(tmp_path, spec))).set_index(
+        ["runtime", "workload"]
+    )
+    assert table.loc[("bare", "cpu"), "verdict"] == "baseline"
+    assert table.loc[("docker", "cpu"), "verdict"] == "slower"
+    assert table.loc[("podman", "cpu"), "verdict"] == "faster"
+    assert table.loc[("docker", "cpu"), "p_value"] < 0.05
+    # Failed and warm-up trials excluded: exactly the 10 repetitions remain.
+    assert (table["n"] == spec.repetitions).all()
+    assert table.loc[("docker", "cpu"), "cpu_s_ratio"] == pytest.approx(1.2, rel=0.05)
+    delta = table.loc[("docker", "cpu"), "mem_peak_delta_bytes"]
+    assert delta == pytest.approx(16 * MiB, rel=0.2)
+    assert table.loc[("docker", "cpu"), "start_ms"] == pytest.approx(450, rel=0.1)
+    low, med, high = table.loc[("docker", "vm"), ["median_low", "median", "median_high"]]
+    assert low <= med <= high
+
+
+def test_overhead_table_wall_time_when_no_throughput(tmp_path: Path) -> None:
+    spec = StoreSpec(omit_columns=("throughput", "throughput_unit"), **FAST)  # type: ignore[arg-type]
+    table = analysis.overhead_table(analysis.load_run(write_store(tmp_path, spec)))
+    assert set(table["metric"]) == {"wall_s"}
+
+
+def test_isolation_table_flags(tmp_path: Path) -> None:
+    spec = StoreSpec(
+        runtimes=("bare", "docker"),
+        workloads=("cpu",),
+        isolation=(
+            IsolationCase(kind="cpu", placement="shared", degradation={"docker": 0.20}),
+            IsolationCase(kind="cpu", placement="separate"),
+            IsolationCase(
+                kind="memory",
+                aggressor_mem_limit_bytes=256 * MiB,
+                aggressor_mem_peak_bytes=256 * MiB,
+                aggressor_oom=True,
+            ),
+            IsolationCase(kind="fork", aggressor_mem_peak_bytes=300 * MiB),
+            IsolationCase(kind="io", victim_status="timeout"),
+        ),
+        **FAST,  # type: ignore[arg-type]
+    )
+    table = analysis.isolation_table(analysis.load_run(write_store(tmp_path, spec)))
+    table = table.set_index(["runtime", "kind", "placement"])
+    harmed = table.loc[("docker", "cpu", "shared")]
+    assert harmed["victim_harmed"]
+    assert harmed["degradation_low_pct"] <= 20.0 <= harmed["degradation_high_pct"]
+    assert harmed["degradation_pct"] == pytest.approx(20.0, abs=3.0)
+    assert not table.loc[("docker", "cpu", "separate"), "victim_harmed"]
+    assert not table.loc[("bare", "cpu", "shared"), "victim_harmed"]
+    memory = table.loc[("docker", "memory", "shared")]
+    assert memory["aggressor_oom_killed"] and memory["limit_held"]
+    assert not memory["victim_harmed"]
+    assert not table.loc[("docker", "fork", "shared"), "limit_held"]  # 300 MiB > 256 MiB
+    assert not table.loc[("docker", "cpu", "shared"), "aggressor_oom_killed"]
+    io = table.loc[("docker", "io", "shared")]
+    assert io["victim_harmed"] and io["victim_failed"] == spec.repetitions
+
+
+def test_isolation_limit_unknown_without_limit_columns(tmp_path: Path) -> None:
+    spec = StoreSpec(
+        runtimes=("bare",),
+        workloads=("cpu",),
+        isolation=(IsolationCase(),),
+        omit_columns=("mem_limit_bytes",),
+        **FAST,  # type: ignore[arg-type]
+    )
+    table = analysis.isolation_table(analysis.load_run(write_store(tmp_path, spec)))
+    assert table["limit_held"].isna().all()
+
+
+def test_timeseries_rate(tmp_path: Path) -> None:
+    spec = StoreSpec(cpu_factor={"docker": 1.5}, **FAST)  # type: ignore[arg-type]
+    run = analysis.load_run(write_store(tmp_path, spec))
+    tidy = analysis.timeseries(run, "cpu_usage_ns")
+    assert {"run_id", "trial_id", "runtime", "workload", "t_s", "value", "rate"} <= set(
+        tidy.columns
+    )
+    assert len(tidy) == len(run.samples)
+    usable = run.trials[run.trials["usable"] & (run.trials["runtime"] == "docker")]
+    docker = analysis.timeseries(run, "cpu_rate")
+    docker = docker[docker["trial_id"].isin(usable["trial_id"])]
+    # The generator's cores in use are cpu_s/wall_s = 1.5 for docker (±3 % jitter).
+    assert docker["value"].median() == pytest.approx(1.5, rel=0.05)
+    first = docker.groupby("trial_id").head(1)["value"]
+    assert first.isna().all()  # no rate before the second sample
+    mem = analysis.timeseries(run, "mem_current_bytes")
+    assert "rate" not in mem.columns
+    with pytest.raises(InputError, match="available"):
+        analysis.timeseries(run, "nope")
+
+
+def test_startup_and_footprint(tmp_path: Path) -> None:
+    run = analysis.load_run(write_store(tmp_path, StoreSpec(**FAST)))  # type: ignore[arg-type]
+    startup = analysis.startup_table(run).set_index("runtime")
+    assert startup["fastest"].sum() == 1 and startup.loc["bare", "fastest"]
+    assert startup.loc["lxc", "start_low_ms"] <= 600 <= startup.loc["lxc", "start_high_ms"]
+    footprint = analysis.footprint_table(run).set_index("runtime")
+    assert footprint.loc["docker", "runtime_rss_bytes"] == 40 * MiB
+
+
+def test_warnings(tmp_path: Path) -> None:
+    quiet = analysis.load_run(write_store(tmp_path, StoreSpec(run_id="q", **FAST)))  # type: ignore[arg-type]
+    assert analysis.warnings(quiet) == []
+    spec = StoreSpec(run_id="n", noise=0.2, host_load_before=3.0, failed=1, **FAST)  # type: ignore[arg-type]
+    kinds = {w.kind for w in analysis.warnings(analysis.load_run(write_store(tmp_path, spec)))}
+    assert {"high-cv", "host-busy", "failed-trials", "too-few-repetitions"} <= kinds
+
+
+def test_representative_trial(tmp_path: Path) -> None:
+    run = analysis.load_run(write_store(tmp_path, StoreSpec(**FAST)))  # type: ignore[arg-type]
+    tid = analysis.representative_trial(run, "docker", "cpu")
+    group = run.trials[run.trials["usable"] & (run.trials["runtime"] == "docker")]
+    group = group[group["workload"] == "cpu"]
+    chosen = float(group.loc[group["trial_id"] == tid, "throughput"].iloc[0])
+    assert abs(chosen - group["throughput"].median()) == min(
+        abs(group["throughput"] - group["throughput"].median())
+    )
+    assert analysis.representative_trial(run, "nope") is None
