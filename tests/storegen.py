@@ -238,7 +238,7 @@ def build_frames(spec: StoreSpec) -> tuple[dict[str, Any], pd.DataFrame, pd.Data
                             placement=case.placement,
                             oom_kills=1 if case.aggressor_oom else 0,
                             mem_limit_bytes=case.aggressor_mem_limit_bytes,
-                            )
+                        )
                     )
     for runtime in spec.runtimes:
         for _ in range(spec.failed):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,13 +12,16 @@ import pytest
 
 from bench import analysis
 from bench.errors import InputError
-from tests.storegen import MiB, IsolationCase, StoreSpec, build_frames, write_store
+from tests.storegen import IsolationCase, MiB, StoreSpec, build_frames, write_store
 
-FAST = {"trial_duration_s": 1.0, "sample_hz": 5.0}
+
+def fast(**kwargs: Any) -> StoreSpec:
+    """A spec with short, sparse samples: the tables only need trials."""
+    return StoreSpec(**{"trial_duration_s": 1.0, "sample_hz": 5.0, **kwargs})
 
 
 def test_load_run_round_trip(tmp_path: Path) -> None:
-    spec = StoreSpec(failed=1, **FAST)  # type: ignore[arg-type]
+    spec = fast(failed=1)
     manifest, trials, samples = build_frames(spec)
     run = analysis.load_run(write_store(tmp_path, spec))
     assert run.run_id == spec.run_id
@@ -42,7 +46,7 @@ def test_load_run_tolerates_missing_optional_columns(tmp_path: Path) -> None:
 
 
 def test_load_run_without_samples(tmp_path: Path) -> None:
-    run_dir = write_store(tmp_path, StoreSpec(**FAST))  # type: ignore[arg-type]
+    run_dir = write_store(tmp_path, fast())
     (run_dir / "samples.parquet").unlink()
     run = analysis.load_run(run_dir)
     assert run.samples.empty
@@ -50,7 +54,7 @@ def test_load_run_without_samples(tmp_path: Path) -> None:
 
 
 def test_load_run_errors(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="manifest.json is missing"):
+    with pytest.raises(InputError, match=r"manifest\.json is missing"):
         analysis.load_run(tmp_path)
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(InputError, match="not valid JSON"):
@@ -62,8 +66,8 @@ def test_load_run_errors(tmp_path: Path) -> None:
 
 
 def test_load_runs_concatenates(tmp_path: Path) -> None:
-    a = write_store(tmp_path, StoreSpec(run_id="run-a", **FAST))  # type: ignore[arg-type]
-    b = write_store(tmp_path, StoreSpec(run_id="run-b", seed=1, **FAST))  # type: ignore[arg-type]
+    a = write_store(tmp_path, fast(run_id="run-a"))
+    b = write_store(tmp_path, fast(run_id="run-b", seed=1))
     both = analysis.load_runs([a, b])
     assert set(both.trials["run_id"]) == {"run-a", "run-b"}
     assert both.run_ids == ["run-a", "run-b"]
@@ -78,13 +82,12 @@ def test_overhead_ratio_ci_contains_injected_ratio(tmp_path: Path) -> None:
     factors = {"docker": 0.95, "podman": 0.90, "lxc": 1.0}
     hits = total = 0
     for seed in range(12):
-        spec = StoreSpec(
+        spec = fast(
             run_id=f"run-{seed}",
             seed=seed,
             throughput_factor=factors,
             mem_extra_bytes={"docker": 8 * MiB},
             failed=1,
-            **FAST,  # type: ignore[arg-type]
         )
         table = analysis.overhead_table(analysis.load_run(write_store(tmp_path, spec)))
         for row in table[table["runtime"] != "bare"].itertuples():
@@ -119,13 +122,13 @@ def test_overhead_table_verdicts_and_columns(tmp_path: Path) -> None:
 
 
 def test_overhead_table_wall_time_when_no_throughput(tmp_path: Path) -> None:
-    spec = StoreSpec(omit_columns=("throughput", "throughput_unit"), **FAST)  # type: ignore[arg-type]
+    spec = fast(omit_columns=("throughput", "throughput_unit"))
     table = analysis.overhead_table(analysis.load_run(write_store(tmp_path, spec)))
     assert set(table["metric"]) == {"wall_s"}
 
 
 def test_isolation_table_flags(tmp_path: Path) -> None:
-    spec = StoreSpec(
+    spec = fast(
         runtimes=("bare", "docker"),
         workloads=("cpu",),
         isolation=(
@@ -140,7 +143,6 @@ def test_isolation_table_flags(tmp_path: Path) -> None:
             IsolationCase(kind="fork", aggressor_mem_peak_bytes=300 * MiB),
             IsolationCase(kind="io", victim_status="timeout"),
         ),
-        **FAST,  # type: ignore[arg-type]
     )
     table = analysis.isolation_table(analysis.load_run(write_store(tmp_path, spec)))
     table = table.set_index(["runtime", "kind", "placement"])
@@ -160,19 +162,18 @@ def test_isolation_table_flags(tmp_path: Path) -> None:
 
 
 def test_isolation_limit_unknown_without_limit_columns(tmp_path: Path) -> None:
-    spec = StoreSpec(
+    spec = fast(
         runtimes=("bare",),
         workloads=("cpu",),
         isolation=(IsolationCase(),),
         omit_columns=("mem_limit_bytes",),
-        **FAST,  # type: ignore[arg-type]
     )
     table = analysis.isolation_table(analysis.load_run(write_store(tmp_path, spec)))
     assert table["limit_held"].isna().all()
 
 
 def test_timeseries_rate(tmp_path: Path) -> None:
-    spec = StoreSpec(cpu_factor={"docker": 1.5}, **FAST)  # type: ignore[arg-type]
+    spec = fast(cpu_factor={"docker": 1.5})
     run = analysis.load_run(write_store(tmp_path, spec))
     tidy = analysis.timeseries(run, "cpu_usage_ns")
     assert {"run_id", "trial_id", "runtime", "workload", "t_s", "value", "rate"} <= set(
@@ -193,7 +194,7 @@ def test_timeseries_rate(tmp_path: Path) -> None:
 
 
 def test_startup_and_footprint(tmp_path: Path) -> None:
-    run = analysis.load_run(write_store(tmp_path, StoreSpec(**FAST)))  # type: ignore[arg-type]
+    run = analysis.load_run(write_store(tmp_path, fast()))
     startup = analysis.startup_table(run).set_index("runtime")
     assert startup["fastest"].sum() == 1 and startup.loc["bare", "fastest"]
     assert startup.loc["lxc", "start_low_ms"] <= 600 <= startup.loc["lxc", "start_high_ms"]
@@ -202,15 +203,15 @@ def test_startup_and_footprint(tmp_path: Path) -> None:
 
 
 def test_warnings(tmp_path: Path) -> None:
-    quiet = analysis.load_run(write_store(tmp_path, StoreSpec(run_id="q", **FAST)))  # type: ignore[arg-type]
+    quiet = analysis.load_run(write_store(tmp_path, fast(run_id="q")))
     assert analysis.warnings(quiet) == []
-    spec = StoreSpec(run_id="n", noise=0.2, host_load_before=3.0, failed=1, **FAST)  # type: ignore[arg-type]
+    spec = fast(run_id="n", noise=0.2, host_load_before=3.0, failed=1)
     kinds = {w.kind for w in analysis.warnings(analysis.load_run(write_store(tmp_path, spec)))}
     assert {"high-cv", "host-busy", "failed-trials", "too-few-repetitions"} <= kinds
 
 
 def test_representative_trial(tmp_path: Path) -> None:
-    run = analysis.load_run(write_store(tmp_path, StoreSpec(**FAST)))  # type: ignore[arg-type]
+    run = analysis.load_run(write_store(tmp_path, fast()))
     tid = analysis.representative_trial(run, "docker", "cpu")
     group = run.trials[run.trials["usable"] & (run.trials["runtime"] == "docker")]
     group = group[group["workload"] == "cpu"]
