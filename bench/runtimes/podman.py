@@ -276,10 +276,8 @@ class PodmanRuntime:
         for ref in _bench_images():
             if _podman_cli("rmi", "--force", ref).returncode == 0:
                 removed += 1
-        for pid in _stale_service_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-                removed += 1
+        removed += _stop_pids(_stale_service_pids())
+        # After the services: a service stopped by SIGTERM may leave its socket file.
         for path in _stale_sockets():
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -303,9 +301,14 @@ class PodmanRuntime:
 
 def _launch(service: _Service, image_ref: str, spec: StartSpec, command: list[str]) -> Launched:
     """Create and start the container; remove it again if the start fails."""
-    from podman.errors import NotFound
+    from podman.errors import APIError, NotFound
 
-    container = service.client.containers.create(image_ref, command=command, **_create_kwargs(spec))
+    try:
+        container = service.client.containers.create(
+            image_ref, command=command, **_create_kwargs(spec)
+        )
+    except APIError as exc:
+        raise BenchError(f"podman could not create {spec.name}: {exc}") from exc
 
     def kill() -> None:
         # SIGKILL at once: the wrapper's `sleep` is PID 1 and ignores SIGTERM (podman
@@ -328,7 +331,12 @@ def _launch(service: _Service, image_ref: str, spec: StartSpec, command: list[st
         return None
 
     try:
-        container.start()
+        try:
+            container.start()
+        except APIError as exc:
+            raise BenchError(
+                f"podman could not start {spec.name} with OCI runtime {service.oci_runtime}: {exc}"
+            ) from exc
         container.reload()
         actual = str(container.attrs.get("OCIRuntime", ""))
         if actual != service.oci_runtime:
@@ -388,6 +396,24 @@ def _stop_process(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=SERVICE_STOP_TIMEOUT_S)
+
+
+def _stop_pids(pids: list[int]) -> int:
+    """SIGTERM, then SIGKILL after a grace period; how many were running."""
+    import psutil
+
+    processes = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process = psutil.Process(pid)
+            process.send_signal(signal.SIGTERM)
+            processes.append(process)
+    _, alive = psutil.wait_procs(processes, timeout=SERVICE_STOP_TIMEOUT_S)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(alive, timeout=SERVICE_STOP_TIMEOUT_S)
+    return len(processes)
 
 
 def _bench_containers() -> list[str]:
