@@ -80,13 +80,19 @@ class DockerRuntime:
         try:
             client.images.get(ref)
         except docker.errors.ImageNotFound:
-            client.api.import_image_from_file(
-                str(image.tarball),
-                repository=IMAGE_REPOSITORY,
-                tag=image.version_tag,
-                changes=[f"LABEL {LABEL}=1"],
-            )
-            client.images.get(ref)  # raises if the import silently failed
+            try:
+                client.api.import_image_from_file(
+                    str(image.tarball),
+                    repository=IMAGE_REPOSITORY,
+                    tag=image.version_tag,
+                    changes=[f"LABEL {LABEL}=1"],
+                )
+                client.images.get(ref)  # raises if the import silently failed
+            except docker.errors.DockerException as exc:
+                raise BenchError(
+                    f"docker could not import the workload image {image.tarball} as {ref}: "
+                    f"{exc}; check dockerd's log and free space in its data root"
+                ) from exc
         self._image_ref = ref
 
     def _run_options(self, spec: StartSpec) -> dict[str, Any]:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 import yaml
 
-from bench.cgroups.model import CgroupLocation
+from bench.cgroups import CgroupLocation, CgroupSnapshot, open_reader
 from bench.errors import BenchError
 from bench.image import STRESS_NG
 from bench.runtimes._container import ContainerHandle
@@ -52,16 +54,12 @@ def _spec(
     )
 
 
-def _cpu_usage_ns(location: CgroupLocation) -> int:
-    """cpu usage straight from the files (DESIGN's metric table)."""
-    if location.version == "v1":
-        directory = location.dir_for("cpuacct")
-        assert directory is not None
-        return int((directory / "cpuacct.usage").read_text())
-    stat = (location.dirs["unified"] / "cpu.stat").read_text()
-    match = re.search(r"^usage_usec (\d+)$", stat, re.M)
-    assert match, stat
-    return int(match.group(1)) * 1000
+def _snapshot(location: CgroupLocation) -> CgroupSnapshot:
+    reader = open_reader(location)
+    try:
+        return reader.read()
+    finally:
+        reader.close()
 
 
 def _cpu_max(location: CgroupLocation) -> tuple[int, int]:
@@ -73,18 +71,6 @@ def _cpu_max(location: CgroupLocation) -> tuple[int, int]:
         return quota, int((directory / "cpu.cfs_period_us").read_text())
     quota_text, period_text = (location.dirs["unified"] / "cpu.max").read_text().split()
     return int(quota_text), int(period_text)
-
-
-def _oom_kills(location: CgroupLocation) -> int:
-    if location.version == "v1":
-        directory = location.dir_for("memory")
-        assert directory is not None
-        text = (directory / "memory.oom_control").read_text()
-    else:
-        text = (location.dirs["unified"] / "memory.events").read_text()
-    match = re.search(r"^oom_kill (\d+)$", text, re.M)
-    assert match, f"this kernel does not count oom kills: {text}"
-    return int(match.group(1))
 
 
 def _memory_limit_bytes(location: CgroupLocation) -> int:
@@ -117,7 +103,7 @@ def test_cpu_workload_runs_with_throughput(
     exit_info = handle.wait(timeout_s=60)
     assert exit_info is not None and exit_info.exit_code == 0, (io_dir / "stderr.txt").read_text()
     # The container (and its cgroup) outlives the workload: final counters are readable.
-    cpu_s = _cpu_usage_ns(handle.cgroup) / 1e9
+    cpu_s = _snapshot(handle.cgroup).cpu_usage_ns / 1e9
     metrics = yaml.safe_load((io_dir / "metrics.yaml").read_text())
     (cpu,) = [m for m in metrics["metrics"] if m["stressor"] == "cpu"]
     bogo_ops_per_s = float(cpu["bogo-ops-per-second-real-time"])
@@ -142,19 +128,26 @@ def test_cpu_workload_runs_with_throughput(
 def test_cpu_quota_half_a_cpu(
     docker_runtime: DockerRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
-    argv = [str(STRESS_NG), "--cpu", "1", "--timeout", "4s"]
+    argv = [str(STRESS_NG), "--cpu", "1", "--timeout", "6s"]
     handle = docker_runtime.start(_spec(io_dir, argv, limits=Limits(cpus=0.5)))
     started.append(handle)
     assert _cpu_max(handle.cgroup) == (50_000, CPU_PERIOD_US)
+    reader = open_reader(handle.cgroup)
     time.sleep(0.3)  # past stress-ng's start-up: measure the steady state
-    usage0, t0 = _cpu_usage_ns(handle.cgroup), time.monotonic()
-    time.sleep(3.0)
-    usage1, t1 = _cpu_usage_ns(handle.cgroup), time.monotonic()
+    points = [(reader.read().cpu_usage_ns, time.monotonic())]
+    for _ in range(4):
+        time.sleep(1.0)
+        points.append((reader.read().cpu_usage_ns, time.monotonic()))
+    reader.close()
     exit_info = handle.wait(timeout_s=60)
     assert exit_info is not None and exit_info.exit_code == 0
-    rate = (usage1 - usage0) / 1e9 / (t1 - t0)
-    print(f"\ndocker cpus=0.5: CPU rate {rate:.3f}")
-    assert rate == pytest.approx(0.5, abs=0.05)
+    rates = [(u1 - u0) / 1e9 / (t1 - t0) for (u0, t0), (u1, t1) in pairwise(points)]
+    overall = (points[-1][0] - points[0][0]) / 1e9 / (points[-1][1] - points[0][1])
+    print(f"\ndocker cpus=0.5: CPU rate {overall:.3f} (1 s windows: {rates})")
+    # The cap holds in every window. Other load on a 2-core host can only take CPU away,
+    # so the best window shows what the quota grants.
+    assert max(rates) <= 0.55
+    assert max(rates) == pytest.approx(0.5, abs=0.05), f"load average {os.getloadavg()}"
 
 
 def test_memory_limit_oom_kills_are_counted(
@@ -169,9 +162,12 @@ def test_memory_limit_oom_kills_are_counted(
     assert _swap_limit_bytes(handle.cgroup) in (0, None)  # no swap beyond the limit
     exit_info = handle.wait(timeout_s=60)
     assert exit_info is not None, "stress-ng did not finish"
-    kills = _oom_kills(handle.cgroup)
+    final = _snapshot(handle.cgroup)
+    kills = final.oom_kill_count
     print(f"\ndocker 256 MiB vs 400 MiB: {kills} oom kills, exit {exit_info.exit_code}")
     assert kills > 0
+    # The limit held: usage never went past it (v2 before 5.19 has no peak file).
+    assert final.mem_peak_bytes is None or final.mem_peak_bytes <= 256 * MIB
 
 
 def test_cgroup_is_the_one_docker_reports(
