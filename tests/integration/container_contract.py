@@ -1,0 +1,210 @@
+"""Checks every container runtime must pass, shared by the podman and lxc integration tests.
+
+Each check starts real containers through `runtime` and reads their cgroup files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.cgroups import open_reader
+from bench.cgroups.model import CgroupLocation, CgroupSnapshot
+from bench.image import STRESS_NG
+from bench.runtimes._container import ContainerHandle
+from bench.runtimes.base import Runtime
+from bench.spec import CPU_PERIOD_US, Limits, StartSpec
+
+MIB = 1 << 20
+EXIT_CASES = [
+    (["/bin/busybox", "sh", "-c", "exit 3"], 3),
+    (["/usr/bin/bench-not-in-image"], 127),
+    (["/bin/busybox", "sh", "-c", "kill -9 $$"], 137),
+    (["/bin/busybox", "touch", "/read-only-rootfs"], 1),
+]
+
+
+@pytest.fixture
+def io_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "io"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def started() -> Iterator[list[ContainerHandle]]:
+    """Handles a test started; each is stopped even when the test fails."""
+    handles: list[ContainerHandle] = []
+    yield handles
+    for handle in handles:
+        handle.stop()
+
+
+def make_spec(io_dir: Path, argv: list[str], **kwargs: object) -> StartSpec:
+    name = f"bench-test-{uuid.uuid4().hex[:10]}"
+    return StartSpec(name=name, argv=tuple(argv), io_dir=io_dir, **kwargs)  # type: ignore[arg-type]
+
+
+def start(runtime: Runtime, started: list[ContainerHandle], spec: StartSpec) -> ContainerHandle:
+    handle = runtime.start(spec)
+    assert isinstance(handle, ContainerHandle)
+    started.append(handle)
+    return handle
+
+
+def snapshot(location: CgroupLocation) -> CgroupSnapshot:
+    reader = open_reader(location)
+    try:
+        return reader.read()
+    finally:
+        reader.close()
+
+
+def limit_file(location: CgroupLocation, controller: str, v1_name: str, v2_name: str) -> str:
+    directory = location.dir_for(controller)
+    assert directory is not None
+    return (directory / (v1_name if location.version == "v1" else v2_name)).read_text().strip()
+
+
+def check_cpu_workload(
+    runtime: Runtime, io_dir: Path, started: list[ContainerHandle]
+) -> ContainerHandle:
+    """A cpu stressor exits 0, writes metrics.yaml, and the cgroup agrees on CPU time."""
+    argv = [str(STRESS_NG), "--cpu", "1", "--timeout", "2s", "--metrics", "--yaml", "metrics.yaml"]
+    handle = start(runtime, started, make_spec(io_dir, argv, limits=Limits(cpus=1.0)))
+    exit_info = handle.wait(timeout_s=60)
+    assert exit_info is not None and exit_info.exit_code == 0, (io_dir / "stderr.txt").read_text()
+    # The wrapper keeps the container and its cgroup alive: final counters are readable.
+    cpu_s = snapshot(handle.cgroup).cpu_usage_ns / 1e9
+    metrics = yaml.safe_load((io_dir / "metrics.yaml").read_text())
+    (cpu,) = [m for m in metrics["metrics"] if m["stressor"] == "cpu"]
+    bogo_ops_per_s = float(cpu["bogo-ops-per-second-real-time"])
+    stop_s = handle.stop()
+    print(
+        f"\n{runtime.name} cpu: {bogo_ops_per_s:.1f} bogo-ops/s, cgroup cpu {cpu_s:.2f} s, "
+        f"start {handle.start_latency_s * 1000:.0f} ms, stop {stop_s * 1000:.0f} ms"
+    )
+    assert bogo_ops_per_s > 0
+    # Both count the same seconds, even when other load on the host slows the worker.
+    own_cpu_s = float(cpu["user-time"]) + float(cpu["system-time"])
+    assert cpu_s == pytest.approx(own_cpu_s, rel=0.1, abs=0.1)
+    assert cpu_s < 2.5  # one worker for 2 s
+    assert 0 < handle.start_latency_s < 30
+    assert 0 < stop_s < 5  # a kill, not a SIGTERM grace period
+    assert handle.stop() == 0.0
+    assert not any(directory.exists() for directory in handle.cgroup.dirs.values())
+    assert not (io_dir / "ctl").exists()
+    return handle
+
+
+def check_cpu_quota_half(runtime: Runtime, io_dir: Path, started: list[ContainerHandle]) -> None:
+    """cpus=0.5 writes quota/period and one busy worker gets 0.5 CPU ± 0.05."""
+    argv = [str(STRESS_NG), "--cpu", "1", "--timeout", "6s"]
+    handle = start(runtime, started, make_spec(io_dir, argv, limits=Limits(cpus=0.5)))
+    if handle.cgroup.version == "v1":
+        quota = limit_file(handle.cgroup, "cpu", "cpu.cfs_quota_us", "")
+        period = limit_file(handle.cgroup, "cpu", "cpu.cfs_period_us", "")
+    else:
+        quota, period = limit_file(handle.cgroup, "cpu", "", "cpu.max").split()
+    assert (int(quota), int(period)) == (50_000, CPU_PERIOD_US)
+    reader = open_reader(handle.cgroup)
+    time.sleep(0.3)  # past stress-ng's start-up: measure the steady state
+    points = [(reader.read().cpu_usage_ns, time.monotonic())]
+    for _ in range(4):
+        time.sleep(1.0)
+        points.append((reader.read().cpu_usage_ns, time.monotonic()))
+    reader.close()
+    exit_info = handle.wait(timeout_s=60)
+    assert exit_info is not None and exit_info.exit_code == 0
+    rates = [(u1 - u0) / 1e9 / (t1 - t0) for (u0, t0), (u1, t1) in pairwise(points)]
+    overall = (points[-1][0] - points[0][0]) / 1e9 / (points[-1][1] - points[0][1])
+    print(
+        f"\n{runtime.name} cpus=0.5: CPU rate {overall:.3f} over 4 s "
+        f"(1 s windows: {', '.join(f'{r:.3f}' for r in rates)})"
+    )
+    # The cap holds in every window; other load on a small host can only take CPU away,
+    # so the best window shows what the quota grants.
+    assert max(rates) <= 0.55
+    assert max(rates) == pytest.approx(0.5, abs=0.05), f"load average {os.getloadavg()}"
+
+
+def check_oom_counted(runtime: Runtime, io_dir: Path, started: list[ContainerHandle]) -> None:
+    """400 MiB of vm stressor in a 256 MiB cgroup without swap: oom_kill > 0 after wait."""
+    argv = [
+        str(STRESS_NG), "--vm", "1", "--vm-bytes", "400m", "--oomable", "--timeout", "10s",
+    ]  # fmt: skip
+    spec = make_spec(io_dir, argv, limits=Limits(memory_bytes=256 * MIB))
+    handle = start(runtime, started, spec)
+    limit = limit_file(handle.cgroup, "memory", "memory.limit_in_bytes", "memory.max")
+    assert int(limit) == 256 * MIB
+    memory_dir = handle.cgroup.dir_for("memory")
+    assert memory_dir is not None
+    swap_file = "memory.memsw.limit_in_bytes" if handle.cgroup.version == "v1" else ""
+    if handle.cgroup.version == "v2":
+        assert (memory_dir / "memory.swap.max").read_text().strip() == "0"
+    elif (memory_dir / swap_file).exists():
+        assert int((memory_dir / swap_file).read_text()) == 256 * MIB
+    exit_info = handle.wait(timeout_s=60)
+    assert exit_info is not None, "stress-ng did not finish"
+    final = snapshot(handle.cgroup)
+    print(
+        f"\n{runtime.name} 256 MiB vs 400 MiB: {final.oom_kill_count} oom kills, "
+        f"peak {final.mem_peak_bytes} bytes, exit {exit_info.exit_code}"
+    )
+    assert final.oom_kill_count > 0
+    assert final.mem_peak_bytes is None or final.mem_peak_bytes <= 256 * MIB
+
+
+def check_hardening(handle: ContainerHandle, spec: StartSpec, pid: int | None = None) -> None:
+    """No capabilities, no new privileges, the caller's rlimits, the pid in its cgroup.
+
+    `pid` is the workload's process when it is not the container's init (lxc-execute).
+    """
+    pid = handle.pid if pid is None else pid
+    for directory in handle.cgroup.dirs.values():
+        assert str(pid) in (directory / "cgroup.procs").read_text().split()
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert re.search(r"^CapEff:\s+0+$", status, re.M), "capabilities were not all dropped"
+    assert re.search(r"^NoNewPrivs:\s+1$", status, re.M)
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    for name, soft, hard in spec.rlimits:
+        label = {"nofile": "Max open files", "nproc": "Max processes"}[name]
+        assert re.search(rf"^{label}\s+{soft}\s+{hard}\s", limits, re.M), (name, limits)
+
+
+def check_exit_code(
+    runtime: Runtime, io_dir: Path, started: list[ContainerHandle], argv: list[str], expected: int
+) -> None:
+    handle = start(runtime, started, make_spec(io_dir, argv))
+    exit_info = handle.wait(timeout_s=30)
+    assert exit_info is not None and exit_info.exit_code == expected
+
+
+def check_network_off_and_workdir(
+    runtime: Runtime, io_dir: Path, started: list[ContainerHandle]
+) -> None:
+    argv = ["/bin/busybox", "sh", "-c", 'ls /sys/class/net; pwd; echo "$0" > out.txt', "hello"]
+    handle = start(runtime, started, make_spec(io_dir, argv))
+    exit_info = handle.wait(timeout_s=30)
+    assert exit_info is not None and exit_info.exit_code == 0
+    assert (io_dir / "stdout.txt").read_text().split() == ["lo", "/bench"]
+    assert (io_dir / "out.txt").read_text() == "hello\n"
+
+
+def check_wait_notices_outside_kill(
+    runtime: Runtime, io_dir: Path, started: list[ContainerHandle]
+) -> int:
+    """Killing the container from outside (no "E" line ever comes) still ends wait()."""
+    handle = start(runtime, started, make_spec(io_dir, ["/bin/busybox", "sleep", "30"]))
+    handle.kill()
+    exit_info = handle.wait(timeout_s=15)
+    assert exit_info is not None
+    return exit_info.exit_code
