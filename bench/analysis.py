@@ -265,7 +265,8 @@ def primary_metric(trials: pd.DataFrame) -> Metric:
     return Metric("wall_s", "s", False)
 
 
-def _values(frame: pd.DataFrame, column: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+def metric_values(frame: pd.DataFrame, column: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """The finite values of one column as a float array."""
     return stats.as_array(frame[column].to_numpy(dtype=float, na_value=np.nan))
 
 
@@ -320,7 +321,7 @@ def overhead_table(
         base = by_workload[by_workload["label"] == baseline]
         for label in _label_order(by_workload["label"].unique(), baseline):
             group = by_workload[by_workload["label"] == label]
-            values = _values(group, metric.column)
+            values = metric_values(group, metric.column)
             med = stats.median_ci(values)
             row: dict[str, Any] = {
                 "runtime": label,
@@ -338,14 +339,14 @@ def overhead_table(
                 ratio, cpu_ratio, mem_delta = stats.NAN_ESTIMATE, np.nan, np.nan
                 p, verdict = np.nan, "no-baseline"
             else:
-                ratio = stats.ratio_ci(values, _values(base, metric.column))
+                ratio = stats.ratio_ci(values, metric_values(base, metric.column))
                 base_cpu = _median(base["cpu_s"])
                 cpu_ratio = _median(group["cpu_s"]) / base_cpu if base_cpu else math.nan
                 mem_delta = _median(group["mem_peak_bytes"]) - _median(base["mem_peak_bytes"])
                 if label == baseline:
                     p, verdict = np.nan, "baseline"
                 else:
-                    test = stats.differs(values, _values(base, metric.column), alpha=alpha)
+                    test = stats.differs(values, metric_values(base, metric.column), alpha=alpha)
                     p, verdict = test.p_value, _verdict(test, ratio.value, metric.bigger_is_better)
             row.update(
                 ratio=ratio.value,
@@ -438,7 +439,10 @@ def isolation_table(
         ]
         ok = group[group["usable"]]
         metric = primary_metric(pd.concat([base, ok]))
-        new_values, base_values = _values(ok, metric.column), _values(base, metric.column)
+        new_values, base_values = (
+            metric_values(ok, metric.column),
+            metric_values(base, metric.column),
+        )
         ratio = stats.ratio_ci(new_values, base_values)
         test = stats.differs(new_values, base_values, alpha=alpha)
         sign = 1.0 if metric.bigger_is_better else -1.0
@@ -531,8 +535,8 @@ def startup_table(run: Run) -> pd.DataFrame:
     rows = []
     for label in _label_order(solo["label"].unique()):
         group = solo[solo["label"] == label]
-        start = stats.median_ci(_values(group, "start_s") * 1e3)
-        stop = stats.median_ci(_values(group, "stop_s") * 1e3)
+        start = stats.median_ci(metric_values(group, "start_s") * 1e3)
+        stop = stats.median_ci(metric_values(group, "stop_s") * 1e3)
         rows.append(
             {
                 "runtime": label,
@@ -615,7 +619,7 @@ def warnings(run: Run) -> list[stats.StatWarning]:
         metric = primary_metric(group)
         out.extend(
             stats.sample_warnings(
-                _values(group, metric.column),
+                metric_values(group, metric.column),
                 runtime=str(runtime),
                 workload=str(workload),
                 metric=metric.column,

@@ -1,0 +1,284 @@
+"""One self-contained index.html: inline CSS and inline SVG plots (matplotlib, no pyplot).
+
+Works offline: no scripts, no external stylesheets or fonts. Timeseries are downsampled
+to MAX_POINTS per line so an hour of 10 Hz samples stays small.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+from html import escape
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from bench import analysis
+from bench.report.markdown import (
+    Rows,
+    host_rows,
+    isolation_rows,
+    overhead_rows,
+    side_by_side_rows,
+    startup_rows,
+)
+
+if TYPE_CHECKING:
+    from bench.report import RunSummary
+
+MAX_POINTS = 400
+RC: dict[Any, Any] = {
+    "svg.fonttype": "none",  # text as <text>, not glyph paths: far smaller files
+    "svg.hashsalt": "bench",  # stable ids so reports of the same data are identical
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+COLORS = {"bare": "#4c4c4c", "docker": "#1f77b4", "podman": "#8c564b", "lxc": "#2ca02c"}
+CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1600px}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em}
+h3{font-size:1.05em}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
+td,th{border:1px solid #ddd;padding:.25em .5em;text-align:left;white-space:nowrap}
+th{background:#f4f4f4}
+.scroll{overflow-x:auto}
+.runs{display:grid;gap:1.5em}
+.warn li{margin:.2em 0}.kind{font-weight:600}
+figure{margin:.5em 0}svg{max-width:100%;height:auto}
+.slower,.harmed{color:#b00020;font-weight:600}.faster{color:#1b7f1b;font-weight:600}
+"""
+
+
+def _color(label: str) -> str:
+    return COLORS.get(label.split("+")[0], "#9467bd")
+
+
+def _svg(fig: Figure) -> str:
+    buf = io.StringIO()
+    with matplotlib.rc_context(RC):
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    text = buf.getvalue()
+    return text[text.index("<svg") :]  # drop the XML declaration and DOCTYPE
+
+
+def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list[Any]]:
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(width, height))
+        axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    return fig, axes
+
+
+def downsample(
+    t: np.ndarray[Any, Any], v: np.ndarray[Any, Any], how: str = "mean"
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """At most MAX_POINTS points: bin means (or maxima, for memory peaks) of equal runs."""
+    n = t.size
+    if n <= MAX_POINTS:
+        return t, v
+    step = math.ceil(n / MAX_POINTS)
+    starts = np.arange(0, n, step)
+    v = np.nan_to_num(v.astype(float), nan=0.0)
+    counts = np.diff(np.append(starts, n))
+    if how == "max":
+        return t[starts], np.maximum.reduceat(v, starts)
+    return t[starts], np.add.reduceat(v, starts) / counts
+
+
+def overhead_plot(table: pd.DataFrame) -> str | None:
+    """Ratio to bare per runtime with CI whiskers, one panel per workload."""
+    table = table[np.isfinite(table["ratio"].astype(float))]
+    if table.empty:
+        return None
+    workloads = list(dict.fromkeys(table["workload"]))
+    fig, axes = _figure(min(3.2 * len(workloads), 12), 2.8, len(workloads))
+    for ax, workload in zip(axes, workloads, strict=True):
+        t = table[table["workload"] == workload]
+        x = np.arange(len(t))
+        ratio = t["ratio"].to_numpy(float)
+        err = np.vstack(
+            [ratio - t["ratio_low"].to_numpy(float), t["ratio_high"].to_numpy(float) - ratio]
+        )
+        ax.bar(
+            x, ratio, color=[_color(r) for r in t["runtime"]], yerr=np.nan_to_num(err), capsize=3
+        )
+        ax.axhline(1.0, color="#888", lw=0.8, ls="--")
+        ax.set_xticks(x, list(t["runtime"]), rotation=30)
+        metric = str(t["metric"].iloc[0])
+        ax.set_title(f"{workload}: {metric} / bare")
+        low = float(np.nanmin(t["ratio_low"].to_numpy(float), initial=1.0))
+        ax.set_ylim(max(0.0, min(0.8, low - 0.05)), None)
+    return _svg(fig)
+
+
+def isolation_plot(table: pd.DataFrame) -> str | None:
+    """Victim loss % vs its solo baseline, per runtime x aggressor kind x placement."""
+    table = table[np.isfinite(table["degradation_pct"].astype(float))]
+    if table.empty:
+        return None
+    labels = [f"{r.runtime}\n{r.kind}/{r.placement}" for r in table.itertuples()]
+    fig, (ax,) = _figure(min(0.8 * len(table) + 2, 12), 3.0)
+    x = np.arange(len(table))
+    deg = table["degradation_pct"].to_numpy(float)
+    err = np.vstack(
+        [
+            deg - table["degradation_low_pct"].to_numpy(float),
+            table["degradation_high_pct"].to_numpy(float) - deg,
+        ]
+    )
+    colors = [
+        "#b00020" if h else _color(str(r))
+        for r, h in zip(table["runtime"], table["victim_harmed"], strict=True)
+    ]
+    ax.bar(x, deg, color=colors, yerr=np.nan_to_num(err), capsize=3)
+    ax.axhline(0.0, color="#888", lw=0.8)
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel("victim loss %")
+    ax.set_title("Isolation: victim degradation (red = harmed)")
+    return _svg(fig)
+
+
+def latency_plot(run: analysis.Run) -> str | None:
+    """Start and stop latency distributions per runtime (box + points)."""
+    trials = run.trials
+    solo = trials[trials["usable"] & (trials["role"] == "solo")]
+    labels = analysis._label_order(solo["label"].unique())
+    if not labels or solo["start_s"].isna().all():
+        return None
+    fig, axes = _figure(9, 2.8, 2)
+    for ax, column, title in zip(axes, ("start_s", "stop_s"), ("start", "stop"), strict=True):
+        data = [analysis.metric_values(solo[solo["label"] == lab], column) * 1e3 for lab in labels]
+        keep = [i for i, d in enumerate(data) if d.size]
+        if not keep:
+            continue
+        ax.boxplot([data[i] for i in keep], showfliers=False)
+        for pos, i in enumerate(keep, start=1):
+            jitter = np.linspace(-0.15, 0.15, data[i].size)
+            ax.plot(pos + jitter, data[i], "o", ms=2.5, color=_color(labels[i]), alpha=0.7)
+        ax.set_xticks(range(1, len(keep) + 1), [labels[i] for i in keep], rotation=30)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms")
+        ax.set_title(f"{title} latency")
+    return _svg(fig)
+
+
+def timeseries_plot(run: analysis.Run, workload: str) -> str | None:
+    """CPU cores in use and memory over time, one representative trial per runtime."""
+    chosen = {}
+    for label in analysis._label_order(run.trials["label"].unique()):
+        tid = analysis.representative_trial(run, label, workload)
+        if tid is not None:
+            chosen[tid] = label
+    if not chosen or run.samples.empty:
+        return None
+    subset = dataclasses.replace(run, samples=run.samples[run.samples["trial_id"].isin(chosen)])
+    have_cpu = "cpu_usage_ns" in subset.samples.columns
+    have_mem = "mem_current_bytes" in subset.samples.columns
+    if not (have_cpu or have_mem):
+        return None
+    fig, axes = _figure(10, 2.8, 2)
+    if have_cpu:
+        cpu = analysis.timeseries(subset, "cpu_rate")
+        for tid, label in chosen.items():
+            s = cpu[cpu["trial_id"] == tid].dropna(subset=["value"])
+            t, v = downsample(s["t_s"].to_numpy(float), s["value"].to_numpy(float))
+            axes[0].plot(t, v, lw=1, color=_color(label), label=label)
+        axes[0].set_ylabel("CPU cores")
+        axes[0].set_title(f"{workload}: CPU rate")
+        axes[0].legend(fontsize=7)
+    if have_mem:
+        mem = analysis.timeseries(subset, "mem_current_bytes")
+        for tid, label in chosen.items():
+            s = mem[mem["trial_id"] == tid]
+            t, v = downsample(
+                s["t_s"].to_numpy(float), s["value"].to_numpy(float) / (1 << 20), "max"
+            )
+            axes[1].plot(t, v, lw=1, color=_color(label), label=label)
+        axes[1].set_ylabel("MiB")
+        axes[1].set_title(f"{workload}: memory.current")
+    for ax in axes:
+        ax.set_xlabel("s since trial start")
+    return _svg(fig)
+
+
+def _table(rows: Rows, verdict_col: int | None = None) -> str:
+    headers, body = rows
+    if not body:
+        return "<p><em>none</em></p>"
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    lines = []
+    for row in body:
+        cells = []
+        for i, cell in enumerate(row):
+            text = cell.replace("**", "")
+            cls = ""
+            if i == verdict_col and text in ("slower", "faster"):
+                cls = f' class="{text}"'
+            elif cell.startswith("**"):
+                cls = ' class="harmed"'
+            cells.append(f"<td{cls}>{escape(text)}</td>")
+        lines.append("<tr>" + "".join(cells) + "</tr>")
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+    return f'<div class="scroll">{table}</div>'
+
+
+def _figure_html(svg: str | None, caption: str) -> str:
+    if svg is None:
+        return ""
+    return f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>"
+
+
+def _run_section(s: RunSummary) -> str:
+    run = s.run
+    parts = [f"<section><h2>Run {escape(run.run_id)}</h2>"]
+    parts.append("<h3>Host and versions</h3>" + _table(host_rows(s)))
+    parts.append("<h3>Overhead vs bare metal</h3>" + _table(overhead_rows(s.overhead), 10))
+    parts.append(
+        _figure_html(overhead_plot(s.overhead), "Ratio to bare, 95 % bootstrap CI whiskers")
+    )
+    if len(s.isolation):
+        parts.append("<h3>Isolation</h3>" + _table(isolation_rows(s.isolation)))
+        parts.append(_figure_html(isolation_plot(s.isolation), "Victim loss vs its solo baseline"))
+    parts.append("<h3>Start and stop latency</h3>" + _table(startup_rows(s.startup)))
+    parts.append(_figure_html(latency_plot(run), "Per-trial latency, log scale"))
+    parts.append("<h3>Over time</h3>")
+    for workload in sorted(run.trials.loc[run.trials["role"] == "solo", "workload"].unique()):
+        parts.append(
+            _figure_html(
+                timeseries_plot(run, str(workload)), f"{workload}: representative trial per runtime"
+            )
+        )
+    parts.append("<h3>Warnings</h3>")
+    if s.warnings:
+        items = "".join(
+            f'<li><span class="kind">{escape(w.kind)}</span>: {escape(w.message)}</li>'
+            for w in s.warnings
+        )
+        parts.append(f'<ul class="warn">{items}</ul>')
+    else:
+        parts.append("<p>None.</p>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def render_html(summaries: list[RunSummary]) -> str:
+    """The whole report as one HTML document (also well-formed XML)."""
+    ids = ", ".join(s.run.run_id for s in summaries)
+    body = [f"<h1>bench report: {escape(ids)}</h1>"]
+    if len(summaries) > 1:
+        body.append(
+            "<h2>Overhead side by side (ratio to bare)</h2>" + _table(side_by_side_rows(summaries))
+        )
+    columns = f"grid-template-columns:repeat({len(summaries)},minmax(0,1fr))"
+    body.append(f'<div class="runs" style="{columns}">')
+    body += [_run_section(s) for s in summaries]
+    body.append("</div>")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"/>'
+        f"<title>bench report: {escape(ids)}</title><style>{CSS}</style></head>"
+        f"<body>{''.join(body)}</body></html>\n"
+    )

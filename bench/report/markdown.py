@@ -1,0 +1,219 @@
+"""Markdown report (ready for a CI job summary) and the table rows HTML shares."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from bench.report import RunSummary
+
+Rows = tuple[list[str], list[list[str]]]
+
+
+def num(value: Any, spec: str = ".4g") -> str:
+    """A number for a table cell; blank for NaN/None."""
+    if value is None or value is pd.NA:
+        return ""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "" if not math.isfinite(x) else format(x, spec)
+
+
+def mib(value: Any) -> str:
+    """Bytes as signed MiB with one decimal."""
+    text = num(value, "+.1f") if value is not None else ""
+    return text if text == "" else num(float(value) / (1 << 20), "+.1f")
+
+
+def with_ci(value: Any, low: Any, high: Any, spec: str = ".4g") -> str:
+    """`value [low, high]`, or just the value when the CI is missing."""
+    main = num(value, spec)
+    if not main or not num(low):
+        return main
+    return f"{main} [{num(low, spec)}, {num(high, spec)}]"
+
+
+def yes_no(value: Any) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "unknown"
+    return "yes" if bool(value) else "no"
+
+
+def overhead_rows(table: pd.DataFrame) -> Rows:
+    headers = [
+        "runtime",
+        "workload",
+        "n",
+        "median [95% CI]",
+        "ratio to bare [95% CI]",
+        "CPU-s ratio",
+        "peak mem Δ MiB",
+        "start ms",
+        "stop ms",
+        "p",
+        "verdict",
+    ]
+    rows = [
+        [
+            str(r.runtime),
+            str(r.workload),
+            str(r.n),
+            f"{with_ci(r.median, r.median_low, r.median_high)} {r.unit}".strip(),
+            with_ci(r.ratio, r.ratio_low, r.ratio_high, ".3f"),
+            num(r.cpu_s_ratio, ".3f"),
+            mib(r.mem_peak_delta_bytes),
+            num(r.start_ms, ".1f"),
+            num(r.stop_ms, ".1f"),
+            num(r.p_value, ".2g"),
+            str(r.verdict),
+        ]
+        for r in table.itertuples()
+    ]
+    return headers, rows
+
+
+def isolation_rows(table: pd.DataFrame) -> Rows:
+    headers = [
+        "runtime",
+        "aggressor",
+        "placement",
+        "victim",
+        "n",
+        "victim loss % [95% CI]",
+        "p",
+        "limit held",
+        "aggressor OOM-killed",
+        "victim failed",
+        "victim harmed",
+    ]
+    rows = [
+        [
+            str(r.runtime),
+            str(r.kind),
+            str(r.placement),
+            str(r.victim_workload),
+            str(r.n),
+            with_ci(r.degradation_pct, r.degradation_low_pct, r.degradation_high_pct, ".1f"),
+            num(r.p_value, ".2g"),
+            yes_no(r.limit_held),
+            yes_no(r.aggressor_oom_killed),
+            str(r.victim_failed),
+            "**yes**" if r.victim_harmed else "no",
+        ]
+        for r in table.itertuples()
+    ]
+    return headers, rows
+
+
+def startup_rows(table: pd.DataFrame) -> Rows:
+    headers = ["runtime", "n", "start ms [95% CI]", "stop ms [95% CI]", "fastest start"]
+    rows = [
+        [
+            str(r.runtime),
+            str(r.n),
+            with_ci(r.start_ms, r.start_low_ms, r.start_high_ms, ".1f"),
+            with_ci(r.stop_ms, r.stop_low_ms, r.stop_high_ms, ".1f"),
+            "yes" if r.fastest else "",
+        ]
+        for r in table.itertuples()
+    ]
+    return headers, rows
+
+
+def host_rows(summary: RunSummary) -> Rows:
+    m = summary.run.manifest
+    host = m.get("host") or {}
+    scenario = m.get("scenario") or {}
+    image = m.get("image") or {}
+    rows = [
+        ["run", f"{summary.run.run_id} ({m.get('status', '?')})"],
+        ["scenario", f"{scenario.get('name', '')} {str(scenario.get('sha256', ''))[:12]}"],
+        ["time", f"{m.get('started_at', '')} → {m.get('ended_at', '')}"],
+        ["host", f"{host.get('hostname', '')}, kernel {host.get('kernel', '')}"],
+        ["cpu", f"{host.get('cpu_model', '')}, {host.get('cpus', '')} CPUs"],
+        ["memory", f"{num((host.get('memory_bytes') or math.nan) / (1 << 30), '.1f')} GiB"],
+        ["cgroups", str(host.get("cgroup_version", ""))],
+        ["load before", num(m.get("host_load_before"), ".2f")],
+        ["image", str(image.get("digest", ""))[:19]],
+        ["bench", f"{m.get('bench_version', '')} {str(m.get('git_commit') or '')[:12]}"],
+    ]
+    for name, info in (m.get("runtimes") or {}).items():
+        if isinstance(info, dict):
+            state = info.get("version") or "" if info.get("available") else info.get("reason")
+            rows.append(
+                [
+                    f"runtime {name}",
+                    str(state or ("available" if info.get("available") else "unavailable")),
+                ]
+            )
+    return ["", ""], rows
+
+
+def side_by_side_rows(summaries: list[RunSummary]) -> Rows:
+    """Ratio to bare per runtime x workload, one column per run."""
+    frames = []
+    for s in summaries:
+        t = s.overhead
+        cells = [
+            with_ci(r.ratio, r.ratio_low, r.ratio_high, ".3f")
+            + (f" ({r.verdict})" if r.verdict not in ("baseline", "same") else "")
+            for r in t.itertuples()
+        ]
+        frames.append(
+            pd.Series(
+                cells, index=pd.MultiIndex.from_frame(t[["runtime", "workload"]]), name=s.run.run_id
+            )
+        )
+    joined = pd.concat(frames, axis=1) if frames else pd.DataFrame()
+    headers = ["runtime", "workload", *[s.run.run_id for s in summaries]]
+    rows = [
+        [str(k[0]), str(k[1]), *[str(v) if isinstance(v, str) else "" for v in vals]]
+        for k, vals in zip(joined.index, joined.to_numpy().tolist(), strict=True)
+    ]
+    return headers, rows
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(headers: list[str], rows: list[list[str]]) -> str:
+    if not rows:
+        return "_none_\n"
+    lines = [
+        "| " + " | ".join(_cell(h) for h in headers) + " |",
+        "|" + "|".join("---" for _ in headers) + "|",
+    ]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(summaries: list[RunSummary]) -> str:
+    """The whole report as GitHub-flavoured Markdown."""
+    ids = ", ".join(f"`{s.run.run_id}`" for s in summaries)
+    out = [f"# bench report: {ids}\n"]
+    if len(summaries) > 1:
+        out += [
+            "## Overhead side by side (ratio to bare)\n",
+            md_table(*side_by_side_rows(summaries)),
+        ]
+    for s in summaries:
+        h = "##" if len(summaries) == 1 else "###"
+        if len(summaries) > 1:
+            out.append(f"## Run `{s.run.run_id}`\n")
+        out += [f"{h} Host and versions\n", md_table(*host_rows(s))]
+        out += [f"{h} Overhead vs bare metal\n", md_table(*overhead_rows(s.overhead))]
+        if len(s.isolation):
+            out += [f"{h} Isolation\n", md_table(*isolation_rows(s.isolation))]
+        out += [f"{h} Start and stop latency\n", md_table(*startup_rows(s.startup))]
+        out.append(f"{h} Warnings\n")
+        if s.warnings:
+            out.append("\n".join(f"- **{w.kind}**: {w.message}" for w in s.warnings) + "\n")
+        else:
+            out.append("None.\n")
+    return "\n".join(out)
