@@ -290,8 +290,8 @@ def _solo(run: Run) -> pd.DataFrame:
 KNOWN_ORDER = ("bare", "docker", "podman", "lxc")
 
 
-def _label_order(labels: Iterable[str], baseline: str = BASELINE_RUNTIME) -> list[str]:
-    """Baseline first, then the known runtimes in their usual order, then the rest."""
+def label_order(labels: Iterable[str], baseline: str = BASELINE_RUNTIME) -> list[str]:
+    """Runtime labels for display: baseline first, then the known runtimes in their usual order, then the rest."""
 
     def key(label: str) -> tuple[bool, int, str]:
         runtime = label.split("+")[0]
@@ -319,7 +319,7 @@ def overhead_table(
     for workload, by_workload in solo.groupby("workload", sort=True):
         metric = primary_metric(by_workload)
         base = by_workload[by_workload["label"] == baseline]
-        for label in _label_order(by_workload["label"].unique(), baseline):
+        for label in label_order(by_workload["label"].unique(), baseline):
             group = by_workload[by_workload["label"] == label]
             values = metric_values(group, metric.column)
             med = stats.median_ci(values)
@@ -533,7 +533,7 @@ def startup_table(run: Run) -> pd.DataFrame:
     """Per runtime: start and stop latency medians in ms [95 % CI]; `fastest` marks the best."""
     solo = _solo(run)
     rows = []
-    for label in _label_order(solo["label"].unique()):
+    for label in label_order(solo["label"].unique()):
         group = solo[solo["label"] == label]
         start = stats.median_ci(metric_values(group, "start_s") * 1e3)
         stop = stats.median_ci(metric_values(group, "stop_s") * 1e3)
@@ -567,7 +567,7 @@ def footprint_table(run: Run) -> pd.DataFrame:
             "runtime_rss_bytes": _median(solo.loc[solo["label"] == label, "runtime_rss_bytes"]),
             "runtime_pss_bytes": _median(solo.loc[solo["label"] == label, "runtime_pss_bytes"]),
         }
-        for label in _label_order(solo["label"].unique())
+        for label in label_order(solo["label"].unique())
     ]
     return pd.DataFrame(rows, columns=["runtime", "runtime_rss_bytes", "runtime_pss_bytes"])
 

@@ -146,7 +146,7 @@ def latency_plot(run: analysis.Run) -> str | None:
     """Start and stop latency distributions per runtime (box + points)."""
     trials = run.trials
     solo = trials[trials["usable"] & (trials["role"] == "solo")]
-    labels = analysis._label_order(solo["label"].unique())
+    labels = analysis.label_order(solo["label"].unique())
     if not labels or solo["start_s"].isna().all():
         return None
     fig, axes = _figure(9, 2.8, 2)
@@ -169,7 +169,7 @@ def latency_plot(run: analysis.Run) -> str | None:
 def timeseries_plot(run: analysis.Run, workload: str) -> str | None:
     """CPU cores in use and memory over time, one representative trial per runtime."""
     chosen = {}
-    for label in analysis._label_order(run.trials["label"].unique()):
+    for label in analysis.label_order(run.trials["label"].unique()):
         tid = analysis.representative_trial(run, label, workload)
         if tid is not None:
             chosen[tid] = label
