@@ -291,7 +291,7 @@ KNOWN_ORDER = ("bare", "docker", "podman", "lxc")
 
 
 def label_order(labels: Iterable[str], baseline: str = BASELINE_RUNTIME) -> list[str]:
-    """Runtime labels for display: baseline first, then the known runtimes in their usual order, then the rest."""
+    """Runtime labels for display: baseline, known runtimes in usual order, then the rest."""
 
     def key(label: str) -> tuple[bool, int, str]:
         runtime = label.split("+")[0]
