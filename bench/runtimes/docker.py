@@ -104,6 +104,9 @@ class DockerRuntime:
             "labels": dict(spec.labels),
             "network_mode": "bridge" if spec.network else "none",
             "read_only": True,
+            # podman's read-only mode mounts a tmpfs on /tmp by default; do the same so
+            # a workload sees the same writable paths under both engines.
+            "tmpfs": {"/tmp": "rw,nosuid,nodev,mode=1777"},
             "working_dir": IO_MOUNT,
             "volumes": {str(Path(spec.io_dir).resolve()): {"bind": IO_MOUNT, "mode": "rw"}},
             "ulimits": [Ulimit(name=n, soft=soft, hard=hard) for n, soft, hard in spec.rlimits],
@@ -202,11 +205,10 @@ class DockerRuntime:
         return list(containers.values()), images
 
     def leftovers(self) -> list[str]:
-        containers, images = self._leftover_objects()
-        names = [f"container {c.name}" for c in containers]
-        for image in images:
-            names.extend(f"image {tag}" for tag in image.tags or [image.id])
-        return sorted(names)
+        # Containers only: the imported image is a cache that the next run reuses;
+        # `bench gc` (remove_leftovers) removes it too.
+        containers, _images = self._leftover_objects()
+        return sorted(f"container {c.name}" for c in containers)
 
     def remove_leftovers(self) -> int:
         import docker
