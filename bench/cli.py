@@ -213,10 +213,10 @@ def report(run_dirs: tuple[Path, ...], out: Path | None, formats: tuple[str, ...
 def compare(base: Path, new: Path, threshold: float, markdown: bool) -> None:
     """Compare NEW against BASE; exit 1 on a significant regression over the threshold."""
     from bench.analysis import load_run
-    from bench.compare import compare_runs, to_markdown, to_text
+    from bench.compare import compare_runs, to_markdown
 
     comparison = compare_runs(load_run(base), load_run(new), threshold)
-    click.echo(to_markdown(comparison) if markdown else to_text(comparison))
+    click.echo(to_markdown(comparison) if markdown else comparison.to_frame().to_string())
     if comparison.has_regression:
         sys.exit(1)
 

@@ -61,6 +61,9 @@ class TrialResult:
     runtime_rss_bytes: int | None = None
     runtime_pss_bytes: int | None = None
     samples: int = 0
+    cpu_limit_cpus: float | None = None
+    mem_limit_bytes: int | None = None
+    pids_limit: int | None = None
     cgroup: str = ""
     scenario_isolation_kind: str = ""
     placement: str = ""

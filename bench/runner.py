@@ -396,6 +396,9 @@ def _status(trial: Trial, exit_info: ExitInfo | None, oom_kills: int) -> TrialSt
 
 def _identity(trial: Trial) -> dict[str, object]:
     return {
+        "cpu_limit_cpus": trial.limits.cpus,
+        "mem_limit_bytes": trial.limits.memory_bytes,
+        "pids_limit": trial.limits.pids,
         "trial_id": trial.trial_id,
         "runtime": trial.runtime,
         "oci_runtime": trial.oci_runtime,
