@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.cgroups.locate import cgroup_mounts, host_cgroup_version
-from bench.errors import BenchError
+from bench.errors import BenchError, RuntimeUnavailable
 from bench.runtimes._container import IO_MOUNT, ContainerHandle, Launched, start_container
 from bench.runtimes.base import Availability
 from bench.spec import CPU_PERIOD_US, NAME_PREFIX, StartSpec
@@ -159,6 +159,8 @@ class LxcRuntime:
         return Availability(True)
 
     def version(self) -> str:
+        if shutil.which("lxc-execute") is None:
+            raise RuntimeUnavailable(f"lxc-execute is not installed; fix: {INSTALL_FIX}")
         proc = _tool("lxc-execute", "--version")
         return f"lxc {proc.stdout.strip() or '?'}"
 

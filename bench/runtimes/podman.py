@@ -55,8 +55,10 @@ def default_oci_runtime() -> str:
     """The OCI runtime podman should use here: runc on hybrid hosts (crun refuses them).
 
     crun 1.8 fails with "cgroups in hybrid mode not supported" (HOST-NOTES); elsewhere
-    podman's own default from `podman info`.
+    podman's own default from `podman info`. RuntimeUnavailable when podman is missing.
     """
+    if shutil.which("podman") is None:
+        raise RuntimeUnavailable(f"podman is not installed; fix: {INSTALL_FIX}")
     proc = _podman_cli("info", "--format", "{{.Host.OCIRuntime.Name}}")
     engine_default = proc.stdout.strip() or "crun"
     if engine_default == "crun" and host_cgroup_version() == "hybrid" and shutil.which("runc"):

@@ -93,10 +93,13 @@ def check_cpu_workload(
         f"start {handle.start_latency_s * 1000:.0f} ms, stop {stop_s * 1000:.0f} ms"
     )
     assert bogo_ops_per_s > 0
-    # Both count the same seconds, even when other load on the host slows the worker.
+    # The cgroup holds the worker, so it counts at least the worker's own seconds, plus the
+    # start-up of the shell and stress-ng's parent: small here, large under TCG emulation
+    # (BENCH_V2VM, tests/v2vm: the cgroup counted 2.60 s for one 2 s worker there).
     own_cpu_s = float(cpu["user-time"]) + float(cpu["system-time"])
-    assert cpu_s == pytest.approx(own_cpu_s, rel=0.1, abs=0.1)
-    assert cpu_s < 2.5  # one worker for 2 s
+    startup_s = 1.0 if os.environ.get("BENCH_V2VM") else 0.1
+    assert own_cpu_s - 0.05 <= cpu_s <= own_cpu_s * 1.1 + startup_s
+    assert cpu_s < 2.0 + startup_s + 0.4  # one worker for 2 s
     assert 0 < handle.start_latency_s < 30
     assert 0 < stop_s < 5  # a kill, not a SIGTERM grace period
     assert handle.stop() == 0.0
