@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import tomllib
@@ -230,7 +231,8 @@ def load_scenario(path: Path) -> Scenario:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{path}:{_toml_error_line(str(exc), text)}: {exc}.") from None
+        line = _toml_error_line(str(exc), text)
+        raise ScenarioError(f"{path}:{line}: invalid TOML: {exc}.") from None
     duplicate = _duplicate_workload(data)
     if duplicate is not None:
         loc, message = duplicate
@@ -282,16 +284,18 @@ def _duplicate_workload(data: dict[str, Any]) -> tuple[Loc, str] | None:
     workloads = data.get("workloads")
     if not isinstance(workloads, list):
         return None
-    seen: dict[object, int] = {}
+    seen: dict[str, int] = {}
     for index, workload in enumerate(workloads):
         name = workload.get("name") if isinstance(workload, dict) else None
-        if isinstance(name, str) and name in seen:
+        if not isinstance(name, str):
+            continue
+        if name in seen:
             return (
                 ("workloads", index, "name"),
                 f"workload name {name!r} is already used by workloads[{seen[name]}]; "
                 "names must be unique",
             )
-        seen.setdefault(name, index)
+        seen[name] = index
     return None
 
 
@@ -340,10 +344,10 @@ def _describe(data: object, loc: Loc, errors: list[Any]) -> str:
     value = _value_at(data, loc)
     got = f"got {_TOML_TYPES.get(type(value), type(value).__name__)}"
     if all(e["type"].endswith("_type") for e in errors):
-        wanted = " or ".join(
-            dict.fromkeys(e["msg"].removeprefix("Input should be ") for e in errors)
-        )
-        return f"expected {wanted}, {got}"
+        wanted = list(dict.fromkeys(e["msg"].removeprefix("Input should be ") for e in errors))
+        if len(wanted) > 2:
+            wanted = [", ".join(wanted[:-1]), wanted[-1]]
+        return f"expected {' or '.join(wanted)}, {got}"
     msg = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if isinstance(value, bool | int | float | str) and error["type"] != "value_error":
         msg += f" ({got} {value!r})"
@@ -369,12 +373,17 @@ def _field_path(loc: Loc) -> str:
     """("workloads", 1, "stressor") -> "workloads[1].stressor"."""
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            key = part if _BARE_KEY.match(part) else json.dumps(part)  # TOML's own quoting
+            text += f".{key}" if text else key
     return text
 
 
 # Key lines look like `name = ...`, `limits.cpus = ...` or `"odd key" = ...`.
 _KEY_PART = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _KEY_RE = re.compile(rf"^\s*({_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*=")
 _HEADER_RE = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?")
 _INLINE_KEY_RE = re.compile(r"[{,]\s*([A-Za-z0-9_-]+)\s*=")
