@@ -109,7 +109,9 @@ def container_config(spec: StartSpec, rootfs: Path, cgroup_version: str) -> str:
             )
         net = ["lxc.net.0.type = veth", "lxc.net.0.link = lxcbr0", "lxc.net.0.flags = up"]
     else:
-        net = ["lxc.net.0.type = empty"]
+        # "empty" leaves lo down: loopback stressors (sock, udp) would fail to connect and
+        # still "succeed"; docker's and podman's --network none bring lo up.
+        net = ["lxc.net.0.type = empty", "lxc.net.0.flags = up"]
     lines = [
         f"lxc.uts.name = {_config_value(spec.name)}",
         f"lxc.rootfs.path = dir:{_config_value(str(rootfs))}",

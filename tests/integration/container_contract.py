@@ -194,11 +194,13 @@ def check_exit_code(
 def check_network_off_and_workdir(
     runtime: Runtime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
-    argv = ["/bin/busybox", "sh", "-c", 'ls /sys/class/net; pwd; echo "$0" > out.txt', "hello"]
+    """Only loopback, and it is up (IFF_UP|IFF_LOOPBACK = 0x9): loopback stressors work."""
+    script = 'ls /sys/class/net; cat /sys/class/net/lo/flags; pwd; echo "$0" > out.txt'
+    argv = ["/bin/busybox", "sh", "-c", script, "hello"]
     handle = start(runtime, started, make_spec(io_dir, argv))
     exit_info = handle.wait(timeout_s=30)
     assert exit_info is not None and exit_info.exit_code == 0
-    assert (io_dir / "stdout.txt").read_text().split() == ["lo", "/bench"]
+    assert (io_dir / "stdout.txt").read_text().split() == ["lo", "0x9", "/bench"]
     assert (io_dir / "out.txt").read_text() == "hello\n"
 
 
