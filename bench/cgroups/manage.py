@@ -58,22 +58,25 @@ class ManagedCgroup:
         return pids
 
     def kill_all(self, timeout_s: float = 5.0) -> None:
-        """SIGKILL every process in the cgroup and wait until none is left."""
+        """SIGKILL every process in the cgroup and its children; wait until none is left."""
         if self._removed:
             return
-        kill_file = self.dirs[0] / "cgroup.kill"  # v2, kernel 5.14+
+        kill_file = self.dirs[0] / "cgroup.kill"  # v2, kernel 5.14+: kills the subtree
         if self.location.version == "v2" and kill_file.exists():
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(CgroupError):  # the loop below still does the job
                 _write(kill_file, "1")
         for directory in self.dirs:
-            _kill_until_empty(directory, timeout_s)
+            for sub in _subtree(directory):
+                _kill_until_empty(sub, timeout_s)
 
     def remove(self, timeout_s: float = 5.0) -> None:
-        """Remove the directories (and the bench parents once empty). Idempotent."""
+        """Remove the directories, child cgroups the workload made, and the bench parents
+        once empty. Idempotent."""
         if self._removed:
             return
         for directory in self.dirs:
-            _rmdir(directory, timeout_s)
+            for sub in _subtree(directory):
+                _rmdir(sub, timeout_s)
             with contextlib.suppress(OSError):  # siblings may still use the parent
                 directory.parent.rmdir()
         for fd in self.join_fds:
@@ -274,13 +277,14 @@ def bench_parents() -> list[Path]:
 
 def list_bench_cgroups() -> list[Path]:
     """Cgroup directories bench created that still exist, deepest first."""
-    found: set[Path] = set()
-    for parent in bench_parents():
-        if parent.is_dir():
-            found.add(parent)
-            for dirpath, _dirnames, _files in os.walk(parent):
-                found.add(Path(dirpath))
+    found = [sub for parent in bench_parents() for sub in _subtree(parent)]
     return sorted(found, key=lambda p: (-len(p.parts), str(p)))
+
+
+def _subtree(directory: Path) -> list[Path]:
+    """`directory` and every cgroup below it, deepest first; [] when it does not exist."""
+    found = [Path(dirpath) for dirpath, _dirs, _files in os.walk(directory)]
+    return sorted(found, key=lambda p: -len(p.parts))
 
 
 def remove_bench_cgroups() -> int:

@@ -19,7 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.cgroups import CgroupGone, CgroupSnapshot, list_bench_cgroups, open_reader
+from bench.cgroups import (
+    CgroupGone,
+    CgroupSnapshot,
+    create_cgroup,
+    list_bench_cgroups,
+    open_reader,
+)
 from bench.cgroups.manage import can_create_cgroups
 from bench.errors import BenchError
 from bench.runtimes.bare import BareRuntime
@@ -32,6 +38,8 @@ pytestmark = pytest.mark.integration
 IN_VM = os.environ.get("BENCH_V2VM") == "1"
 RUNEXEC = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "runexec"
 MIB = 1 << 20
+# Other sessions may run bench on this host meanwhile: this module's cgroups carry its pid.
+PREFIX = f"bench-t{os.getpid()}-"
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +48,13 @@ def _needs_cgroups() -> Iterator[None]:
     ok, why = can_create_cgroups()
     require(ok, f"cannot create cgroups here: {why}")
     yield
-    assert list_bench_cgroups() == [], "a test left a bench cgroup behind"
+    assert ours(list_bench_cgroups()) == [], "a test left a bench cgroup behind"
+    if IN_VM:  # nothing else runs there: no bench directory at all may remain
+        assert list_bench_cgroups() == []
+
+
+def ours(paths: list[Path]) -> list[Path]:
+    return [path for path in paths if PREFIX in str(path)]
 
 
 def stress_ng() -> str:
@@ -62,7 +76,7 @@ def run_bare(tmp_path: Path, argv: list[str], limits: Limits | None = None) -> R
     """Start, wait, read the final counters, stop: the order the runner uses."""
     io_dir = Path(tempfile.mkdtemp(prefix="io", dir=tmp_path))
     spec = StartSpec(
-        name=f"bench-test-{os.getpid()}", argv=tuple(argv), io_dir=io_dir, limits=limits or Limits()
+        name=f"{PREFIX}run", argv=tuple(argv), io_dir=io_dir, limits=limits or Limits()
     )
     started = time.monotonic()
     handle = BareRuntime().start(spec)
@@ -81,32 +95,46 @@ def run_bare(tmp_path: Path, argv: list[str], limits: Limits | None = None) -> R
 
 
 def runexec(argv: list[str]) -> dict[str, str]:
-    """BenchExec's measurement of the same command: its key=value stdout lines."""
+    """BenchExec's measurement of the same command: its key=value stdout lines.
+
+    On v2 without systemd BenchExec needs a cgroup of its own that it may split: it gets
+    a fresh bench cgroup (removed with whatever BenchExec made inside it).
+    """
     require(RUNEXEC.exists(), f"{RUNEXEC} missing: pip install benchexec")
-    proc = subprocess.run(
-        [str(RUNEXEC), "--no-container", "--output", "/dev/null", "--", *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    own = create_cgroup(f"{PREFIX}runexec", Limits())
+    try:
+        proc = subprocess.run(
+            [str(RUNEXEC), "--no-container", "--output", "/dev/null", "--", *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            preexec_fn=own.join_current_process,
+        )
+    finally:
+        own.kill_all()
+        own.remove()  # with the child cgroups BenchExec made inside it
     values = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
     if proc.returncode != 0 or "memory" not in values or "cputime" not in values:
         reason = f"runexec failed (rc {proc.returncode}): {proc.stderr.strip()[-400:]}"
-        if IN_VM:  # BenchExec wants systemd or a cgroup of its own on v2; the VM has neither
+        if IN_VM:
             pytest.skip(reason)
         pytest.fail(reason)
     return values
 
 
-def test_memory_peak_matches_runexec(tmp_path: Path) -> None:
+def test_memory_peak_is_read(tmp_path: Path) -> None:
     argv = [stress_ng(), "--vm", "1", "--vm-bytes", "256m", "--vm-keep", "--timeout", "3s"]
     run = run_bare(tmp_path, argv)
     assert run.exit.exit_code == 0
     peak = run.final.mem_peak_bytes
     assert peak is not None and peak >= 256 * MIB  # the 256 MiB stay mapped (--vm-keep)
-    if IN_VM:
-        return
+    assert run.final.mem_current_bytes < peak  # after exit, the memory was freed
+
+
+def test_memory_peak_matches_runexec(tmp_path: Path) -> None:
+    argv = [stress_ng(), "--vm", "1", "--vm-bytes", "256m", "--vm-keep", "--timeout", "3s"]
+    peak = run_bare(tmp_path, argv).final.mem_peak_bytes
     reference = int(runexec(argv)["memory"].rstrip("B"))
     assert peak == pytest.approx(reference, rel=0.03)
 
@@ -120,23 +148,29 @@ def test_cpu_time_matches_rusage(tmp_path: Path) -> None:
     # and the waiting parent's rusage (which includes the stressor's reaped workers).
     assert cpu_s > 1.0
     assert cpu_s == pytest.approx(rusage_s, rel=0.02)
+    # The user/system split is tick-sampled on both sides (and scaled on v2): looser.
     user_s = run.final.cpu_user_ns / 1e9
-    assert user_s == pytest.approx(run.exit.rusage_user_s, abs=0.05)  # USER_HZ ticks
+    assert user_s == pytest.approx(run.exit.rusage_user_s, rel=0.05)
 
 
 def test_cpu_time_matches_runexec(tmp_path: Path) -> None:
-    """Fixed work, not `--timeout 3s`: a timed run's CPU seconds depend on what else the
-    host runs at that moment. The minimum of three alternating runs each (noise only adds
-    CPU time) is compared, because two runs of the same work differed by 7 % on this
-    shared 2-core host."""
+    """Same fixed work measured by bench and by BenchExec, five alternating runs each.
+
+    On this shared 2-core host one run's CPU time for fixed work varies by ~10 % with
+    what else runs (0.74-0.99 s measured), while bench and rusage agree to 0.1 % within a
+    run. So: the two sets of runs must overlap within 2 %. Independent, identically
+    distributed sets fail that with probability 2/252; a systematic error (lost children,
+    wrong unit, user time only) larger than the noise fails it always.
+    """
     if IN_VM:
-        pytest.skip("needs a quiet host: emulation makes CPU time per run vary widely")
-    argv = [stress_ng(), "--cpu", "1", "--cpu-method", "matrixprod", "--cpu-ops", "800"]
+        pytest.skip("emulation: CPU time per run varies too much for a 2 % comparison")
+    argv = [stress_ng(), "--cpu", "1", "--cpu-method", "matrixprod", "--cpu-ops", "600"]
     bare_s, reference_s = [], []
-    for _ in range(3):
+    for _ in range(5):
         bare_s.append(run_bare(tmp_path, argv).final.cpu_usage_ns / 1e9)
         reference_s.append(float(runexec(argv)["cputime"].rstrip("s")))
-    assert min(bare_s) == pytest.approx(min(reference_s), rel=0.02)
+    assert min(bare_s) <= max(reference_s) * 1.02, (bare_s, reference_s)
+    assert min(reference_s) <= max(bare_s) * 1.02, (bare_s, reference_s)
 
 
 def test_cpu_quota_throttles_to_half_a_cpu(tmp_path: Path) -> None:
@@ -173,7 +207,7 @@ def test_lowered_rlimit_is_applied(tmp_path: Path) -> None:
     io_dir = tmp_path / "io"
     io_dir.mkdir()
     spec = StartSpec(
-        name="bench-test-rlimit",
+        name=f"{PREFIX}rlimit",
         argv=("/bin/sh", "-c", "ulimit -n"),
         io_dir=io_dir,
         rlimits=(("nofile", 256, 512),),
@@ -199,7 +233,7 @@ def test_stop_is_idempotent_and_fast(tmp_path: Path) -> None:
     io_dir = tmp_path / "io"
     io_dir.mkdir()
     handle = BareRuntime().start(
-        StartSpec(name="bench-test-stop", argv=("sleep", "300"), io_dir=io_dir)
+        StartSpec(name=f"{PREFIX}stop", argv=("sleep", "300"), io_dir=io_dir)
     )
     assert handle.wait(0.2) is None  # still running
     first = handle.stop()
@@ -210,10 +244,10 @@ def test_stop_is_idempotent_and_fast(tmp_path: Path) -> None:
 
 
 def test_missing_binary_raises_and_leaves_no_cgroup(tmp_path: Path) -> None:
-    spec = StartSpec(name="bench-test-missing", argv=("/nonexistent/bin",), io_dir=tmp_path)
+    spec = StartSpec(name=f"{PREFIX}missing", argv=("/nonexistent/bin",), io_dir=tmp_path)
     with pytest.raises(BenchError, match="nonexistent"):
         BareRuntime().start(spec)
-    assert list_bench_cgroups() == []
+    assert ours(list_bench_cgroups()) == []
 
 
 def test_runtime_facts() -> None:
@@ -221,4 +255,4 @@ def test_runtime_facts() -> None:
     assert runtime.available().ok
     assert runtime.version() == os.uname().release
     assert runtime.footprint_pids() == []
-    assert runtime.leftovers() == []
+    assert ours([Path(p) for p in runtime.leftovers()]) == []

@@ -69,7 +69,7 @@ START=$(date +%s.%N)
 set +e
 timeout "${TIMEOUT:-420}" qemu-system-x86_64 -accel "${ACCEL:-tcg}" -m "$MEM" -smp "$SMP" \
   -nographic -no-reboot -kernel "$VMLINUZ" -initrd initrd.cpio \
-  -append "console=ttyS0 quiet panic=-1 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all" \
+  -append "console=ttyS0 quiet loglevel=2 panic=-1 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -virtfs local,path="$REPO",mount_tag=share,security_model=none,multidevs=remap \
   -nic none | tee vm.log
