@@ -213,8 +213,15 @@ _TABLE_MODELS: dict[tuple[str, ...], type[BaseModel]] = {
     ("limits",): LimitsModel,
     ("workloads", "*"): WorkloadModel,
 }
-_TOML_TYPES = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array"}
-_TOML_TYPES |= {dict: "table"}
+_TOML_TYPES = {
+    bool: "boolean",
+    int: "integer",
+    float: "float",
+    str: "string",
+    list: "array",
+    dict: "table",
+}
+SCENARIO_MAX_BYTES = 1 << 20  # far above any real scenario; stops `bench run /dev/zero`
 
 
 class ScenarioError(InputError):
@@ -224,10 +231,14 @@ class ScenarioError(InputError):
 def load_scenario(path: Path) -> Scenario:
     """Read and validate a scenario file; raise ScenarioError naming the line and the field."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        with path.open("rb") as file:
+            raw = file.read(SCENARIO_MAX_BYTES + 1)
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ScenarioError(f"{path}: cannot read the scenario file: {reason}.") from None
+    if len(raw) > SCENARIO_MAX_BYTES:
+        raise ScenarioError(f"{path}: larger than 1 MiB; that is not a scenario file.")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

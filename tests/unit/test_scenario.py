@@ -85,6 +85,11 @@ def test_unreadable_path(tmp_path: Path) -> None:
         load_scenario(path)
 
 
+def test_huge_or_endless_input_is_refused() -> None:
+    with pytest.raises(ScenarioError, match=r"^/dev/zero: larger than 1 MiB"):
+        load_scenario(Path("/dev/zero"))
+
+
 def test_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "latin1.toml"
     path.write_bytes(b'name = "caf\xe9"\n')
