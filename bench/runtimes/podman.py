@@ -18,6 +18,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -35,8 +36,11 @@ if TYPE_CHECKING:
 SHARED_SOCKET = Path("/run/podman/podman.sock")
 PRIVATE_SOCKET_DIR = Path("/run")
 PRIVATE_SOCKET_PREFIX = "bench-podman-"
-# /run/bench-podman-<owner pid>-<oci runtime>.sock: the owner pid tells gc whether it is stale.
-_PRIVATE_SOCKET_RE = re.compile(rf"^{PRIVATE_SOCKET_PREFIX}(\d+)-([A-Za-z0-9_.-]+)\.sock$")
+# /run/bench-podman-<owner pid>-<oci runtime>-<token>.sock: the owner pid tells gc whether
+# it is stale; the token keeps two PodmanRuntime objects of one process apart.
+_PRIVATE_SOCKET_RE = re.compile(
+    rf"^{PRIVATE_SOCKET_PREFIX}(\d+)-([A-Za-z0-9_.]+)-([0-9a-f]+)\.sock$"
+)
 IMAGE_REPOSITORY = "bench-workload"
 INSTALL_FIX = "apt-get install podman"
 SERVICE_START_TIMEOUT_S = 30.0
@@ -147,8 +151,9 @@ class PodmanRuntime:
     def _start_private(self, oci_runtime: str) -> _Service:
         if shutil.which("podman") is None:
             raise RuntimeUnavailable(f"podman is not installed; fix: {INSTALL_FIX}")
+        token = uuid.uuid4().hex[:8]
         socket_path = (
-            PRIVATE_SOCKET_DIR / f"{PRIVATE_SOCKET_PREFIX}{os.getpid()}-{oci_runtime}.sock"
+            PRIVATE_SOCKET_DIR / f"{PRIVATE_SOCKET_PREFIX}{os.getpid()}-{oci_runtime}-{token}.sock"
         )
         with contextlib.suppress(FileNotFoundError):
             socket_path.unlink()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
+from bench.cgroups import host_cgroup_version
 from bench.errors import BenchError
 from bench.runtimes._container import ContainerHandle
 from bench.runtimes.podman import PRIVATE_SOCKET_DIR, PodmanRuntime, default_oci_runtime
@@ -120,6 +121,24 @@ def test_failed_start_leaves_no_container(podman_runtime: PodmanRuntime, io_dir:
     assert not (io_dir / "ctl").exists()
 
 
+def test_oci_runtime_per_container_gets_its_own_service(
+    podman_runtime: PodmanRuntime, io_dir: Path, started: list[ContainerHandle]
+) -> None:
+    """crun on a hybrid host fails cleanly (HOST-NOTES); elsewhere it runs under crun."""
+    require(shutil.which("crun") is not None, "crun is not installed")
+    spec = contract.make_spec(io_dir, ["/bin/busybox", "true"], oci_runtime="crun")
+    if host_cgroup_version() == "hybrid":
+        with pytest.raises(BenchError, match="crun"):
+            podman_runtime.start(spec)
+        assert not any(spec.name in item for item in podman_runtime.leftovers())
+    else:
+        handle = contract.start(podman_runtime, started, spec)
+        exit_info = handle.wait(timeout_s=30)
+        assert exit_info is not None and exit_info.exit_code == 0
+    # A second service (podman --runtime crun) serves it; the default one still runs.
+    assert len(podman_runtime.service_pids()) == 2
+
+
 def test_version_names_podman_and_oci_runtime(podman_runtime: PodmanRuntime) -> None:
     version = podman_runtime.version()
     assert re.match(r"podman \d+\.\d+", version), version
@@ -138,11 +157,14 @@ def test_service_down_is_unavailable_with_a_reason(tmp_path: Path) -> None:
 
 def test_private_service_stops_on_close() -> None:
     require_root()
+    # The module's runtime has services of its own in this process: look only at new ones.
+    pattern = f"bench-podman-{os.getpid()}-*.sock"
+    before = set(PRIVATE_SOCKET_DIR.glob(pattern))
     runtime = PodmanRuntime()
     try:
         assert runtime.available().ok
         pids = runtime.service_pids()
-        sockets = sorted(PRIVATE_SOCKET_DIR.glob(f"bench-podman-{os.getpid()}-*"))
+        sockets = sorted(set(PRIVATE_SOCKET_DIR.glob(pattern)) - before)
     finally:
         runtime.close()
     if not sockets:
@@ -152,7 +174,7 @@ def test_private_service_stops_on_close() -> None:
     while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
-    assert not any(path.exists() for path in sockets)
+    assert len(sockets) == 1 and not sockets[0].exists()
 
 
 def test_stale_private_service_is_a_leftover_and_removed() -> None:
@@ -160,7 +182,7 @@ def test_stale_private_service_is_a_leftover_and_removed() -> None:
     require_root()
     dead = subprocess.Popen(["true"])
     dead.wait()  # its pid now names a process that no longer exists
-    socket = PRIVATE_SOCKET_DIR / f"bench-podman-{dead.pid}-runc.sock"
+    socket = PRIVATE_SOCKET_DIR / f"bench-podman-{dead.pid}-runc-0123abcd.sock"
     service = subprocess.Popen(
         ["podman", "system", "service", "--time=0", f"unix://{socket}"],
         stdout=subprocess.DEVNULL,
