@@ -144,10 +144,8 @@ def run(
     else:
         print_summary(outcome.trials, outcome.skipped_runtimes)
         click.echo(f"results: {outcome.run_dir} ({outcome.status})")
-    if outcome.status == "failed":
+    if outcome.status != "complete":
         sys.exit(1)
-    if outcome.status == "incomplete":
-        sys.exit(130)
 
 
 @main.command()

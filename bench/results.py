@@ -169,6 +169,8 @@ class ResultStore:
         import pandas as pd
 
         frame = pd.DataFrame([asdict(t) for t in self.trials], columns=_TRIAL_COLUMNS)
+        # Nullable integers: a missing exit code must not turn the column into floats.
+        frame = frame.astype({name: "Int64" for name in _INT_COLUMNS})
         _write_parquet(frame, self.run_dir / TRIALS)
 
     def consolidate_samples(self) -> None:
@@ -185,6 +187,9 @@ class ResultStore:
 
 
 _TRIAL_COLUMNS = list(TrialResult.__dataclass_fields__)
+_INT_COLUMNS = [
+    name for name, f in TrialResult.__dataclass_fields__.items() if str(f.type).startswith("int")
+]
 
 
 def _empty_samples() -> pd.DataFrame:

@@ -234,6 +234,7 @@ def _execute(
                     progress.trial_finished(_existing(store, trial.trial_id))
                 continue
             runtime_name = step.trials[0].runtime
+            results: list[tuple[TrialResult, pd.DataFrame | None]]
             if runtime_name not in runtimes:
                 results = [(_skipped(t, skipped.get(runtime_name, "")), None) for t in step.trials]
             else:
@@ -312,12 +313,12 @@ def _start(
     handle = runtime.start(spec)
     try:
         reader = open_reader(handle.cgroup)
+        t0 = time.monotonic()
         first = reader.read()
     except BaseException:
         handle.stop()
         raise
-    t0 = time.monotonic()
-    sampler.add(trial.trial_id, reader, t0)
+    sampler.add(trial.trial_id, reader, t0, first)
     return _Started(trial, handle, reader, first, t0)
 
 

@@ -58,10 +58,18 @@ class Sampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def add(self, key: str, reader: CgroupReader, t0: float) -> None:
-        """Start sampling `reader` under `key`; `t0` (monotonic) is the trial's t_s = 0."""
+    def add(
+        self, key: str, reader: CgroupReader, t0: float, first: CgroupSnapshot | None = None
+    ) -> None:
+        """Start sampling `reader` under `key`; `t0` (monotonic) is the trial's t_s = 0.
+
+        `first`, when given, is a snapshot read at `t0` and becomes the first sample.
+        """
+        columns = SampleColumns(t0)
+        if first is not None:
+            columns.append(t0, first)
         with self._lock:
-            self._targets[key] = _Target(reader, SampleColumns(t0))
+            self._targets[key] = _Target(reader, columns)
 
     def remove(self, key: str) -> SampleColumns:
         """Stop sampling `key` and hand back what was collected."""

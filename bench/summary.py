@@ -27,16 +27,15 @@ def summary_rows(trials: list[TrialResult]) -> list[list[str]]:
     rows = []
     for (runtime, oci, workload), members in groups.items():
         ok = [t for t in members if t.status == "ok"]
-        statuses = defaultdict(int)
+        statuses: dict[str, int] = defaultdict(int)
         for t in members:
             statuses[t.status] += 1
-        unit = next((t.throughput_unit for t in ok if t.throughput_unit), "")
         rows.append(
             [
                 f"{runtime}+{oci}" if oci else runtime,
                 workload,
                 f"{len(ok)}/{len(members)}",
-                f"{_fmt(_median(t.throughput for t in ok))} {unit}".strip(),
+                _fmt(_median(t.throughput for t in ok)),
                 _fmt(_median(t.cpu_s for t in ok), digits=2),
                 _fmt(_median(t.mem_peak_bytes for t in ok), 1 / 2**20),
                 _fmt(_median(t.start_s for t in ok), 1000),
@@ -47,8 +46,8 @@ def summary_rows(trials: list[TrialResult]) -> list[list[str]]:
     return rows
 
 
-HEADERS = ["runtime", "workload", "ok", "throughput", "cpu s", "mem peak MiB", "start ms",
-           "stop ms", "other"]  # fmt: skip
+HEADERS = ["runtime", "workload", "ok", "ops/s", "cpu s", "peak MiB", "start ms", "stop ms",
+           "not ok"]  # fmt: skip
 
 
 def print_summary(trials: list[TrialResult], skipped: dict[str, str]) -> None:
@@ -56,12 +55,15 @@ def print_summary(trials: list[TrialResult], skipped: dict[str, str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="bench: medians of measured trials", title_justify="left")
+    table = Table(
+        title="bench: medians of measured trials (ops/s: stress-ng bogo-ops/s, real time)",
+        title_justify="left",
+    )
     for header in HEADERS:
         table.add_column(header, justify="left" if header in ("runtime", "workload") else "right")
     for row in summary_rows(trials):
         table.add_row(*row)
-    console = Console()
+    console = Console(width=max(Console().width, 110))
     console.print(table)
     for name, reason in skipped.items():
         console.print(f"skipped {name}: {reason}", highlight=False)
