@@ -111,6 +111,7 @@ class PodmanRuntime:
                     f"`podman system service --time=0 {self.base_url}` or drop the base_url"
                 )
             if wanted is not None and service.oci_runtime != wanted:
+                service.client.close()
                 raise RuntimeUnavailable(
                     f"the podman service at {self.base_url} runs OCI runtime "
                     f"{service.oci_runtime}, not {wanted}; restart it with "
