@@ -16,14 +16,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.cgroups.locate import V1_CONTROLLERS, cgroup_mounts, host_cgroup_version
-from bench.cgroups.locate import parse_proc_cgroup as _parse_proc_cgroup
+from bench.cgroups.locate import (
+    V1_CONTROLLERS,
+    cgroup_mounts,
+    host_cgroup_version,
+    parse_proc_cgroup,
+)
 from bench.cgroups.model import CgroupLocation
 from bench.errors import BenchError, CgroupError
-from bench.spec import CPU_PERIOD_US, Limits
+from bench.spec import CPU_PERIOD_US, NAME_PREFIX, Limits
 
 BENCH_DIR = "bench"
-NAME_PREFIX = "bench"
 # v2 fallback: the leaf that holds bench's own processes so its parent may delegate.
 SELF_LEAF = "harness"
 V2_CONTROLLERS = ("cpu", "memory", "pids", "io", "cpuset")
@@ -49,13 +52,6 @@ class ManagedCgroup:
         """Move the calling process in; safe in a preexec_fn (writes "0" to kept-open fds)."""
         for fd in self.join_fds:
             os.write(fd, b"0")
-
-    def pids(self) -> set[int]:
-        """Every process in the cgroup now (all controllers' directories on v1)."""
-        pids: set[int] = set()
-        for directory in self.dirs:
-            pids.update(_procs(directory))
-        return pids
 
     def kill_all(self, timeout_s: float = 5.0) -> None:
         """SIGKILL every process in the cgroup and its children; wait until none is left."""
@@ -126,12 +122,12 @@ def _create_v1(name: str, limits: Limits, mounts: dict[str, Path]) -> ManagedCgr
                 _init_cpuset(parent, None)
             _mkdir(child, exist_ok=False)
             made.append(child)
+        managed = ManagedCgroup(name, CgroupLocation("v1", dirs), tuple(made))
         _apply_v1_limits(dirs, limits)
     except BaseException:
-        for directory in reversed(made):
-            _rmdir(directory, 1.0)
+        ManagedCgroup(name, CgroupLocation("v1", dirs), tuple(made)).remove(1.0)
         raise
-    return ManagedCgroup(name, CgroupLocation("v1", dirs), tuple(made))
+    return managed
 
 
 def _init_cpuset(directory: Path, cpus: str | None) -> None:
@@ -177,6 +173,7 @@ def _create_v2(name: str, limits: Limits, root: Path) -> ManagedCgroup:
     parent = _v2_bench_parent(root)
     child = parent / name
     _mkdir(child, exist_ok=False)
+    managed = ManagedCgroup(name, CgroupLocation("v2", {"unified": child}), (child,))
     try:
         enabled = set(_read(child / "cgroup.controllers").split())
         if limits.cpu_quota_us is not None:
@@ -194,9 +191,9 @@ def _create_v2(name: str, limits: Limits, root: Path) -> ManagedCgroup:
             _need_v2(enabled, "pids", "a pids limit")
             _write(child / "pids.max", str(limits.pids))
     except BaseException:
-        _rmdir(child, 1.0)
+        managed.remove(1.0)
         raise
-    return ManagedCgroup(name, CgroupLocation("v2", {"unified": child}), (child,))
+    return managed
 
 
 def _need_v2(enabled: set[str], controller: str, what: str) -> None:
@@ -235,7 +232,7 @@ def _errno(exc: BaseException) -> int | None:
 
 
 def _own_v2_cgroup(root: Path) -> Path:
-    own = root / _parse_proc_cgroup(Path("/proc/self/cgroup").read_text())["unified"].lstrip("/")
+    own = root / parse_proc_cgroup(Path("/proc/self/cgroup").read_text())["unified"].lstrip("/")
     return own.parent if own.name == SELF_LEAF else own
 
 

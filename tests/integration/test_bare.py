@@ -28,7 +28,7 @@ from bench.cgroups import (
     open_reader,
 )
 from bench.cgroups.manage import can_create_cgroups
-from bench.errors import BenchError
+from bench.errors import BenchError, CgroupError
 from bench.runtimes.bare import BareRuntime
 from bench.runtimes.base import ExitInfo
 from bench.spec import STDOUT_FILE, Limits, StartSpec
@@ -247,6 +247,15 @@ def test_stop_is_idempotent_and_fast(tmp_path: Path) -> None:
 def test_missing_binary_raises_and_leaves_no_cgroup(tmp_path: Path) -> None:
     spec = StartSpec(name=f"{PREFIX}missing", argv=("/nonexistent/bin",), io_dir=tmp_path)
     with pytest.raises(BenchError, match="nonexistent"):
+        BareRuntime().start(spec)
+    assert ours(list_bench_cgroups()) == []
+
+
+def test_invalid_limit_raises_and_leaves_no_cgroup(tmp_path: Path) -> None:
+    spec = StartSpec(
+        name=f"{PREFIX}badcpuset", argv=("true",), io_dir=tmp_path, limits=Limits(cpuset="4000")
+    )
+    with pytest.raises(CgroupError, match=r"cpuset\.cpus"):
         BareRuntime().start(spec)
     assert ours(list_bench_cgroups()) == []
 
