@@ -154,10 +154,12 @@ class LxcRuntime:
                 "lxc application containers with host cgroup limits need root here",
                 "run bench as root (sudo)",
             )
-        try:
-            self.lxcpath.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            return Availability(False, f"cannot create {self.lxcpath}: {exc.strerror}", "")
+        # Only check: creating the lxcpath here would leave an empty directory behind.
+        existing = next(p for p in (self.lxcpath, *self.lxcpath.parents) if p.exists())
+        if not os.access(existing, os.W_OK):
+            return Availability(
+                False, f"cannot create {self.lxcpath}: {existing} is not writable", ""
+            )
         return Availability(True)
 
     def version(self) -> str:
@@ -184,9 +186,16 @@ class LxcRuntime:
         return start_container(spec, lambda command: self._launch(spec, config, command))
 
     def _launch(self, spec: StartSpec, config: str, command: list[str]) -> Launched:
-        self.lxcpath.mkdir(parents=True, exist_ok=True)
         config_path = self.lxcpath / f"{spec.name}{CONFIG_SUFFIX}"
-        config_path.write_text(config)
+        for attempt in range(2):
+            self.lxcpath.mkdir(parents=True, exist_ok=True)
+            try:
+                config_path.write_text(config)
+                break
+            except FileNotFoundError:
+                # Another bench process's close() removed the empty lxcpath in between.
+                if attempt:
+                    raise
         argv = ["lxc-execute", "-P", str(self.lxcpath), "-n", spec.name, "-f", str(config_path)]
         with (spec.io_dir / LOG_FILE).open("wb") as log:
             # Own session: a Ctrl-C aimed at bench must not kill the monitor before the
@@ -263,7 +272,9 @@ class LxcRuntime:
         return removed
 
     def close(self) -> None:
-        """Nothing runs between trials: each handle's stop() ends its own monitor."""
+        """Remove the lxcpath when empty; each handle's stop() already ended its monitor."""
+        with contextlib.suppress(OSError):
+            self.lxcpath.rmdir()  # fails, harmlessly, while anything is still in it
 
     def _running(self) -> list[str]:
         if not self.lxcpath.is_dir() or shutil.which("lxc-ls") is None:

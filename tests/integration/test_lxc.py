@@ -41,10 +41,10 @@ def lxc_runtime(
     runtime.prepare(workload_image)
     yield runtime
     runtime.close()
+    assert not lxcpath.exists(), "close() left the empty private lxcpath"
     runtime.remove_leftovers()
     left = runtime.leftovers()
     assert left == [], f"lxc objects left behind by the tests: {left}"
-    assert not lxcpath.exists(), "the private lxcpath was not removed"
 
 
 def test_cpu_workload_runs_and_writes_metrics(
