@@ -1,0 +1,110 @@
+"""E2E fixtures: real small runs made once per session with the `bench` command itself."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require, require_root
+
+REPO = Path(__file__).resolve().parents[2]
+RUN_TIMEOUT_S = 180
+
+# 3 measured repetitions of a 1 s cpu stressor (+1 discarded warm-up, which absorbs the
+# first docker start and a cold page cache) per runtime: about 15 s with bare + docker.
+TINY_SCENARIO = """\
+name = "bench-e2e-tiny"
+description = "e2e tests: 1 s cpu stressor x 3 repetitions"
+runtimes = {runtimes}
+repetitions = 3
+warmups = 1
+sample_interval_ms = 100
+timeout_s = 30
+
+[limits]
+cpus = 1
+memory = "256m"
+pids = 256
+
+[[workloads]]
+name = "cpu"
+stressor = "cpu"
+workers = 1
+duration_s = 1
+options = {{ cpu-method = "matrixprod" }}
+"""
+
+
+@dataclass(frozen=True)
+class RealRun:
+    """A finished `bench run` of the tiny scenario."""
+
+    run_dir: Path
+    run_id: str
+    runtimes: tuple[str, ...]
+    scenario: Path
+
+
+def bench(*args: str, cwd: Path = REPO, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI (`python -m bench`) and capture its output; never raises on exit codes."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def _docker_answers() -> bool:
+    from bench.runtimes.docker import DockerRuntime
+
+    runtime = DockerRuntime()
+    try:
+        return runtime.available().ok
+    finally:
+        runtime.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny scenario file: bare, plus docker when its daemon answers."""
+    require_root()
+    require(shutil.which("stress-ng") is not None, "stress-ng is not installed")
+    runtimes = ["bare", "docker"] if _docker_answers() else ["bare"]
+    path = tmp_path_factory.mktemp("bench-e2e-scenario") / "tiny.toml"
+    path.write_text(TINY_SCENARIO.format(runtimes=json.dumps(runtimes)))
+    return path
+
+
+def _run_tiny(scenario: Path, results_dir: Path) -> RealRun:
+    done = bench(
+        "run", str(scenario), "--results-dir", str(results_dir), "--json", timeout_s=RUN_TIMEOUT_S
+    )
+    assert done.returncode == 0, f"bench run failed ({done.returncode}):\n{done.stderr}"
+    out = json.loads(done.stdout)
+    assert out["status"] == "complete", out
+    manifest = json.loads((Path(out["run_dir"]) / "manifest.json").read_text())
+    ran = tuple(
+        name for name, info in manifest["runtimes"].items() if info.get("available") is not False
+    )
+    return RealRun(Path(out["run_dir"]), str(out["run_id"]), ran, scenario)
+
+
+@pytest.fixture(scope="session")
+def real_run(tiny_scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> RealRun:
+    """One real run of the tiny scenario (shared by every e2e test that only reads it)."""
+    return _run_tiny(tiny_scenario, tmp_path_factory.mktemp("bench-e2e-results"))
+
+
+@pytest.fixture(scope="session")
+def real_rerun(tiny_scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> RealRun:
+    """A second, independent run of the same scenario (for run-vs-rerun comparisons)."""
+    return _run_tiny(tiny_scenario, tmp_path_factory.mktemp("bench-e2e-rerun"))

@@ -1,0 +1,159 @@
+"""`bench report` and `bench compare` on real runs, through the real CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import require
+from tests.e2e.conftest import RealRun, bench
+
+INJECTED_LOSS = 0.10  # the regression compare must catch: throughput x 0.9
+INJECTED_REPETITIONS = 10
+# A rank test on 3 base values resolves a 10 % shift only if those 3 values lie within
+# about 10 % of each other (else the shifted copy overlaps them): ask for a margin.
+MAX_BASE_SPREAD = 1.07
+
+
+def test_report_writes_every_format(real_run: RealRun, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    done = bench("report", str(real_run.run_dir), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    listed = {Path(line).name for line in done.stdout.split()}
+    rid = real_run.run_id
+    expected = {
+        "index.html",
+        "report.md",
+        "report.json",
+        f"pytest-benchmark-{rid}.json",
+        f"github-action-benchmark-bigger-{rid}.json",
+        f"github-action-benchmark-smaller-{rid}.json",
+    }
+    assert listed == expected
+    assert {p.name for p in out.iterdir()} == expected
+
+    html = (out / "index.html").read_text()
+    assert html.count("<svg") >= 3  # overhead bars, latency, timeseries
+    # Self-contained: no attribute or CSS url() loads anything but in-page references.
+    assert not re.findall(r"""(?:src|href)\s*=\s*["'](?!#|data:)|url\((?!["']?#)""", html)
+
+    markdown = (out / "report.md").read_text()
+    for runtime in real_run.runtimes:
+        assert f"| {runtime} | cpu | 3 |" in markdown  # overhead row, n = 3 repetitions
+
+    report = json.loads((out / "report.json").read_text())
+    (run,) = report["runs"]
+    assert run["run_id"] == rid
+    assert {row["runtime"] for row in run["overhead"]} == set(real_run.runtimes)
+    measured = pd.read_parquet(real_run.run_dir / "trials.parquet")
+    bare = measured[(measured["runtime"] == "bare") & ~measured["warmup"]]
+    bare_row = next(r for r in run["overhead"] if r["runtime"] == "bare")
+    assert bare_row["median"] == pytest.approx(float(np.median(bare["throughput"])))
+
+    bigger = json.loads((out / f"github-action-benchmark-bigger-{rid}.json").read_text())
+    assert {e["name"] for e in bigger} == {f"{r}/cpu throughput" for r in real_run.runtimes}
+    assert all(e["unit"] == "bogo-ops/s" and e["value"] > 0 for e in bigger)
+
+
+def test_pytest_benchmark_compare_reads_the_export(real_run: RealRun, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    done = bench("report", str(real_run.run_dir), "--out", str(out), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    export = out / f"pytest-benchmark-{real_run.run_id}.json"
+    tool = Path(sys.executable).with_name("pytest-benchmark")
+    require(tool.exists(), "pytest-benchmark is not installed in the venv")
+    table = tmp_path / "compare"
+    done = subprocess.run(
+        [str(tool), "compare", str(export), f"--csv={table}", "--columns=min,median,max,rounds"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    (written,) = tmp_path.glob("compare*.csv")
+    with written.open() as f:
+        rows = list(csv.DictReader(f))
+    names = {row["name"].rsplit("::", 1)[-1] for row in rows}  # "bench/<scenario>::name"
+    for runtime in real_run.runtimes:
+        assert {f"{m}[{runtime}-cpu]" for m in ("wall_s", "cpu_s", "start_s", "stop_s")} <= names
+    assert all(row["rounds"] == "3" for row in rows)
+    wall_bare = next(r for r in rows if r["name"].endswith("::wall_s[bare-cpu]"))
+    assert 0.9 < float(wall_bare["median"]) < 30  # seconds of a 1 s stressor
+
+
+def test_compare_run_with_rerun_exits_0(
+    real_run: RealRun, real_rerun: RealRun, tmp_path: Path
+) -> None:
+    # With 3 repetitions a side the exact rank test cannot go below p = 0.1, so this
+    # checks the plumbing on two independent real runs, not the false-positive rate.
+    done = bench("compare", str(real_run.run_dir), str(real_rerun.run_dir), "--markdown")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "No regression" in done.stdout
+    for runtime in real_run.runtimes:
+        assert f"| {runtime} | cpu | throughput |" in done.stdout
+
+
+def _inject_regression(base: Path, new: Path) -> None:
+    """Copy a run, cut throughput by INJECTED_LOSS, and pad to INJECTED_REPETITIONS.
+
+    The padding duplicates real rows with a +-0.5 % jitter: acceptable only in this
+    injected copy, so that `compare` has the repetitions a nightly run would have. The
+    base stays the untouched real run.
+    """
+    shutil.copytree(base, new)
+    manifest = json.loads((new / "manifest.json").read_text())
+    manifest["run_id"] = new.name
+    (new / "manifest.json").write_text(json.dumps(manifest))
+    trials = pd.read_parquet(new / "trials.parquet")
+    measured = trials[~trials["warmup"]]
+    rng = np.random.default_rng(5)
+    padded = [trials[trials["warmup"]]]
+    for _, group in measured.groupby("runtime"):
+        rows = group.iloc[np.arange(INJECTED_REPETITIONS) % len(group)].copy()
+        rows["repetition"] = np.arange(INJECTED_REPETITIONS)
+        rows["trial_id"] = [f"{t}-x{i}" for i, t in enumerate(rows["trial_id"])]
+        jitter = 1.0 + rng.uniform(-0.005, 0.005, len(rows))
+        rows["throughput"] = rows["throughput"] * (1.0 - INJECTED_LOSS) * jitter
+        padded.append(rows)
+    pd.concat(padded, ignore_index=True).to_parquet(new / "trials.parquet")
+
+
+def test_compare_catches_injected_regression(real_run: RealRun, tmp_path: Path) -> None:
+    trials = pd.read_parquet(real_run.run_dir / "trials.parquet")
+    measured = trials[~trials["warmup"]]
+    spread = measured.groupby("runtime")["throughput"].agg(lambda s: s.max() / s.min())
+    require(
+        bool((spread <= MAX_BASE_SPREAD).all()),
+        f"the real run is too noisy for 3 repetitions to resolve a 10 % regression "
+        f"(max/min throughput per runtime: {spread.round(3).to_dict()}); run on a quiet host",
+    )
+    new = tmp_path / "bench-e2e-injected"
+    _inject_regression(real_run.run_dir, new)
+
+    done = bench("compare", str(real_run.run_dir), str(new), "--markdown")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "regression(s)" in done.stdout
+    for runtime in real_run.runtimes:
+        row = next(
+            line for line in done.stdout.splitlines() if f"| {runtime} | cpu | throughput |" in line
+        )
+        assert row.startswith("| ❌ |")
+        assert "| -10." in row or "| -9." in row  # change % column, about -10 %
+
+    plain = bench("compare", str(real_run.run_dir), str(new))
+    assert plain.returncode == 1
+    assert "throughput" in plain.stdout and "|" not in plain.stdout  # a table, not Markdown
+
+    loose = bench("compare", str(real_run.run_dir), str(new), "--threshold", "20")
+    assert loose.returncode == 0, loose.stdout  # 10 % is within a 20 % threshold
