@@ -16,6 +16,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bench import analysis
 from bench.report.markdown import (
@@ -38,6 +39,8 @@ RC: dict[Any, Any] = {
     "axes.spines.top": False,
     "axes.spines.right": False,
 }
+# None drops each key, and with it the whole RDF <metadata> block (about 0.5 kB per plot).
+SVG_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
 COLORS = {"bare": "#4c4c4c", "docker": "#1f77b4", "podman": "#8c564b", "lxc": "#2ca02c"}
 CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1600px}
@@ -45,7 +48,7 @@ h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-botto
 h3{font-size:1.05em}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 td,th{border:1px solid #ddd;padding:.25em .5em;text-align:left;white-space:nowrap}
-th{background:#f4f4f4}
+th{background:#f4f4f4}.facts th{font-weight:600;text-align:right}
 .scroll{overflow-x:auto}
 .runs{display:grid;gap:1.5em}
 .warn li{margin:.2em 0}.kind{font-weight:600}
@@ -61,7 +64,7 @@ def _color(label: str) -> str:
 def _svg(fig: Figure) -> str:
     buf = io.StringIO()
     with matplotlib.rc_context(RC):
-        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata=SVG_METADATA)
     text = buf.getvalue()
     return text[text.index("<svg") :]  # drop the XML declaration and DOCTYPE
 
@@ -109,7 +112,9 @@ def overhead_plot(table: pd.DataFrame) -> str | None:
         ax.axhline(1.0, color="#888", lw=0.8, ls="--")
         ax.set_xticks(x, list(t["runtime"]), rotation=30)
         metric = str(t["metric"].iloc[0])
-        ax.set_title(f"{workload}: {metric} / bare")
+        better = "higher" if metric == "throughput" else "lower"
+        ax.set_title(f"{workload}: {metric} vs bare ({better} is better)")
+        ax.set_ylabel(f"{metric} ratio to bare (x)")
         low = float(np.nanmin(t["ratio_low"].to_numpy(float), initial=1.0))
         ax.set_ylim(max(0.0, min(0.8, low - 0.05)), None)
     return _svg(fig)
@@ -161,8 +166,12 @@ def latency_plot(run: analysis.Run) -> str | None:
             ax.plot(pos + jitter, data[i], "o", ms=2.5, color=_color(labels[i]), alpha=0.7)
         ax.set_xticks(range(1, len(keep) + 1), [labels[i] for i in keep], rotation=30)
         ax.set_yscale("log")
-        ax.set_ylabel("ms")
-        ax.set_title(f"{title} latency")
+        # Plain numbers at 1-2-5 steps: "20, 50, 100" reads faster than "2 x 10^1".
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylabel(f"{title} latency (ms, log scale)")
+        ax.set_title(f"{title} latency per trial")
     return _svg(fig)
 
 
@@ -187,9 +196,12 @@ def timeseries_plot(run: analysis.Run, workload: str) -> str | None:
             s = cpu[cpu["trial_id"] == tid].dropna(subset=["value"])
             t, v = downsample(s["t_s"].to_numpy(float), s["value"].to_numpy(float))
             axes[0].plot(t, v, lw=1, color=_color(label), label=label)
-        axes[0].set_ylabel("CPU cores")
-        axes[0].set_title(f"{workload}: CPU rate")
-        axes[0].legend(fontsize=7)
+        limit = _cpu_limit(run, list(chosen))
+        if limit is not None:
+            axes[0].axhline(limit, color="#b00020", lw=0.8, ls=":", label=f"limit {limit:g}")
+        axes[0].set_ylabel("CPU (cores)")
+        axes[0].set_title(f"{workload}: CPU rate (cpuacct usage)")
+        axes[0].set_ylim(bottom=0)
     if have_mem:
         mem = analysis.timeseries(subset, "mem_current_bytes")
         for tid, label in chosen.items():
@@ -198,11 +210,29 @@ def timeseries_plot(run: analysis.Run, workload: str) -> str | None:
                 s["t_s"].to_numpy(float), s["value"].to_numpy(float) / (1 << 20), "max"
             )
             axes[1].plot(t, v, lw=1, color=_color(label), label=label)
-        axes[1].set_ylabel("MiB")
-        axes[1].set_title(f"{workload}: memory.current")
+        axes[1].set_ylabel("memory (MiB)")
+        axes[1].set_title(f"{workload}: memory usage (memory.current)")
+        axes[1].set_ylim(bottom=0)
     for ax in axes:
-        ax.set_xlabel("s since trial start")
+        ax.set_xlabel("time since trial start (s)")
+        if ax.lines:
+            ax.legend(fontsize=7, loc="lower center")
     return _svg(fig)
+
+
+def _cpu_limit(run: analysis.Run, trial_ids: list[str]) -> float | None:
+    """The CPU limit (cores) the plotted trials shared, if they had one."""
+    limits = run.trials.loc[run.trials["trial_id"].isin(trial_ids), "cpu_limit_cpus"].dropna()
+    return float(limits.iloc[0]) if len(limits) and limits.nunique() == 1 else None
+
+
+def _key_value_table(rows: Rows) -> str:
+    """Two-column facts (host, versions): keys as row headers, no empty header row."""
+    body = "".join(
+        f'<tr><th scope="row">{escape(key)}</th><td>{escape(value)}</td></tr>'
+        for key, value in rows[1]
+    )
+    return f'<div class="scroll"><table class="facts"><tbody>{body}</tbody></table></div>'
 
 
 def _table(rows: Rows, verdict_col: int | None = None) -> str:
@@ -232,10 +262,22 @@ def _figure_html(svg: str | None, caption: str) -> str:
     return f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>"
 
 
+def _warnings_html(s: RunSummary) -> str:
+    """Warnings first, before the numbers they qualify."""
+    if not s.warnings:
+        return "<h3>Warnings</h3><p>None.</p>"
+    items = "".join(
+        f'<li><span class="kind">{escape(w.kind)}</span>: {escape(w.message)}</li>'
+        for w in s.warnings
+    )
+    return f'<h3>Warnings ({len(s.warnings)})</h3><ul class="warn">{items}</ul>'
+
+
 def _run_section(s: RunSummary) -> str:
     run = s.run
     parts = [f"<section><h2>Run {escape(run.run_id)}</h2>"]
-    parts.append("<h3>Host and versions</h3>" + _table(host_rows(s)))
+    parts.append("<h3>Host and versions</h3>" + _key_value_table(host_rows(s)))
+    parts.append(_warnings_html(s))
     parts.append("<h3>Overhead vs bare metal</h3>" + _table(overhead_rows(s.overhead), 10))
     parts.append(
         _figure_html(overhead_plot(s.overhead), "Ratio to bare, 95 % bootstrap CI whiskers")
@@ -252,15 +294,6 @@ def _run_section(s: RunSummary) -> str:
                 timeseries_plot(run, str(workload)), f"{workload}: representative trial per runtime"
             )
         )
-    parts.append("<h3>Warnings</h3>")
-    if s.warnings:
-        items = "".join(
-            f'<li><span class="kind">{escape(w.kind)}</span>: {escape(w.message)}</li>'
-            for w in s.warnings
-        )
-        parts.append(f'<ul class="warn">{items}</ul>')
-    else:
-        parts.append("<p>None.</p>")
     parts.append("</section>")
     return "\n".join(parts)
 

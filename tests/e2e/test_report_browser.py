@@ -1,0 +1,163 @@
+"""The HTML report of a real run, opened in headless Chromium: no errors, the plots render."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from tests.conftest import require
+from tests.e2e.conftest import RealRun, bench
+
+BROWSER_TIMEOUT_S = 60
+WINDOW = (1400, 3200)  # px: tall enough to hold the tables and every plot of a small run
+# The report's runtime colours (bench.report.html.COLORS) as 0-255 RGB.
+RUNTIME_RGB = {"bare": (0x4C, 0x4C, 0x4C), "docker": (0x1F, 0x77, 0xB4)}
+# The report has no scripts: any console line, error or not, means something went wrong.
+CONSOLE = re.compile(r":CONSOLE[:(\d]|Uncaught|Refused to|Failed to load resource")
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium")
+    require(path is not None, "chromium is not installed (scripts/install-host-deps.sh)")
+    assert path is not None
+    return path
+
+
+def run_chromium(page: Path, profile: Path, *mode: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium on a local file, isolated profile, no network chatter."""
+    argv = [
+        chromium_path(),
+        "--headless",
+        "--no-sandbox",  # root in a VM: the setuid sandbox is unavailable
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        "--hide-scrollbars",
+        *mode,
+        page.as_uri(),
+    ]
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S, check=False
+    )
+
+
+def console_problems(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if CONSOLE.search(line)]
+
+
+class SvgCounter(HTMLParser):
+    """Per top-level <svg>: how many drawn <path> elements and their total 'd' length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+        self.svgs: list[dict[str, int]] = []
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        for name in ("src", "href", "xlink:href"):
+            ref = values.get(name)
+            if ref and not ref.startswith(("#", "data:")):
+                self.external.append(f"<{tag} {name}={ref}>")
+        if tag == "svg":
+            if self.depth == 0:
+                self.svgs.append({"paths": 0, "d_chars": 0, "texts": 0})
+            self.depth += 1
+        elif self.depth and tag == "path":
+            self.svgs[-1]["paths"] += 1
+            self.svgs[-1]["d_chars"] += len(values.get("d") or "")
+        elif self.depth and tag == "text":
+            self.svgs[-1]["texts"] += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "svg":
+            self.depth -= 1
+
+
+@pytest.fixture(scope="module")
+def report_page(real_run: RealRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench-e2e-report")
+    done = bench("report", str(real_run.run_dir), "--out", str(out), "--format", "html")
+    assert done.returncode == 0, done.stderr
+    return out / "index.html"
+
+
+def test_console_check_catches_a_script_error(tmp_path: Path) -> None:
+    """The log pattern the report test relies on does see console errors (so it can fail)."""
+    page = tmp_path / "broken.html"
+    page.write_text('<!DOCTYPE html><p>x</p><script>console.error("bad");undefinedCall()</script>')
+    done = run_chromium(page, tmp_path / "profile", "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    problems = console_problems(done.stderr)
+    assert any('"bad"' in p for p in problems), done.stderr[-2000:]
+    assert any("Uncaught ReferenceError" in p for p in problems)
+
+
+def test_dom_has_rendered_plots(real_run: RealRun, report_page: Path, tmp_path: Path) -> None:
+    done = run_chromium(report_page, tmp_path / "profile", "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert console_problems(done.stderr) == []
+    dom = done.stdout
+    assert f"bench report: {real_run.run_id}" in dom
+    for heading in ("Host and versions", "Overhead vs bare metal", "Start and stop latency"):
+        assert heading in dom
+    for runtime in real_run.runtimes:
+        assert f"<td>{runtime}</td>" in dom
+
+    counter = SvgCounter()
+    counter.feed(dom)
+    assert counter.external == []  # self-contained: works offline
+    # overhead bars, latency boxes, CPU/memory over time: each with axes, bars or lines
+    assert len(counter.svgs) >= 3, counter.svgs
+    for svg in counter.svgs:
+        assert svg["paths"] >= 5 and svg["d_chars"] >= 500 and svg["texts"] >= 3, svg
+    # Axis labels with units are part of the plots, as text (svg.fonttype none).
+    for label in ("CPU (cores)", "memory (MiB)", "latency (ms", "time since trial start (s)"):
+        assert label in dom
+
+
+def test_screenshot_shows_the_plots(real_run: RealRun, report_page: Path, tmp_path: Path) -> None:
+    shot = tmp_path / "report.png"
+    done = run_chromium(report_page, tmp_path / "profile", f"--screenshot={shot}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert console_problems(done.stderr) == []
+    assert shot.stat().st_size > 10_000
+    pixels = np.asarray(imread(shot))[..., :3]
+    if pixels.dtype != np.uint8:  # imread gives floats 0..1 for PNG
+        pixels = np.rint(pixels * 255).astype(np.uint8)
+    assert pixels.shape[:2] == (WINDOW[1], WINDOW[0])
+    non_white = np.any(pixels < 245, axis=-1)
+    assert 0.01 < non_white.mean() < 0.6, non_white.mean()  # neither blank nor a solid fill
+    packed = (pixels.astype(np.uint32) * np.array([1 << 16, 1 << 8, 1], np.uint32)).sum(axis=-1)
+    assert np.unique(packed).size > 50  # antialiased text and lines, not a flat page
+    # Each runtime's bar is painted in its colour: a horizontal run of that colour wider
+    # than any anti-aliased text stroke could make.
+    for runtime in real_run.runtimes:
+        rgb = np.array(RUNTIME_RGB[runtime])
+        near = np.all(np.abs(pixels.astype(int) - rgb) <= 6, axis=-1)
+        assert longest_run(near) >= 30, f"no solid {runtime}-coloured area on the page"
+
+
+def longest_run(mask: np.ndarray) -> int:
+    """Longest run of True along any row of a 2-D mask."""
+    best = 0
+    for row in mask[mask.any(axis=1)]:
+        edges = np.diff(np.concatenate(([0], row.astype(np.int8), [0])))
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        best = max(best, int((ends - starts).max()))
+    return best
