@@ -7,6 +7,7 @@ PKGS=(
   lxc lxc-templates                                         # LXC (command-line tools)
   stress-ng busybox-static                                  # the workload image
   qemu-system-x86 cpio                                      # the cgroup v2 test VM
+  chromium                                                  # e2e: renders the HTML report
   python3-venv git procps iproute2 ca-certificates curl
 )
 missing=()
