@@ -1,0 +1,153 @@
+"""bench's own cost around the workload: per trial, and from `bench run` to the first trial.
+
+- per trial: a bare run of 10 `/bin/true` trials in this process (after one warm-up run
+  that pays the one-time imports); the runner's time minus the runtime's start, wait and
+  stop = what bench itself adds per trial. Target <= 50 ms.
+- `bench run` to the first trial: a fresh `python -m bench run` whose workload is
+  `/bin/date +%s.%N`, so the trial records its own start time. Target < 0.5 s. Heavy
+  modules (pandas, pyarrow, docker, podman, matplotlib, scipy) must not be loaded yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
+
+from bench import runner
+from bench.runtimes.bare import BareHandle, BareRuntime
+from benchmarks.cgroup_fixtures import require_cgroups
+
+pytestmark = pytest.mark.benchmark(group="bench's own cost")
+
+TRIALS = 10
+MAX_PER_TRIAL_S = 0.050
+MAX_FIRST_TRIAL_S = 0.5
+HEAVY = ("pandas", "pyarrow", "docker", "podman", "matplotlib", "scipy")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def scenario(tmp_path: Path, command: list[str], repetitions: int) -> Path:
+    path = tmp_path / f"bench-cost-{repetitions}.toml"
+    path.write_text(
+        f'name = "bench-cost"\nruntimes = ["bare"]\nrepetitions = {repetitions}\nwarmups = 0\n'
+        f'[[workloads]]\nname = "true"\ncommand = {json.dumps(command)}\n'
+    )
+    return path
+
+
+def test_cost_per_trial(
+    benchmark: BenchmarkFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_cgroups()
+    runner.run_scenario(scenario(tmp_path, ["/bin/true"], 1), runner.RunOptions(tmp_path / "w"))
+    spent = {"runtime": 0.0, "execute": 0.0}
+
+    def timed(key: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - started
+
+        return wrapper
+
+    # Instrumentation only: the real methods run; their time is attributed to the runtime.
+    monkeypatch.setattr(BareRuntime, "start", timed("runtime", BareRuntime.start))
+    monkeypatch.setattr(BareHandle, "wait", timed("runtime", BareHandle.wait))
+    monkeypatch.setattr(BareHandle, "stop", timed("runtime", BareHandle.stop))
+    monkeypatch.setattr(runner, "_execute", timed("execute", runner._execute))
+    path = scenario(tmp_path, ["/bin/true"], TRIALS)
+    cpu0 = time.process_time()
+
+    def run() -> runner.RunOutcome:
+        return runner.run_scenario(path, runner.RunOptions(tmp_path / "m"))
+
+    outcome = benchmark.pedantic(run, rounds=1, iterations=1)  # type: ignore[no-untyped-call]
+    cpu_s = time.process_time() - cpu0
+    assert outcome.status == "complete" and len(outcome.trials) == TRIALS
+    per_trial_s = (spent["execute"] - spent["runtime"]) / TRIALS
+    info = {
+        "trials": TRIALS,
+        "bench_ms_per_trial": round(per_trial_s * 1000, 1),
+        "runtime_ms_per_trial": round(spent["runtime"] / TRIALS * 1000, 1),
+        "whole_run_cpu_ms_per_trial": round(cpu_s / TRIALS * 1000, 1),
+        "load_1m": os.getloadavg()[0],
+    }
+    benchmark.extra_info.update(info)
+    print(f"\nper trial: {info}")
+    assert per_trial_s <= MAX_PER_TRIAL_S, info
+
+
+PROBE = """
+import sys, bench.runtimes.bare as bare
+start = bare.BareRuntime.start
+def probe(self, spec):
+    heavy = [m for m in {heavy!r} if m in sys.modules]
+    open({out!r}, "w").write(" ".join(heavy))
+    return start(self, spec)
+bare.BareRuntime.start = probe
+from bench.cli import main
+main()
+"""
+
+
+def test_time_to_first_trial(benchmark: BenchmarkFixture, tmp_path: Path) -> None:
+    require_cgroups()
+    path = scenario(tmp_path, ["/bin/date", "+%s.%N"], 1)
+    delays: list[float] = []
+
+    def launch() -> None:
+        results = tmp_path / f"r{len(delays)}"
+        launched = time.time()
+        done = subprocess.run(
+            [sys.executable, "-m", "bench", "run", str(path), "--results-dir", str(results)],
+            cwd=ROOT,
+            capture_output=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        (stdout,) = results.glob("*/trials/*/stdout.txt")
+        delays.append(float(stdout.read_text()) - launched)
+
+    benchmark.pedantic(launch, rounds=5, iterations=1)  # type: ignore[no-untyped-call]
+    loaded = tmp_path / "loaded.txt"
+    code = PROBE.format(heavy=HEAVY, out=str(loaded))
+    subprocess.run(
+        [sys.executable, "-c", code, "run", str(path), "--results-dir", str(tmp_path / "p")],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    )
+    importtime = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "bench", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
+    cli_us = next(
+        int(line.split("|")[1]) for line in importtime.splitlines() if line.endswith("bench.cli")
+    )
+    median = statistics.median(delays)
+    info = {
+        "first_trial_s": [round(d, 3) for d in delays],
+        "median_s": round(median, 3),
+        "heavy_before_first_trial": loaded.read_text().split(),
+        "import_bench_cli_ms": round(cli_us / 1000, 1),
+        "load_1m": os.getloadavg()[0],
+    }
+    benchmark.extra_info.update(info)
+    print(f"\nbench run to first trial: {info}")
+    assert info["heavy_before_first_trial"] == [], info
+    assert median < MAX_FIRST_TRIAL_S, info
