@@ -559,17 +559,32 @@ def startup_table(run: Run) -> pd.DataFrame:
 
 
 def footprint_table(run: Run) -> pd.DataFrame:
-    """Per runtime: median RSS and PSS of the runtime's own processes (daemon, shim)."""
+    """Per runtime: median RSS and PSS of the runtime's own processes (daemon, shim).
+
+    For density steps (N containers started together, `group_size` > 1) also the
+    runtime's PSS per container: (PSS with N running - PSS just before) / N, with a CI.
+    """
     solo = _solo(run)
-    rows = [
-        {
+    rows = []
+    for label in label_order(solo["label"].unique()):
+        group = solo[solo["label"] == label]
+        row: dict[str, object] = {
             "runtime": label,
-            "runtime_rss_bytes": _median(solo.loc[solo["label"] == label, "runtime_rss_bytes"]),
-            "runtime_pss_bytes": _median(solo.loc[solo["label"] == label, "runtime_pss_bytes"]),
+            "runtime_rss_bytes": _median(group["runtime_rss_bytes"]),
+            "runtime_pss_bytes": _median(group["runtime_pss_bytes"]),
         }
-        for label in label_order(solo["label"].unique())
-    ]
-    return pd.DataFrame(rows, columns=["runtime", "runtime_rss_bytes", "runtime_pss_bytes"])
+        if "runtime_pss_idle_bytes" in group and "group_size" in group:
+            dense = group[group["group_size"].fillna(1) > 1]
+            per_container = (
+                (dense["runtime_pss_bytes"] - dense["runtime_pss_idle_bytes"]) / dense["group_size"]
+            ).to_numpy(dtype=float, na_value=np.nan)
+            estimate = stats.median_ci(per_container)
+            row["containers"] = _median(dense["group_size"])
+            row["pss_per_container_bytes"] = estimate.value
+            row["pss_per_container_low_bytes"] = estimate.low
+            row["pss_per_container_high_bytes"] = estimate.high
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def warnings(run: Run) -> list[stats.StatWarning]:

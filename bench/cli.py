@@ -110,6 +110,7 @@ class RichProgress:
 @click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"))
 @click.option("--run-id", help="Name of the run folder (default: scenario-time-random).")
 @click.option("--resume", type=click.Path(path_type=Path), help="Finish an interrupted run.")
+@click.option("--quick", is_flag=True, help="CI-sized: fewer repetitions, shorter stressors.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @friendly
 def run(
@@ -118,15 +119,16 @@ def run(
     results_dir: Path,
     run_id: str | None,
     resume: Path | None,
+    quick: bool,
     as_json: bool,
 ) -> None:
     """Run SCENARIO (a path or the name of a shipped scenario)."""
     from bench.runner import RunOptions, run_scenario
     from bench.scenario import resolve_scenario
-    from bench.summary import print_summary
+    from bench.summary import print_run_summary
 
     path = resolve_scenario(scenario)
-    options = RunOptions(results_dir, run_id, list(runtimes) or None, resume)
+    options = RunOptions(results_dir, run_id, list(runtimes) or None, resume, quick)
     with RichProgress() as progress:
         outcome = run_scenario(path, options, progress)
     if as_json:
@@ -142,7 +144,7 @@ def run(
             )
         )
     else:
-        print_summary(outcome.trials, outcome.skipped_runtimes)
+        print_run_summary(outcome.run_dir, outcome.skipped_runtimes)
         click.echo(f"results: {outcome.run_dir} ({outcome.status})")
     if outcome.status != "complete":
         sys.exit(1)

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from bench.scenario import Scenario, WorkloadModel
+from bench.errors import InputError
+from bench.scenario import AggressorModel, Scenario, WorkloadModel
 from bench.spec import Limits
 
 CONTAINER_ENGINES = ("docker", "podman")
+# Placement -> (victim cpuset, aggressor cpuset); None keeps the scenario's own.
+PLACEMENT_CPUSETS: dict[str, tuple[str | None, str | None]] = {
+    "any": (None, None),
+    "shared": ("0", "0"),
+    "separate": ("0", "1"),
+}
+# An aggressor runs until the victim is done, then it is stopped; its own stress-ng
+# timeout only has to outlast the victim (start-up included).
+AGGRESSOR_EXTRA_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -23,14 +34,27 @@ class Trial:
     repetition: int
     warmup: bool
     limits: Limits
+    isolation_kind: str = ""
+    placement: str = ""
 
 
 @dataclass(frozen=True)
 class PlanStep:
-    """Trials started together (one for solo runs; victim plus aggressors for isolation)."""
+    """Trials started together: one for solo runs, victim plus aggressor for isolation,
+    N copies for density runs."""
 
     group_id: str
     trials: tuple[Trial, ...]
+
+
+@dataclass(frozen=True)
+class _StepShape:
+    """A step before it is given ids and a runtime: (role, workload, limits) members."""
+
+    label: str
+    members: tuple[tuple[str, WorkloadModel, Limits], ...]
+    isolation_kind: str = ""
+    placement: str = ""
 
 
 def runtime_axes(scenario: Scenario, runtimes: list[str]) -> list[tuple[str, str]]:
@@ -44,29 +68,84 @@ def runtime_axes(scenario: Scenario, runtimes: list[str]) -> list[tuple[str, str
     return axes
 
 
-def build_plan(scenario: Scenario, runtimes: list[str]) -> list[PlanStep]:
-    """Every step of the run in execution order; trial ids are stable across resumes."""
+def _shapes(scenario: Scenario, cpus: int) -> list[_StepShape]:
+    """What one round runs, for one runtime: solo (or baseline) steps, then isolation."""
     limits = scenario.limits.to_limits()
+    isolation = scenario.isolation
+    if isolation is None:
+        return [
+            _StepShape(w.name, tuple(("solo", w, limits) for _ in range(scenario.density)))
+            for w in scenario.workloads
+        ]
+    if "separate" in isolation.placements and cpus < 2:
+        raise InputError("placement 'separate' needs at least 2 CPUs; this host has 1")
+    shapes: list[_StepShape] = []
+    for victim in scenario.workloads:
+        # One baseline per distinct victim cpuset: the victim alone, pinned as in the
+        # isolation steps it is compared with.
+        victim_cpusets = dict.fromkeys(PLACEMENT_CPUSETS[p][0] for p in isolation.placements)
+        for cpuset in victim_cpusets:
+            solo_limits = _pinned(limits, cpuset)
+            shapes.append(_StepShape(victim.name, (("solo", victim, solo_limits),)))
+        for aggressor in isolation.aggressors:
+            for placement in isolation.placements:
+                shapes.append(_isolation_shape(victim, aggressor, placement, limits))
+    return shapes
+
+
+def _isolation_shape(
+    victim: WorkloadModel, aggressor: AggressorModel, placement: str, limits: Limits
+) -> _StepShape:
+    victim_cpuset, aggressor_cpuset = PLACEMENT_CPUSETS[placement]
+    aggressor_workload = aggressor.to_workload(victim.duration_s + AGGRESSOR_EXTRA_S)
+    return _StepShape(
+        f"{victim.name}-vs-{aggressor.name}-{placement}",
+        (
+            # Aggressor first, so the victim meets it from its first instruction.
+            (
+                "aggressor",
+                aggressor_workload,
+                _pinned(aggressor.limits.to_limits(), aggressor_cpuset),
+            ),
+            ("victim", victim, _pinned(limits, victim_cpuset)),
+        ),
+        isolation_kind=aggressor.kind,
+        placement=placement,
+    )
+
+
+def _pinned(limits: Limits, cpuset: str | None) -> Limits:
+    return limits if cpuset is None else dataclasses.replace(limits, cpuset=cpuset)
+
+
+def build_plan(scenario: Scenario, runtimes: list[str], cpus: int = 2) -> list[PlanStep]:
+    """Every step of the run in execution order; trial ids are stable across resumes."""
     rounds = [(True, rep) for rep in range(scenario.warmups)]
     rounds += [(False, rep) for rep in range(scenario.repetitions)]
+    shapes = _shapes(scenario, cpus)
     steps: list[PlanStep] = []
     for warmup, repetition in rounds:
-        for workload in scenario.workloads:
+        for shape in shapes:
             for runtime, oci in runtime_axes(scenario, runtimes):
                 index = len(steps)
-                label = f"{runtime}-{oci}" if oci else runtime
+                runtime_label = f"{runtime}-{oci}" if oci else runtime
                 kind = "w" if warmup else "r"
-                trial_id = f"{index:04d}-{label}-{workload.name}-{kind}{repetition}"
-                trial = Trial(
-                    trial_id=trial_id,
-                    runtime=runtime,
-                    oci_runtime=oci,
-                    workload=workload,
-                    role="solo",
-                    group_id=trial_id,
-                    repetition=repetition,
-                    warmup=warmup,
-                    limits=limits,
+                group_id = f"{index:04d}-{runtime_label}-{shape.label}-{kind}{repetition}"
+                trials = tuple(
+                    Trial(
+                        trial_id=group_id if len(shape.members) == 1 else f"{group_id}-{n}-{role}",
+                        runtime=runtime,
+                        oci_runtime=oci,
+                        workload=workload,
+                        role=role,
+                        group_id=group_id,
+                        repetition=repetition,
+                        warmup=warmup,
+                        limits=member_limits,
+                        isolation_kind=shape.isolation_kind,
+                        placement=shape.placement,
+                    )
+                    for n, (role, workload, member_limits) in enumerate(shape.members)
                 )
-                steps.append(PlanStep(trial_id, (trial,)))
+                steps.append(PlanStep(group_id, trials))
     return steps

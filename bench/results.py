@@ -60,6 +60,9 @@ class TrialResult:
     stop_s: float | None = None
     runtime_rss_bytes: int | None = None
     runtime_pss_bytes: int | None = None
+    runtime_pss_idle_bytes: int | None = None
+    group_size: int = 1
+    host_probe_ms: float | None = None
     samples: int = 0
     cpu_limit_cpus: float | None = None
     mem_limit_bytes: int | None = None

@@ -6,7 +6,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
-import os
 import secrets
 import signal
 import time
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from bench.cgroups.model import CgroupReader, CgroupSnapshot
+    from bench.footprint import Footprint
     from bench.image import WorkloadImage
     from bench.runtimes.base import ExitInfo, Handle, Runtime
     from bench.sampler import Sampler
@@ -70,6 +70,7 @@ class RunOptions:
     run_id: str | None = None
     runtimes: list[str] | None = None
     resume: Path | None = None
+    quick: bool = False
 
 
 @dataclass
@@ -103,6 +104,8 @@ def run_scenario(
     """Run a scenario file end to end and return where its results are."""
     progress = progress or QuietProgress()
     scenario = load_scenario(scenario_path)
+    if options.quick:
+        scenario = scenario.quickened()
     names = _runtime_names(scenario, options.runtimes)
     if options.resume is not None:
         store = ResultStore(options.resume, resume=True)
@@ -135,7 +138,7 @@ def run_scenario(
         try:
             runtimes, skipped = _prepare_runtimes(names, scenario, manifest, progress)
             store.write_manifest(manifest)
-            plan = build_plan(scenario, names)
+            plan = build_plan(scenario, names, cpus=facts.cpus)
             manifest.trials_planned = sum(len(step.trials) for step in plan)
             progress.planned(manifest.trials_planned)
             status = _execute(plan, scenario, runtimes, skipped, store, manifest, progress)
@@ -259,6 +262,7 @@ def _run_step(
     errors: dict[str, str] = {}
     finished: list[tuple[TrialResult, pd.DataFrame | None]] = []
     stop_seconds: dict[str, float] = {}
+    idle = _footprint(runtime) if len(step.trials) > 1 else None
     try:
         for trial in step.trials:
             try:
@@ -274,7 +278,15 @@ def _run_step(
             if item.trial.role == "aggressor":
                 item.exit_info = item.handle.wait(0.0)
                 item.wall_s = time.monotonic() - item.t0
-        finished = [_finish(item, runtime, store, sampler) for item in started]
+        host_probe_ms = _host_probe_ms() if len(started) > 1 else None
+        # Once per step, while every container of the step still exists.
+        footprint = _footprint(runtime)
+        finished = [_finish(item, store, sampler, footprint) for item in started]
+        for result, _samples in finished:
+            result.group_size = len(step.trials)
+            result.host_probe_ms = host_probe_ms
+            if idle is not None:
+                result.runtime_pss_idle_bytes = idle.pss_bytes
     finally:
         for item in started:
             with contextlib.suppress(KeyError):
@@ -322,12 +334,32 @@ def _start(
     return _Started(trial, handle, reader, first, t0)
 
 
+def _footprint(runtime: Runtime) -> Footprint | None:
+    from bench.footprint import measure_footprint
+
+    return measure_footprint(runtime.footprint_pids())
+
+
+def _host_probe_ms() -> float | None:
+    """Fork and exec /bin/true on the host: can it still start a process, and how fast?
+
+    The "host unharmed" check of isolation steps (a fork bomb must stay inside its limit).
+    """
+    import subprocess
+
+    started = time.monotonic()
+    try:
+        subprocess.run(["/bin/true"], check=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (time.monotonic() - started) * 1000
+
+
 def _finish(
-    item: _Started, runtime: Runtime, store: ResultStore, sampler: Sampler
+    item: _Started, store: ResultStore, sampler: Sampler, footprint: Footprint | None
 ) -> tuple[TrialResult, pd.DataFrame]:
     """Read the final counters (the cgroup still exists) and build the trial's row."""
     from bench.errors import CgroupError
-    from bench.footprint import measure_footprint
     from bench.workloads import last_lines, parse_metrics
 
     trial = item.trial
@@ -338,7 +370,6 @@ def _finish(
         final = None
     columns = sampler.remove(trial.trial_id)
     item.reader.close()
-    footprint = measure_footprint(runtime.footprint_pids())
     samples = samples_frame(trial.trial_id, columns)
 
     io_dir = store.trial_dir(trial.trial_id)
@@ -408,6 +439,8 @@ def _identity(trial: Trial) -> dict[str, object]:
         "group_id": trial.group_id,
         "repetition": trial.repetition,
         "warmup": trial.warmup,
+        "scenario_isolation_kind": trial.isolation_kind,
+        "placement": trial.placement,
     }
 
 
@@ -421,8 +454,9 @@ def _existing(store: ResultStore, trial_id: str) -> TrialResult:
 
 def _object_name(run_id: str, trial_id: str) -> str:
     """Container/cgroup name: unique per run and trial, short, and prefixed for gc."""
-    digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
-    return f"{NAME_PREFIX}{digest}-{trial_id.split('-', 1)[0]}-{os.getpid()}"
+    run_digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
+    trial_digest = hashlib.sha256(trial_id.encode()).hexdigest()[:6]
+    return f"{NAME_PREFIX}{run_digest}-{trial_id[:4]}-{trial_digest}"
 
 
 def _sha256(path: Path) -> str:

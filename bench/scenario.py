@@ -162,6 +162,101 @@ class WorkloadModel(StrictModel):
         return self
 
 
+AggressorKind = Literal["cpu", "memory", "fork", "io", "cache"]
+Placement = Literal["any", "shared", "separate"]
+# What each kind of noisy neighbour runs (the Isolation Benchmark Suite's misbehaviours).
+AGGRESSOR_STRESSORS: dict[str, str] = {
+    "cpu": "cpu",
+    "memory": "vm",
+    "fork": "fork",
+    "io": "hdd",
+    "cache": "cache",
+}
+
+
+class AggressorModel(StrictModel):
+    """A misbehaving neighbour started beside the victim, in its own container or cgroup."""
+
+    name: str
+    kind: AggressorKind
+    workers: Annotated[int, Field(ge=1, le=1024)] = 1
+    options: dict[str, OptionValue] = Field(default_factory=dict)
+    limits: LimitsModel = Field(default_factory=LimitsModel)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return WorkloadModel._name(value)
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: dict[str, OptionValue]) -> dict[str, OptionValue]:
+        return WorkloadModel._options(value)
+
+    @model_validator(mode="after")
+    def _needs_limits(self) -> AggressorModel:
+        # A fork bomb without a pids limit would take the host down, not measure isolation.
+        if self.kind == "fork" and self.limits.pids is None:
+            raise ValueError("a fork aggressor needs limits.pids (bench refuses an unbounded one)")
+        if self.kind == "memory" and self.limits.memory is None:
+            raise ValueError("a memory aggressor needs limits.memory: it allocates past it")
+        return self
+
+    def to_workload(self, duration_s: float) -> WorkloadModel:
+        """The stress-ng workload this aggressor runs for `duration_s` seconds."""
+        options: dict[str, OptionValue] = {}
+        if self.kind == "memory":
+            memory_bytes = self.limits.to_limits().memory_bytes or 0
+            options["vm-bytes"] = f"{2 * memory_bytes // (1 << 20)}m"  # past its own limit
+            options["vm-keep"] = True
+        elif self.kind == "io":
+            options["hdd-bytes"] = "64m"
+        options.update(self.options)
+        return WorkloadModel(
+            name=self.name,
+            stressor=AGGRESSOR_STRESSORS[self.kind],
+            workers=self.workers,
+            duration_s=float(max(1, math.ceil(duration_s))),
+            options=options,
+        )
+
+
+class IsolationModel(StrictModel):
+    """Every workload becomes a victim, run alone (baseline) and beside each aggressor."""
+
+    aggressors: list[AggressorModel] = Field(min_length=1)
+    # any: no pinning; shared: victim and aggressor both on CPU 0; separate: victim on
+    # CPU 0, aggressor on CPU 1.
+    placements: list[Placement] = Field(
+        default_factory=lambda: list[Placement](["any"]), min_length=1
+    )
+
+    @field_validator("placements")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("list each entry once")
+        return value
+
+    @model_validator(mode="after")
+    def _pinning(self) -> IsolationModel:
+        names = [a.name for a in self.aggressors]
+        if len(set(names)) != len(names):
+            raise ValueError("aggressor names must be unique")
+        pinned = any(p != "any" for p in self.placements)
+        if pinned and any(a.limits.cpuset for a in self.aggressors):
+            raise ValueError("placements shared/separate set the cpusets; drop limits.cpuset")
+        return self
+
+
+class QuickModel(StrictModel):
+    """How `bench run --quick` scales the scenario down (same measurement, fewer seconds)."""
+
+    repetitions: Annotated[int, Field(ge=1, le=1000)] = 3
+    warmups: Annotated[int, Field(ge=0, le=100)] = 0
+    duration_s: Annotated[int, Field(ge=1, le=86_400)] = 2
+
+
 class Scenario(StrictModel):
     """A validated scenario file."""
 
@@ -175,11 +270,32 @@ class Scenario(StrictModel):
     timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 120.0
     limits: LimitsModel = Field(default_factory=LimitsModel)
     workloads: list[WorkloadModel] = Field(min_length=1)
+    # Copies of each workload started together in one step (overhead-footprint: the
+    # runtime's memory per running container, as in Kata's density test).
+    density: Annotated[int, Field(ge=1, le=500)] = 1
+    isolation: IsolationModel | None = None
+    quick: QuickModel = Field(default_factory=QuickModel)
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return WorkloadModel._name(value)
+
+    def quickened(self) -> Scenario:
+        """The CI-sized version: fewer repetitions, shorter stressors, same measurement."""
+        workloads = [
+            w.model_copy(update={"duration_s": float(min(w.duration_s, self.quick.duration_s))})
+            if w.stressor is not None
+            else w
+            for w in self.workloads
+        ]
+        return self.model_copy(
+            update={
+                "repetitions": min(self.repetitions, self.quick.repetitions),
+                "warmups": min(self.warmups, self.quick.warmups),
+                "workloads": workloads,
+            }
+        )
 
     @field_validator("sample_interval_ms", "timeout_s", mode="before")
     @classmethod
@@ -212,6 +328,10 @@ _TABLE_MODELS: dict[tuple[str, ...], type[BaseModel]] = {
     (): Scenario,
     ("limits",): LimitsModel,
     ("workloads", "*"): WorkloadModel,
+    ("isolation",): IsolationModel,
+    ("isolation", "aggressors", "*"): AggressorModel,
+    ("isolation", "aggressors", "*", "limits"): LimitsModel,
+    ("quick",): QuickModel,
 }
 _TOML_TYPES = {
     bool: "boolean",
