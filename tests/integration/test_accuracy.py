@@ -22,7 +22,7 @@ import pytest
 from bench.runner import RunOptions, run_scenario
 from bench.scenario import load_scenario
 from bench.workloads import build_argv
-from tests.conftest import require
+from tests.conftest import require, require_root
 from tests.integration import test_bare
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -59,7 +59,7 @@ NOT_YET = "issue 7 bounds not met on this host yet; see the comment above"
 def test_bare_totals_match_runexec(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    test_bare.require_root()
+    require_root()
     path = scenario_file(tmp_path, name)
     (workload,) = load_scenario(path).workloads
     argv = list(build_argv(workload))
