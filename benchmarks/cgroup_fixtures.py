@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +59,56 @@ def populated_cgroups(count: int, argv: tuple[str, ...], tag: str) -> Iterator[l
             item.cgroup.kill_all()
             item.proc.wait()
             item.cgroup.remove()
+
+
+def _busybox_tar() -> bytes:
+    """A one-file rootfs: static busybox, enough for `sleep` (no registry is reachable)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add("/bin/busybox", arcname="bin/busybox")
+        link = tarfile.TarInfo("bin/sleep")
+        link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+        tar.addfile(link)
+    return buf.getvalue()
+
+
+@contextlib.contextmanager
+def sleeping_containers(count: int, tag: str) -> Iterator[list[Any]]:
+    """`count` running containers (busybox sleep, --network none, label bench=1); removed after.
+
+    Skips without busybox-static or an answering dockerd.
+    """
+    if not Path("/bin/busybox").is_file():
+        pytest.skip("busybox-static is not installed")
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        pytest.skip(f"no dockerd answers ({exc}); start it as HOST-NOTES says")
+    image = f"{PREFIX}busybox-{tag}:1"
+    repository, _, version = image.partition(":")
+    client.api.import_image_from_data(
+        _busybox_tar(), repository=repository, tag=version, changes=["LABEL bench=1"]
+    )
+    containers: list[Any] = []
+    try:
+        for i in range(count):
+            containers.append(
+                client.containers.run(
+                    image,
+                    ["/bin/sleep", "3600"],
+                    name=f"{PREFIX}{tag}-{i}",
+                    detach=True,
+                    network_mode="none",
+                    labels={"bench": "1"},
+                )
+            )
+        for container in containers:
+            container.reload()
+        yield containers
+    finally:
+        for container in containers:
+            container.remove(force=True)
+        client.images.remove(image, force=True)
+        client.close()

@@ -13,10 +13,8 @@ Issue 7's target, asserted here: bench's reader <= 25 us per sample on this host
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
-import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +25,12 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from bench.cgroups import CgroupLocation, CgroupReader, open_reader
-from benchmarks.cgroup_fixtures import BUSY_ARGV, PREFIX, populated_cgroups, require_cgroups
+from benchmarks.cgroup_fixtures import (
+    BUSY_ARGV,
+    populated_cgroups,
+    require_cgroups,
+    sleeping_containers,
+)
 
 pytestmark = pytest.mark.benchmark(group="cgroup sample: CPU s per sample", timer=time.process_time)
 
@@ -179,46 +182,10 @@ def docker_cpu_timer(pids: list[int]) -> Callable[[], float]:
     return timer
 
 
-def _busybox_tar() -> bytes:
-    """A one-file rootfs: static busybox, enough for `sleep` (no registry is reachable)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add("/bin/busybox", arcname="bin/busybox")
-        link = tarfile.TarInfo("bin/sleep")
-        link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-        tar.addfile(link)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def docker_container() -> Iterator[Any]:
-    """A running container (busybox sleep, --network none, label bench=1), removed after."""
-    if not Path("/bin/busybox").is_file():
-        pytest.skip("busybox-static is not installed")
-    docker = pytest.importorskip("docker")
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as exc:
-        pytest.skip(f"no dockerd answers ({exc}); start it as HOST-NOTES says")
-    repository = f"{PREFIX}busybox"
-    client.api.import_image_from_data(
-        _busybox_tar(), repository=repository, tag="1", changes=["LABEL bench=1"]
-    )
-    container = client.containers.run(
-        f"{repository}:1",
-        ["/bin/sleep", "3600"],
-        name=f"{PREFIX}stats",
-        detach=True,
-        network_mode="none",
-        labels={"bench": "1"},
-    )
-    try:
-        yield container
-    finally:
-        container.remove(force=True)
-        client.images.remove(f"{repository}:1", force=True)
-        client.close()
+    with sleeping_containers(1, "stats") as containers:
+        yield containers[0]
 
 
 def test_docker_stats_one_shot(benchmark: BenchmarkFixture, docker_container: Any) -> None:

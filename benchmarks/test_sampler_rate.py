@@ -17,7 +17,6 @@ import statistics
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
 
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
@@ -26,10 +25,10 @@ from bench.cgroups import CgroupLocation, locate, open_reader
 from bench.sampler import Sampler
 from benchmarks.cgroup_fixtures import (
     BUSY_ARGV,
-    PREFIX,
     SLEEP_ARGV,
     populated_cgroups,
     require_cgroups,
+    sleeping_containers,
 )
 
 pytestmark = pytest.mark.benchmark(group="sampler")
@@ -90,48 +89,16 @@ def sleeping_cgroups(count: int) -> Iterator[list[CgroupLocation]]:
 
 
 @contextmanager
-def sleeping_containers(count: int) -> Iterator[list[CgroupLocation]]:
-    """`count` real docker containers (busybox sleep), located from their init pids."""
-    docker = pytest.importorskip("docker")
-    from benchmarks.test_sample_cost import _busybox_tar
-
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as exc:
-        pytest.skip(f"no dockerd answers ({exc})")
-    repository = f"{PREFIX}busybox-many"
-    client.api.import_image_from_data(
-        _busybox_tar(), repository=repository, tag="1", changes=["LABEL bench=1"]
-    )
-    containers: list[Any] = []
-    try:
-        for i in range(count):
-            containers.append(
-                client.containers.run(
-                    f"{repository}:1",
-                    ["/bin/sleep", "3600"],
-                    name=f"{PREFIX}many-{i}",
-                    detach=True,
-                    network_mode="none",
-                    labels={"bench": "1"},
-                )
-            )
-        for container in containers:
-            container.reload()
+def located_containers(count: int) -> Iterator[list[CgroupLocation]]:
+    with sleeping_containers(count, "many") as containers:
         yield [locate(c.attrs["State"]["Pid"]) for c in containers]
-    finally:
-        for container in containers:
-            container.remove(force=True)
-        client.images.remove(f"{repository}:1", force=True)
-        client.close()
 
 
 def test_sampler_100_cgroups_10hz(benchmark: BenchmarkFixture) -> None:
     require_cgroups()
     use_docker = os.environ.get("BENCH_MEASURE_DOCKER") == "1"
     targets: AbstractContextManager[list[CgroupLocation]] = (
-        sleeping_containers(MANY) if use_docker else sleeping_cgroups(MANY)
+        located_containers(MANY) if use_docker else sleeping_cgroups(MANY)
     )
     with targets as locations:
         readers = [open_reader(location) for location in locations]
