@@ -28,6 +28,7 @@ from bench.results import (
     check_run_id,
     samples_frame,
 )
+from bench.runtimes.base import Availability
 from bench.scenario import Scenario, load_scenario
 from bench.spec import NAME_PREFIX, StartSpec
 
@@ -42,9 +43,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bench")
 
+# Runtime errors (not workload failures) after which a runtime is given up for the run.
+MAX_RUNTIME_ERRORS = 3
 
-class Interrupted(BenchError):
-    """SIGINT or SIGTERM arrived; what was measured so far is kept."""
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; what was measured so far is kept.
+
+    A KeyboardInterrupt, not an Exception: the many `except Exception` of runtime and
+    client code must not swallow it.
+    """
 
 
 class Progress(Protocol):
@@ -93,6 +101,25 @@ class _Started:
     wall_s: float | None = None
 
 
+@dataclass
+class _Run:
+    """What every step of one run shares."""
+
+    scenario: Scenario
+    store: ResultStore
+    manifest: Manifest
+    progress: Progress
+    signals: _Signals
+    runtimes: dict[str, Runtime] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    # Runtimes given up during the run: closed at the end, after their last stop retries.
+    retired: list[Runtime] = field(default_factory=list)
+    runtime_errors: dict[str, int] = field(default_factory=dict)
+    # Workloads whose stop() failed (e.g. the daemon was gone); retried, then reported.
+    unstopped: list[Handle] = field(default_factory=list)
+    gave_up: bool = False
+
+
 def default_run_id(scenario: Scenario) -> str:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{scenario.name}-{stamp}-{secrets.token_hex(2)}"
@@ -101,60 +128,76 @@ def default_run_id(scenario: Scenario) -> str:
 def run_scenario(
     scenario_path: Path, options: RunOptions, progress: Progress | None = None
 ) -> RunOutcome:
-    """Run a scenario file end to end and return where its results are."""
-    progress = progress or QuietProgress()
-    scenario = load_scenario(scenario_path)
-    if options.quick:
-        scenario = scenario.quickened()
-    names = _runtime_names(scenario, options.runtimes)
-    if options.resume is not None:
-        store = ResultStore(options.resume, resume=True)
-        run_id = options.resume.name
-    else:
-        run_id = check_run_id(options.run_id or default_run_id(scenario))
-        store = ResultStore(options.results_dir / run_id)
-    manifest = Manifest(
-        run_id=run_id,
-        status="running",
-        scenario={
-            "name": scenario.name,
-            "path": str(scenario_path),
-            "sha256": hashlib.sha256(scenario_path.read_bytes()).hexdigest(),
-        },
-        started_at=_now(),
-        bench_version=__version__,
-        git_commit=git_commit(),
-        sample_interval_ms=scenario.sample_interval_ms,
-    )
-    facts = host_facts()
-    manifest.host = facts.as_dict()
-    manifest.host_load_before = facts.load_1m
-    store.write_manifest(manifest)
+    """Run a scenario file end to end and return where its results are.
 
-    runtimes: dict[str, Runtime] = {}
-    skipped: dict[str, str] = {}
-    status: RunStatus = "failed"
-    with _signals_raise_interrupted():
+    SIGINT and SIGTERM stop the run at the next safe point (see _Signals): everything
+    started is stopped and removed, and the manifest ends `incomplete`.
+    """
+    progress = progress or QuietProgress()
+    with _Signals() as signals:
+        scenario = load_scenario(scenario_path)
+        if options.quick:
+            scenario = scenario.quickened()
+        names = _runtime_names(scenario, options.runtimes)
+        if options.resume is not None:
+            store = ResultStore(options.resume, resume=True)
+            run_id = options.resume.name
+        else:
+            run_id = check_run_id(options.run_id or default_run_id(scenario))
+            store = ResultStore(options.results_dir / run_id)
+        manifest = Manifest(
+            run_id=run_id,
+            status="running",
+            scenario={
+                "name": scenario.name,
+                "path": str(scenario_path),
+                "sha256": hashlib.sha256(scenario_path.read_bytes()).hexdigest(),
+            },
+            started_at=_now(),
+            bench_version=__version__,
+            git_commit=git_commit(),
+            sample_interval_ms=scenario.sample_interval_ms,
+        )
+        facts = host_facts()
+        manifest.host = facts.as_dict()
+        manifest.host_load_before = facts.load_1m
+        store.write_manifest(manifest)
+
+        run = _Run(scenario, store, manifest, progress, signals)
+        status: RunStatus = "failed"
         try:
-            runtimes, skipped = _prepare_runtimes(names, scenario, manifest, progress)
+            _prepare_runtimes(names, run)
             store.write_manifest(manifest)
             plan = build_plan(scenario, names, cpus=facts.cpus)
             manifest.trials_planned = sum(len(step.trials) for step in plan)
             progress.planned(manifest.trials_planned)
-            status = _execute(plan, scenario, runtimes, skipped, store, manifest, progress)
-        except (Interrupted, KeyboardInterrupt):
+            status = _execute(plan, run)
+        except Interrupted as exc:
             status = "incomplete"
-            progress.note("interrupted: cleaned up; the trials finished so far are saved")
+            progress.note(f"interrupted ({exc}): cleaned up; the trials finished so far are saved")
         finally:
-            for runtime in runtimes.values():
-                with contextlib.suppress(Exception):
-                    runtime.close()
-            store.consolidate_samples()
-            manifest.status = status
-            manifest.ended_at = _now()
-            manifest.trials_done = len(store.trials)
-            store.write_manifest(manifest)
-    return RunOutcome(run_id, store.run_dir, status, list(store.trials), skipped)
+            _clean_up(run, status)
+    return RunOutcome(run_id, store.run_dir, status, list(store.trials), dict(run.skipped))
+
+
+def _clean_up(run: _Run, status: RunStatus) -> None:
+    """Stop what is left, close every runtime (private services too), write the manifest."""
+    _retry_stops(run)
+    for runtime in [*run.runtimes.values(), *run.retired]:
+        with contextlib.suppress(Exception):
+            runtime.close()
+    run.store.consolidate_samples()
+    manifest = run.manifest
+    manifest.status = status
+    manifest.ended_at = _now()
+    manifest.trials_done = len(run.store.trials)
+    manifest.leftovers = [f"{handle.name} (pid {handle.pid})" for handle in run.unstopped]
+    run.store.write_manifest(manifest)
+    if run.unstopped:
+        run.progress.note(
+            f"warning: {len(run.unstopped)} workload(s) could not be removed "
+            f"({', '.join(manifest.leftovers)}); run `bench gc` once their runtime answers again"
+        )
 
 
 def _runtime_names(scenario: Scenario, requested: list[str] | None) -> list[str]:
@@ -169,20 +212,22 @@ def _runtime_names(scenario: Scenario, requested: list[str] | None) -> list[str]
     return [name for name in scenario.runtimes if name in requested]
 
 
-def _prepare_runtimes(
-    names: list[str], scenario: Scenario, manifest: Manifest, progress: Progress
-) -> tuple[dict[str, Runtime], dict[str, str]]:
-    """Check each runtime, build and import the image; unavailable ones are skipped."""
+def _prepare_runtimes(names: list[str], run: _Run) -> None:
+    """Check each runtime, build and import the image; unavailable ones are skipped.
+
+    Each runtime goes into run.runtimes before it is used, so the final clean-up closes
+    it (and stops a private service it started) even when a signal arrives mid-way.
+    """
     from bench.runtimes import get_runtime
     from bench.workloads import binaries
 
-    runtimes: dict[str, Runtime] = {}
-    skipped: dict[str, str] = {}
+    manifest, progress = run.manifest, run.progress
     for name in names:
+        run.signals.check()
         runtime = get_runtime(name)
+        run.runtimes[name] = runtime
         availability = runtime.available()
         if availability.ok:
-            runtimes[name] = runtime
             manifest.runtimes[name] = {"available": True, "version": runtime.version()}
             left = runtime.leftovers()
             if left:
@@ -193,71 +238,110 @@ def _prepare_runtimes(
                 )
         else:
             reason = availability.reason + (f" Fix: {availability.fix}" if availability.fix else "")
-            skipped[name] = reason
-            manifest.runtimes[name] = {"available": False, "reason": reason}
-            progress.note(f"skipping {name}: {reason}")
-    extra = sorted({path for w in scenario.workloads for path in binaries(w)})
-    containers = [name for name in runtimes if name != "bare"]
+            _skip_runtime(run, name, reason)
+    extra = sorted({path for w in run.scenario.workloads for path in binaries(w)})
+    containers = [name for name in run.runtimes if name != "bare"]
     if containers:
         from bench.image import build_image
 
         progress.note("building the workload image")
-        image: WorkloadImage = build_image(extra_binaries=extra)
+        with run.signals.interruptible():  # build_image removes its staging dir on any exception
+            image: WorkloadImage = build_image(extra_binaries=extra)
         manifest.image = {"digest": image.digest, "tag": image.tag, "binaries": image.binaries}
         for name in containers:
+            run.signals.check()
             try:
-                runtimes[name].prepare(image)
+                run.runtimes[name].prepare(image)
             except BenchError as exc:
-                skipped[name] = f"image import failed: {exc}"
-                manifest.runtimes[name] = {"available": False, "reason": skipped[name]}
-                progress.note(f"skipping {name}: {skipped[name]}")
-                runtimes.pop(name).close()
+                _skip_runtime(run, name, f"image import failed: {exc}")
     else:
         manifest.image = {"binaries": {str(p): _sha256(p) for p in extra}}
-    return runtimes, skipped
 
 
-def _execute(
-    plan: list[PlanStep],
-    scenario: Scenario,
-    runtimes: dict[str, Runtime],
-    skipped: dict[str, str],
-    store: ResultStore,
-    manifest: Manifest,
-    progress: Progress,
-) -> RunStatus:
+def _skip_runtime(run: _Run, name: str, reason: str) -> None:
+    """Use `name` no more in this run: its remaining trials are recorded as skipped."""
+    run.skipped[name] = reason
+    run.manifest.runtimes[name] = {**run.manifest.runtimes.get(name, {}), "available": False}
+    run.manifest.runtimes[name]["reason"] = reason
+    run.progress.note(f"skipping {name}: {reason}")
+    runtime = run.runtimes.pop(name, None)
+    if runtime is not None:
+        run.retired.append(runtime)
+
+
+def _execute(plan: list[PlanStep], run: _Run) -> RunStatus:
     from bench.sampler import Sampler
 
+    store, progress = run.store, run.progress
     done = store.done_trial_ids()
-    sampler = Sampler(scenario.sample_interval_ms / 1000)
+    sampler = Sampler(run.scenario.sample_interval_ms / 1000)
     with sampler:
         for step in plan:
+            run.signals.check()
             if all(t.trial_id in done for t in step.trials):
                 for trial in step.trials:
                     progress.trial_finished(_existing(store, trial.trial_id))
                 continue
-            runtime_name = step.trials[0].runtime
+            name = step.trials[0].runtime
             results: list[tuple[TrialResult, pd.DataFrame | None]]
-            if runtime_name not in runtimes:
-                results = [(_skipped(t, skipped.get(runtime_name, "")), None) for t in step.trials]
+            if name not in run.runtimes:
+                results = [(_skipped(t, run.skipped.get(name, "")), None) for t in step.trials]
             else:
                 for trial in step.trials:
                     progress.trial_started(trial)
-                results = _run_step(step, scenario, runtimes[runtime_name], store, sampler)
+                try:
+                    results = _run_step(step, run, sampler)
+                except Exception as exc:  # the runtime broke (daemon gone ...): the run goes on
+                    reason = f"{name} failed: {_describe(exc)}"
+                    results = [(_failed(t, reason), None) for t in step.trials]
+                    _after_runtime_error(run, name, reason)
             for result, samples in results:
                 store.add_trial(result, samples)
                 progress.trial_finished(result)
-            manifest.trials_done = len(store.trials)
-            manifest.missed_sample_ticks = sampler.missed_ticks
-            store.write_manifest(manifest)
+            run.manifest.trials_done = len(store.trials)
+            run.manifest.missed_sample_ticks = sampler.missed_ticks
+            store.write_manifest(run.manifest)
+    if run.gave_up:
+        return "incomplete"  # `bench run --resume` runs the skipped trials once it is back
     statuses = {t.status for t in store.trials}
     return "complete" if statuses - {"skipped"} else "failed"
 
 
+def _after_runtime_error(run: _Run, name: str, reason: str) -> None:
+    """Go on with a runtime that still answers (podman restarts a private service that
+    died); give it up for the rest of the run when it does not, or fails too often."""
+    run.runtime_errors[name] = run.runtime_errors.get(name, 0) + 1
+    try:
+        availability = run.runtimes[name].available()
+    except Exception as exc:
+        availability = Availability(False, _describe(exc))
+    if availability.ok and run.runtime_errors[name] < MAX_RUNTIME_ERRORS:
+        _retry_stops(run)
+        return
+    why = availability.reason or f"{MAX_RUNTIME_ERRORS} runtime errors, the last: {reason}"
+    run.gave_up = True
+    _skip_runtime(run, name, f"gave up during the run: {why}")
+
+
+def _retry_stops(run: _Run) -> None:
+    still = []
+    for handle in run.unstopped:
+        try:
+            handle.stop()
+        except Exception:
+            still.append(handle)
+    run.unstopped = still
+
+
 def _run_step(
-    step: PlanStep, scenario: Scenario, runtime: Runtime, store: ResultStore, sampler: Sampler
+    step: PlanStep, run: _Run, sampler: Sampler
 ) -> list[tuple[TrialResult, pd.DataFrame | None]]:
-    """Start every trial of the step, wait for the non-aggressors, stop everything."""
+    """Start every trial of the step, wait for the non-aggressors, stop everything.
+
+    A signal interrupts only the waits and the checks between starts: a runtime is never
+    cut off half-way through starting or removing a container (see _Signals).
+    """
+    runtime = run.runtimes[step.trials[0].runtime]
     started: list[_Started] = []
     errors: dict[str, str] = {}
     finished: list[tuple[TrialResult, pd.DataFrame | None]] = []
@@ -265,15 +349,17 @@ def _run_step(
     idle = _footprint(runtime) if len(step.trials) > 1 else None
     try:
         for trial in step.trials:
+            run.signals.check()
             try:
-                started.append(_start(trial, scenario, runtime, store, sampler))
+                started.append(_start(trial, run.scenario, runtime, run.store, sampler))
             except BenchError as exc:
                 errors[trial.trial_id] = str(exc)
-        deadline = time.monotonic() + scenario.timeout_s
-        for item in started:
-            if item.trial.role != "aggressor":
-                item.exit_info = item.handle.wait(max(deadline - time.monotonic(), 0.0))
-                item.wall_s = time.monotonic() - item.t0
+        deadline = time.monotonic() + run.scenario.timeout_s
+        with run.signals.interruptible():
+            for item in started:
+                if item.trial.role != "aggressor":
+                    item.exit_info = item.handle.wait(max(deadline - time.monotonic(), 0.0))
+                    item.wall_s = time.monotonic() - item.t0
         for item in started:
             if item.trial.role == "aggressor":
                 item.exit_info = item.handle.wait(0.0)
@@ -281,7 +367,7 @@ def _run_step(
         host_probe_ms = _host_probe_ms() if len(started) > 1 else None
         # Once per step, while every container of the step still exists.
         footprint = _footprint(runtime)
-        finished = [_finish(item, store, sampler, footprint) for item in started]
+        finished = [_finish(item, run.store, sampler, footprint) for item in started]
         for result, _samples in finished:
             result.group_size = len(step.trials)
             result.host_probe_ms = host_probe_ms
@@ -293,14 +379,15 @@ def _run_step(
                 sampler.remove(item.trial.trial_id)
             try:
                 stop_seconds[item.trial.trial_id] = item.handle.stop()
-            except Exception as exc:  # keep stopping the others; the error is recorded
-                errors.setdefault(item.trial.trial_id, f"cleanup failed: {exc}")
+            except Exception as exc:  # keep stopping the others; retried at the end of the run
+                errors.setdefault(item.trial.trial_id, f"cleanup failed: {_describe(exc)}")
+                run.unstopped.append(item.handle)
     for result, _samples in finished:
         result.stop_s = stop_seconds.get(result.trial_id)
         if result.trial_id in errors:
             result.error = "; ".join(filter(None, [result.error, errors[result.trial_id]]))
     failed = [
-        (TrialResult(**_identity(t), status="failed", error=errors[t.trial_id]), None)  # type: ignore[arg-type]
+        (_failed(t, errors[t.trial_id]), None)
         for t in step.trials
         if t.trial_id in errors and all(r.trial_id != t.trial_id for r, _ in finished)
     ]
@@ -396,6 +483,8 @@ def _finish(
     if result.mem_peak_bytes is None and len(columns):
         result.mem_peak_bytes = max(columns.values["mem_current_bytes"])
         result.mem_peak_from_samples = True
+    if result.pids_peak is None and len(columns):
+        result.pids_peak = max(columns.values["pids_current"])
     if footprint is not None:
         result.runtime_rss_bytes = footprint.rss_bytes
         result.runtime_pss_bytes = footprint.pss_bytes
@@ -444,6 +533,16 @@ def _identity(trial: Trial) -> dict[str, object]:
     }
 
 
+def _failed(trial: Trial, reason: str) -> TrialResult:
+    return TrialResult(**_identity(trial), status="failed", error=reason)  # type: ignore[arg-type]
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as one line for a trial's error column."""
+    text = " ".join(str(exc).split()) or "no message"
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
 def _skipped(trial: Trial, reason: str) -> TrialResult:
     return TrialResult(**_identity(trial), status="skipped", error=reason)  # type: ignore[arg-type]
 
@@ -467,16 +566,50 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-@contextlib.contextmanager
-def _signals_raise_interrupted() -> Iterator[None]:
-    """Turn SIGTERM (and SIGINT) into an exception so every `finally` cleans up."""
+class _Signals:
+    """SIGINT/SIGTERM -> Interrupted, raised only at safe points.
 
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        raise Interrupted(f"received signal {signal.Signals(signum).name}")
+    The handler raises at once only inside interruptible() (waiting for a workload,
+    building the image); elsewhere it records the signal and check() raises it at the
+    next step boundary. So a runtime is never cut off half-way through creating or
+    removing a container, which is what would leave one behind. Signals after the first
+    are ignored: the clean-up is already under way (SIGKILL still ends bench; `bench gc`
+    then removes what is left).
+    """
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._raised = False
+        self._interruptible = False
+        self._previous: dict[signal.Signals, object] = {}
+
+    def __enter__(self) -> _Signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, old in self._previous.items():
+            signal.signal(sig, old)  # type: ignore[arg-type]
+
+    def _handler(self, signum: int, _frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+            if self._interruptible:
+                self.check()
+
+    def check(self) -> None:
+        """Raise Interrupted once if a signal arrived."""
+        if self.received is not None and not self._raised:
+            self._raised = True
+            raise Interrupted(f"received {self.received}")
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A region the signal may interrupt at any point (its code cleans up on any error)."""
+        self.check()
+        self._interruptible = True
+        try:
+            yield
+        finally:
+            self._interruptible = False

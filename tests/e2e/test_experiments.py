@@ -1,0 +1,129 @@
+"""The shipped experiments, run for real in quick mode under every runtime (issue 4)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.analysis import (
+    footprint_table,
+    isolation_table,
+    load_run,
+    overhead_table,
+    startup_table,
+)
+from tests.conftest import require_root
+from tests.e2e.conftest import bench
+
+ALL_RUNTIMES = ("bare", "docker", "podman", "lxc")
+pytestmark = pytest.mark.slow
+
+
+def run_shipped(name: str, results_dir: Path, runtimes: tuple[str, ...] = ALL_RUNTIMES):
+    """`bench run NAME --quick --json`, requiring every runtime to have run (none skipped)."""
+    require_root()
+    args = ["run", name, "--quick", "--json", "--results-dir", str(results_dir)]
+    for runtime in runtimes:
+        args += ["--runtime", runtime]
+    done = bench(*args, timeout_s=300)
+    assert "Traceback" not in done.stderr
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcome = json.loads(done.stdout)
+    skipped = outcome["skipped_runtimes"]
+    if skipped:
+        from tests.conftest import require
+
+        require(False, f"runtimes unavailable: {skipped}")
+    return load_run(Path(outcome["run_dir"]))
+
+
+def test_isolation_memory_aggressor_is_oom_killed_inside_its_limit_victim_ok(
+    tmp_path: Path,
+) -> None:
+    run = run_shipped("isolation-memory", tmp_path)
+    trials = run.trials[~run.trials["warmup"]]
+    for runtime in ALL_RUNTIMES:
+        mine = trials[trials["runtime"] == runtime]
+        aggressors = mine[mine["role"] == "aggressor"]
+        victims = mine[mine["role"] == "victim"]
+        assert len(aggressors) and len(victims), runtime
+        assert (aggressors["status"] == "oom").all(), (runtime, aggressors["status"].tolist())
+        assert (aggressors["oom_kills"] > 0).all()
+        # The aggressor's peak never passed its own limit: the kernel held it there.
+        assert (aggressors["mem_peak_bytes"] <= aggressors["mem_limit_bytes"]).all()
+        assert (victims["status"] == "ok").all(), (runtime, victims["error"].tolist())
+        assert (victims["oom_kills"] == 0).all()
+    table = isolation_table(run)
+    assert set(table["runtime"]) == set(ALL_RUNTIMES)
+    assert table["limit_held"].astype(bool).all()
+    assert table["aggressor_oom_killed"].astype(bool).all()
+
+
+def test_isolation_fork_pids_limit_holds_and_host_unharmed(tmp_path: Path) -> None:
+    run = run_shipped("isolation-fork", tmp_path)
+    trials = run.trials[~run.trials["warmup"]]
+    for runtime in ALL_RUNTIMES:
+        mine = trials[trials["runtime"] == runtime]
+        aggressors = mine[mine["role"] == "aggressor"]
+        victims = mine[mine["role"] == "victim"]
+        assert len(aggressors) and len(victims), runtime
+        # The bomb reached its ceiling (it did try) and never went past it.
+        assert (aggressors["pids_peak"] <= aggressors["pids_limit"]).all()
+        assert (aggressors["pids_peak"] >= aggressors["pids_limit"] // 2).all()
+        assert (victims["status"] == "ok").all(), (runtime, victims["error"].tolist())
+        # The host could still start a process while the bomb ran.
+        assert victims["host_probe_ms"].notna().all()
+        assert (victims["host_probe_ms"] < 5000).all()
+    assert isolation_table(run)["limit_held"].astype(bool).all()
+
+
+def test_isolation_cpu_separate_cpus_degrade_less_than_a_shared_cpu(tmp_path: Path) -> None:
+    run = run_shipped("isolation-cpu", tmp_path)
+    table = isolation_table(run).set_index(["runtime", "placement"])
+    for runtime in ALL_RUNTIMES:
+        shared = table.loc[(runtime, "shared"), "degradation_pct"]
+        separate = table.loc[(runtime, "separate"), "degradation_pct"]
+        assert shared > separate, (runtime, shared, separate)
+        # Two busy workers beside the victim on its one CPU take a large share of it.
+        assert shared > 20, (runtime, shared)
+
+
+def test_overhead_startup_gives_one_latency_per_runtime_and_names_the_fastest(
+    tmp_path: Path,
+) -> None:
+    run = run_shipped("overhead-startup", tmp_path)
+    table = startup_table(run)
+    assert sorted(table["runtime"]) == sorted(ALL_RUNTIMES)
+    for _, row in table.iterrows():
+        assert row["start_low_ms"] <= row["start_ms"] <= row["start_high_ms"]
+        assert row["start_ms"] > 0 and math.isfinite(row["start_high_ms"])
+    assert table["fastest"].sum() == 1
+    fastest = table.loc[table["fastest"], "runtime"].item()
+    assert table.loc[table["fastest"], "start_ms"].item() == table["start_ms"].min()
+    assert fastest in ALL_RUNTIMES
+    assert len(overhead_table(run)) == len(ALL_RUNTIMES)
+
+
+def test_overhead_footprint_gives_memory_per_container_with_an_interval(tmp_path: Path) -> None:
+    run = run_shipped("overhead-footprint", tmp_path)
+    table = footprint_table(run).set_index("runtime")
+    for runtime in ("docker", "podman", "lxc"):
+        row = table.loc[runtime]
+        assert row["containers"] == 10
+        assert row["runtime_pss_bytes"] > 0
+        low, value, high = (row[f"pss_per_container{s}_bytes"] for s in ("_low", "", "_high"))
+        assert low <= value <= high, (runtime, low, value, high)
+        assert math.isfinite(value)
+
+
+def test_smoke_runs_all_four_runtimes(tmp_path: Path) -> None:
+    run = run_shipped("smoke", tmp_path)
+    solo = run.trials[run.trials["role"] == "solo"]
+    assert set(solo["runtime"]) == set(ALL_RUNTIMES)
+    assert (solo["status"] == "ok").all(), solo[["trial_id", "status", "error"]].to_string()
+    assert solo["throughput"].gt(0).all()
+    shutil.rmtree(tmp_path, ignore_errors=True)
