@@ -7,9 +7,10 @@ import math
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -56,6 +57,15 @@ def parse_size_bytes(value: int | str) -> int:
     if size <= 0:
         raise ValueError("a size must be positive")
     return size
+
+
+T = TypeVar("T")
+
+
+def unique_entries(values: list[T]) -> list[T]:
+    if len(set(values)) != len(values):
+        raise ValueError("list each entry once")
+    return values
 
 
 class StrictModel(BaseModel):
@@ -227,16 +237,9 @@ class IsolationModel(StrictModel):
     aggressors: list[AggressorModel] = Field(min_length=1)
     # any: no pinning; shared: victim and aggressor both on CPU 0; separate: victim on
     # CPU 0, aggressor on CPU 1.
-    placements: list[Placement] = Field(
+    placements: Annotated[list[Placement], AfterValidator(unique_entries)] = Field(
         default_factory=lambda: list[Placement](["any"]), min_length=1
     )
-
-    @field_validator("placements")
-    @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("list each entry once")
-        return value
 
     @model_validator(mode="after")
     def _pinning(self) -> IsolationModel:
@@ -262,8 +265,12 @@ class Scenario(StrictModel):
 
     name: str
     description: str = ""
-    runtimes: list[RuntimeName] = Field(default_factory=lambda: list(RUNTIME_NAMES), min_length=1)
-    oci_runtimes: list[OciRuntime] = Field(default_factory=list)
+    runtimes: Annotated[list[RuntimeName], AfterValidator(unique_entries)] = Field(
+        default_factory=lambda: list(RUNTIME_NAMES), min_length=1
+    )
+    oci_runtimes: Annotated[list[OciRuntime], AfterValidator(unique_entries)] = Field(
+        default_factory=list
+    )
     repetitions: Annotated[int, Field(ge=1, le=1000)] = 3
     warmups: Annotated[int, Field(ge=0, le=100)] = 1
     sample_interval_ms: Annotated[float, Field(ge=1, le=60_000)] = 100.0
@@ -301,13 +308,6 @@ class Scenario(StrictModel):
     @classmethod
     def _float(cls, value: object) -> object:
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-    @field_validator("runtimes", "oci_runtimes")
-    @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("list each entry once")
-        return value
 
     @model_validator(mode="after")
     def _unique_workloads(self) -> Scenario:

@@ -22,7 +22,7 @@ from bench.cgroups.locate import locate
 from bench.cgroups.model import CgroupLocation
 from bench.errors import BenchError
 from bench.runtimes.base import ExitInfo
-from bench.spec import STDERR_FILE, STDOUT_FILE, StartSpec
+from bench.spec import CPU_PERIOD_US, STDERR_FILE, STDOUT_FILE, Limits, StartSpec
 
 IO_MOUNT = "/bench"
 """Where the per-trial io dir is bind-mounted in every container (also the working dir)."""
@@ -189,7 +189,11 @@ class ContainerHandle:
                 return None
 
     def stop(self) -> float:
-        """Kill and remove the container, close the FIFO; seconds taken (0.0 when repeated)."""
+        """Kill and remove the container, close the FIFO; seconds taken (0.0 when repeated).
+
+        A stop that raised (e.g. the daemon was gone) can be called again: the runner
+        retries it once the runtime answers, so the container is not left behind.
+        """
         if self._stopped:
             return 0.0
         started = time.monotonic()
@@ -200,7 +204,7 @@ class ContainerHandle:
                 self.remove()
             finally:
                 self.fifo.close()
-                self._stopped = True
+        self._stopped = True
         return time.monotonic() - started
 
 
@@ -254,3 +258,23 @@ def start_container(
         remove=launched.remove,
         poll_exit=launched.poll_exit,
     )
+
+
+def engine_limit_options(limits: Limits) -> dict[str, int | str]:
+    """Limits as the keyword arguments docker-py and podman-py both take.
+
+    Quota/period rather than nano_cpus: podman-py drops nano_cpus silently (HOST-NOTES).
+    memswap_limit equal to mem_limit means no swap.
+    """
+    options: dict[str, int | str] = {}
+    if limits.cpu_quota_us is not None:
+        options["cpu_period"] = CPU_PERIOD_US
+        options["cpu_quota"] = limits.cpu_quota_us
+    if limits.cpuset is not None:
+        options["cpuset_cpus"] = limits.cpuset
+    if limits.memory_bytes is not None:
+        options["mem_limit"] = limits.memory_bytes
+        options["memswap_limit"] = limits.memory_bytes
+    if limits.pids is not None:
+        options["pids_limit"] = limits.pids
+    return options

@@ -8,9 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError, RuntimeUnavailable
 from bench.image import IMAGE_REPOSITORY
-from bench.runtimes._container import IO_MOUNT, ContainerHandle, Launched, start_container
+from bench.runtimes._container import (
+    IO_MOUNT,
+    ContainerHandle,
+    Launched,
+    engine_limit_options,
+    start_container,
+)
 from bench.runtimes.base import Availability
-from bench.spec import CPU_PERIOD_US, LABEL, NAME_PREFIX
+from bench.spec import LABEL, NAME_PREFIX
 
 if TYPE_CHECKING:
     from bench.image import WorkloadImage
@@ -116,16 +122,7 @@ class DockerRuntime:
             "cap_drop": ["ALL"],
             "auto_remove": False,
         }
-        if limits.cpu_quota_us is not None:
-            options["cpu_period"] = CPU_PERIOD_US
-            options["cpu_quota"] = limits.cpu_quota_us
-        if limits.cpuset is not None:
-            options["cpuset_cpus"] = limits.cpuset
-        if limits.memory_bytes is not None:
-            options["mem_limit"] = limits.memory_bytes
-            options["memswap_limit"] = limits.memory_bytes  # equal: no swap
-        if limits.pids is not None:
-            options["pids_limit"] = limits.pids
+        options.update(engine_limit_options(limits))
         if spec.oci_runtime:
             options["runtime"] = spec.oci_runtime
         return options

@@ -26,9 +26,15 @@ from typing import IO, TYPE_CHECKING, Any
 
 from bench.cgroups.locate import host_cgroup_version
 from bench.errors import BenchError, RuntimeUnavailable
-from bench.runtimes._container import IO_MOUNT, ContainerHandle, Launched, start_container
+from bench.runtimes._container import (
+    IO_MOUNT,
+    ContainerHandle,
+    Launched,
+    engine_limit_options,
+    start_container,
+)
 from bench.runtimes.base import Availability
-from bench.spec import CPU_PERIOD_US, LABEL, NAME_PREFIX, StartSpec
+from bench.spec import LABEL, NAME_PREFIX, StartSpec
 
 if TYPE_CHECKING:
     from bench.image import WorkloadImage
@@ -101,8 +107,11 @@ class PodmanRuntime:
     def _client_for(self, oci_runtime: str | None) -> _Service:
         wanted = oci_runtime or (None if self.base_url else default_oci_runtime())
         key = wanted or "<pinned>"
-        if key in self._services:
-            return self._services[key]
+        cached = self._services.get(key)
+        if cached is not None:
+            if cached.process is not None and cached.process.poll() is not None:
+                self._restart_private(cached)
+            return cached
         if self.base_url is not None:
             service = self._connect(self.base_url)
             if service is None:
@@ -149,11 +158,25 @@ class PodmanRuntime:
                 shared.client.close()
         return self._start_private(oci_runtime)
 
-    def _start_private(self, oci_runtime: str) -> _Service:
+    def _restart_private(self, service: _Service) -> None:
+        """Start bench's private service again after it died, on the same socket.
+
+        The same socket keeps the existing client, and every container handle made with
+        it, working: the runner can still stop and remove the containers of the trial
+        that failed when the service died (podman containers outlive their API service).
+        """
+        assert service.socket_path is not None
+        if service.log is not None:
+            service.log.close()
+        fresh = self._start_private(service.oci_runtime, service.socket_path)
+        fresh.client.close()
+        service.process, service.log = fresh.process, fresh.log
+
+    def _start_private(self, oci_runtime: str, socket_path: Path | None = None) -> _Service:
         if shutil.which("podman") is None:
             raise RuntimeUnavailable(f"podman is not installed; fix: {INSTALL_FIX}")
         token = uuid.uuid4().hex[:8]
-        socket_path = (
+        socket_path = socket_path or (
             PRIVATE_SOCKET_DIR / f"{PRIVATE_SOCKET_PREFIX}{os.getpid()}-{oci_runtime}-{token}.sock"
         )
         with contextlib.suppress(FileNotFoundError):
@@ -381,17 +404,7 @@ def _create_kwargs(spec: StartSpec) -> dict[str, Any]:
     }
     if not spec.network:
         kwargs["network_mode"] = "none"
-    if limits.cpu_quota_us is not None:
-        # nano_cpus is silently dropped by podman-py (HOST-NOTES): period/quota instead.
-        kwargs["cpu_period"] = CPU_PERIOD_US
-        kwargs["cpu_quota"] = limits.cpu_quota_us
-    if limits.cpuset is not None:
-        kwargs["cpuset_cpus"] = limits.cpuset
-    if limits.memory_bytes is not None:
-        kwargs["mem_limit"] = limits.memory_bytes
-        kwargs["memswap_limit"] = limits.memory_bytes  # memory + swap == memory: no swap
-    if limits.pids is not None:
-        kwargs["pids_limit"] = limits.pids
+    kwargs.update(engine_limit_options(limits))
     return kwargs
 
 
