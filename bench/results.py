@@ -93,6 +93,8 @@ class Manifest:
     trials_planned: int = 0
     trials_done: int = 0
     missed_sample_ticks: int = 0
+    # Workloads bench could not remove (their runtime had stopped answering): `bench gc`.
+    leftovers: list[str] = field(default_factory=list)
 
 
 def check_run_id(run_id: str) -> str:
@@ -175,6 +177,13 @@ class ResultStore:
         # Nullable integers: a missing exit code must not turn the column into floats.
         frame = frame.astype({name: "Int64" for name in _INT_COLUMNS})
         _write_parquet(frame, self.run_dir / TRIALS)
+
+    def finish(self) -> None:
+        """End of a run, also an interrupted one: samples merged, a trials table present
+        (empty when no trial finished), so the folder always loads."""
+        self.consolidate_samples()
+        if not (self.run_dir / TRIALS).exists():
+            self._write_trials()
 
     def consolidate_samples(self) -> None:
         """Merge per-trial sample parts into samples.parquet (parts kept until it is written)."""

@@ -186,7 +186,7 @@ def _clean_up(run: _Run, status: RunStatus) -> None:
     for runtime in [*run.runtimes.values(), *run.retired]:
         with contextlib.suppress(Exception):
             runtime.close()
-    run.store.consolidate_samples()
+    run.store.finish()
     manifest = run.manifest
     manifest.status = status
     manifest.ended_at = _now()

@@ -1,0 +1,113 @@
+"""SIGINT/SIGTERM/SIGKILL at random points of a real multi-runtime `bench run`.
+
+After SIGINT or SIGTERM: bench exits within 10 s, leaves no container, cgroup or private
+podman service of its run, and the partial result loads with status `incomplete`. After
+SIGKILL: `bench run` warns about what was left and `bench gc` removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.analysis import load_run
+from tests.e2e import reliability as rel
+
+EXIT_WITHIN_S = 10.0
+SEED = 6
+# Four cases at seeded random moments of a ~30 s run, from runtime preparation to the last trials.
+CASES = [
+    (sig, round(random.Random(SEED + n).uniform(1.0, 25.0), 2))
+    for n, sig in enumerate([signal.SIGINT, signal.SIGTERM, signal.SIGTERM, signal.SIGINT])
+]
+SLEEP_2S = ["/bin/busybox", "sleep", "2"]
+
+
+@pytest.fixture(scope="module")
+def runtimes() -> list[str]:
+    return rel.available_runtimes()
+
+
+def _trials_done(run_dir: Path) -> int:
+    try:
+        return int(json.loads((run_dir / "manifest.json").read_text())["trials_done"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+@pytest.mark.parametrize(("sig", "delay_s"), CASES, ids=[f"{s.name}-{d}s" for s, d in CASES])
+def test_signal_cleans_up_and_keeps_the_partial_result(
+    sig: signal.Signals, delay_s: float, runtimes: list[str], tmp_path: Path
+) -> None:
+    scenario = rel.scenario_file(tmp_path, runtimes, [("sleep", SLEEP_2S)], repetitions=3)
+    run_id = f"sig-{sig.name}-{int(delay_s * 100)}-{time.time_ns() % 10**6}"
+    started = rel.start_run(scenario, tmp_path / "results", run_id)
+    try:
+        time.sleep(delay_s)
+        assert started.process.poll() is None, f"run ended before the signal:\n{started.stderr()}"
+        done_before = _trials_done(started.run_dir)
+        started.process.send_signal(sig)
+        signalled = time.monotonic()
+        started.process.wait(timeout=EXIT_WITHIN_S + 20)
+        took_s = time.monotonic() - signalled
+        stderr = started.stderr()
+        print(f"{sig.name} after {delay_s} s ({done_before} trials done): exit in {took_s:.2f} s")
+        assert took_s <= EXIT_WITHIN_S, f"exit took {took_s:.1f} s after {sig.name}:\n{stderr}"
+        assert started.process.returncode == 1, stderr
+        assert "Traceback" not in stderr
+        rel.assert_none_left(run_id, started.process.pid)
+
+        run = load_run(started.run_dir)
+        manifest = json.loads((started.run_dir / "manifest.json").read_text())
+        assert manifest["status"] == "incomplete"
+        assert manifest["leftovers"] == []
+        assert len(run.trials) == manifest["trials_done"] >= done_before
+        assert set(run.trials["status"]) <= {"ok"}, run.trials[["trial_id", "status", "error"]]
+        assert set(run.samples["trial_id"]) <= set(run.trials["trial_id"])
+        assert not (started.run_dir / "samples.parts").exists()
+        assert not list(started.run_dir.glob(".*.tmp"))
+    finally:
+        if started.process.poll() is None:
+            started.process.kill()
+            started.process.wait()
+        rel.remove_run_objects(run_id, started.process.pid)
+
+
+def test_sigkill_then_warning_then_gc(runtimes: list[str], tmp_path: Path) -> None:
+    scenario = rel.scenario_file(tmp_path, runtimes, [("sleep", ["/bin/busybox", "sleep", "5"])])
+    run_id = f"sigkill-{time.time_ns() % 10**6}"
+    started = rel.start_run(scenario, tmp_path / "results", run_id)
+    try:
+        rel.wait_for_trials(started.run_dir, 1, timeout_s=60)
+        time.sleep(random.Random(SEED).uniform(1.0, 3.0))  # somewhere in the second 5 s trial
+        started.process.kill()
+        started.process.wait(timeout=10)
+        left = rel.leftovers(run_id, started.process.pid)
+        assert any(left.values()), "SIGKILL mid-trial left nothing: the test missed the trial"
+        owners = {"cgroups": "bare", "podman-service": "podman"}
+        with_leftovers = sorted({owners.get(kind, kind) for kind, names in left.items() if names})
+
+        quick = rel.scenario_file(tmp_path, with_leftovers, [("true", ["/bin/true"])])
+        second = rel.bench(
+            "run", str(quick), "--results-dir", str(tmp_path / "results"), "--run-id", "after"
+        )
+        assert second.returncode == 0, second.stderr
+        assert "left by an earlier bench run" in second.stderr
+        assert "bench gc" in second.stderr
+
+        gc = rel.bench("gc")
+        assert gc.returncode == 0, gc.stderr
+        assert "Traceback" not in gc.stderr
+        rel.assert_none_left(run_id, started.process.pid)
+        # The killed run stays readable: what it had written is there, status `running`.
+        assert json.loads((started.run_dir / "manifest.json").read_text())["status"] == "running"
+        load_run(started.run_dir)
+    finally:
+        if started.process.poll() is None:
+            started.process.kill()
+        rel.remove_run_objects(run_id, started.process.pid)
