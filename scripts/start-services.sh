@@ -2,6 +2,10 @@
 # Start dockerd and the podman API service if they are not running (idempotent).
 set -euo pipefail
 if ! docker version >/dev/null 2>&1; then
+  # A dockerd killed with SIGKILL leaves its pid file, and a new one refuses to start.
+  if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+    rm -f /var/run/docker.pid
+  fi
   setsid dockerd >/var/log/bench-dockerd.log 2>&1 < /dev/null &
   for _ in $(seq 60); do docker version >/dev/null 2>&1 && break; sleep 1; done
   docker version >/dev/null 2>&1 || { echo "dockerd did not start:"; tail -20 /var/log/bench-dockerd.log; exit 1; }
