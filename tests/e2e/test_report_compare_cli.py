@@ -157,3 +157,22 @@ def test_compare_catches_injected_regression(real_run: RealRun, tmp_path: Path) 
 
     loose = bench("compare", str(real_run.run_dir), str(new), "--threshold", "20")
     assert loose.returncode == 0, loose.stdout  # 10 % is within a 20 % threshold
+
+
+def test_report_of_two_runs_is_side_by_side(
+    real_run: RealRun, real_rerun: RealRun, tmp_path: Path
+) -> None:
+    out = tmp_path / "both"
+    done = bench("report", str(real_run.run_dir), str(real_rerun.run_dir), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    markdown = (out / "report.md").read_text()
+    assert "## Overhead side by side (ratio to bare)" in markdown
+    header = next(
+        line for line in markdown.splitlines() if line.startswith("| runtime | workload |")
+    )
+    assert real_run.run_id in header and real_rerun.run_id in header
+    report = json.loads((out / "report.json").read_text())
+    assert [r["run_id"] for r in report["runs"]] == [real_run.run_id, real_rerun.run_id]
+    html = (out / "index.html").read_text()
+    assert html.count(f"<h2>Run {real_run.run_id}</h2>") == 1
+    assert html.count(f"<h2>Run {real_rerun.run_id}</h2>") == 1
