@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -21,3 +22,22 @@ def require(condition: bool, reason: str) -> None:
 
 def require_root() -> None:
     require(os.geteuid() == 0, "needs root to create cgroups and run containers")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftovers_after_the_suite() -> Iterator[None]:
+    """After every test (and fixture teardown): no cgroup or container bench created remains.
+
+    Only checked in CI, where the suite owns the machine; locally other runs may be live.
+    """
+    yield
+    if not os.environ.get("CI") or os.geteuid() != 0:
+        return
+    from bench.cgroups import bench_parents, list_bench_cgroups
+    from bench.gc import find_leftovers
+
+    parents = set(bench_parents())
+    cgroups = [path for path in list_bench_cgroups() if path not in parents]
+    assert not cgroups, f"bench cgroups left after the suite: {cgroups[:5]}"
+    left = find_leftovers()
+    assert not left, f"bench objects left after the suite: {left}"
