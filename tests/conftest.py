@@ -33,7 +33,7 @@ def no_leftovers_after_the_suite() -> Iterator[None]:
     yield
     if not os.environ.get("CI") or os.geteuid() != 0:
         return
-    from bench.cgroups import bench_parents, list_bench_cgroups
+    from bench.cgroups.manage import bench_parents, list_bench_cgroups
     from bench.gc import find_leftovers
 
     parents = set(bench_parents())
