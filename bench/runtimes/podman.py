@@ -293,8 +293,9 @@ class PodmanRuntime:
         return sorted(set(self.service_pids()) | set(self.monitor_pids()))
 
     def leftovers(self) -> list[str]:
+        # Not the imported image: it is a cache the next run reuses (content-addressed);
+        # remove_leftovers (`bench gc`) removes it too.
         found = [f"podman container {name}" for name in _bench_containers()]
-        found += [f"podman image {ref}" for ref in _bench_images()]
         found += [f"podman service pid {pid}" for pid in _stale_service_pids()]
         found += [f"podman service socket {path}" for path in _stale_sockets()]
         return found
