@@ -127,3 +127,20 @@ def test_smoke_runs_all_four_runtimes(tmp_path: Path) -> None:
     assert (solo["status"] == "ok").all(), solo[["trial_id", "status", "error"]].to_string()
     assert solo["throughput"].gt(0).all()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_overhead_cpu_same_workload_gives_the_same_throughput_within_noise(
+    tmp_path: Path,
+) -> None:
+    """The identical image under every runtime: CPU-bound throughput within ±10 % of bare."""
+    run = run_shipped("overhead-cpu", tmp_path)
+    table = overhead_table(run)
+    cpu = table[table["workload"] == "cpu"].set_index("runtime")
+    assert sorted(cpu.index) == sorted(ALL_RUNTIMES)
+    for runtime in ALL_RUNTIMES:
+        row = cpu.loc[runtime]
+        assert row["metric"] == "throughput" and row["median"] > 0
+        # The ratio's 95 % interval must reach into [0.9, 1.1]: no runtime is off by more.
+        assert row["ratio_low"] <= 1.1 and row["ratio_high"] >= 0.9, (
+            runtime, row["ratio"], row["ratio_low"], row["ratio_high"],
+        )  # fmt: skip
