@@ -191,6 +191,10 @@ class ResultStore:
 
         parts = sorted((self.run_dir / SAMPLE_PARTS).glob("*.parquet"))
         frames = [pd.read_parquet(p) for p in parts]
+        if (self.run_dir / SAMPLES).exists():  # a resumed run: keep the earlier trials' samples
+            earlier = pd.read_parquet(self.run_dir / SAMPLES)
+            frames.insert(0, earlier[~earlier["trial_id"].isin({p.stem for p in parts})])
+        frames = [f for f in frames if len(f)]
         frame = pd.concat(frames, ignore_index=True) if frames else _empty_samples()
         _write_parquet(frame, self.run_dir / SAMPLES)
         for part in parts:

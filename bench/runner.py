@@ -139,9 +139,11 @@ def run_scenario(
         if options.quick:
             scenario = scenario.quickened()
         names = _runtime_names(scenario, options.runtimes)
+        scenario_sha256 = hashlib.sha256(scenario_path.read_bytes()).hexdigest()
         if options.resume is not None:
             store = ResultStore(options.resume, resume=True)
             run_id = options.resume.name
+            _check_same_scenario(options.resume, scenario_sha256)
         else:
             run_id = check_run_id(options.run_id or default_run_id(scenario))
             store = ResultStore(options.results_dir / run_id)
@@ -151,7 +153,7 @@ def run_scenario(
             scenario={
                 "name": scenario.name,
                 "path": str(scenario_path),
-                "sha256": hashlib.sha256(scenario_path.read_bytes()).hexdigest(),
+                "sha256": scenario_sha256,
             },
             started_at=_now(),
             bench_version=__version__,
@@ -178,6 +180,22 @@ def run_scenario(
         finally:
             _clean_up(run, status)
     return RunOutcome(run_id, store.run_dir, status, list(store.trials), dict(run.skipped))
+
+
+def _check_same_scenario(run_dir: Path, scenario_sha256: str) -> None:
+    """Trial ids come from the scenario: resuming with another one would mix two plans."""
+    import json
+
+    try:
+        recorded = json.loads((run_dir / "manifest.json").read_text()).get("scenario", {})
+    except (OSError, ValueError, AttributeError) as exc:
+        raise InputError(f"{run_dir}/manifest.json is unreadable ({exc}); cannot resume") from None
+    if recorded.get("sha256") != scenario_sha256:
+        raise InputError(
+            f"{run_dir} was run with scenario {recorded.get('path')!r} "
+            f"(sha256 {str(recorded.get('sha256'))[:12]}), not this file; resume it with "
+            "the same scenario file, or start a new run"
+        )
 
 
 def _clean_up(run: _Run, status: RunStatus) -> None:
