@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from bench.analysis import load_run
+from tests.conftest import require_root
 from tests.e2e import reliability as rel
 
 SLEEP_1S = ["/bin/busybox", "sleep", "1"]
@@ -24,7 +25,7 @@ SLEEP_1S = ["/bin/busybox", "sleep", "1"]
 
 @pytest.fixture
 def bare_only() -> None:
-    rel.require_root()
+    require_root()
 
 
 def _tree_digest(directory: Path) -> dict[str, str]:
