@@ -86,7 +86,7 @@ def test_fault_is_recorded_per_trial(workload: str, fault_run: tuple[Path, list[
         if exit_code is not None:
             assert row.exit_code == exit_code, (row.runtime, row.exit_code)
         if tail is not None:
-            assert tail in row.output_tail, (row.runtime, row.output_tail)
+            assert tail in str(row.output_tail), (row.runtime, row.output_tail)
         if status == "ok":
             assert row.error == "" and row.output_tail == ""
         else:
