@@ -15,12 +15,13 @@
 #
 # Inside, BENCH_V2VM=1 tells tests that they run under slow TCG emulation; CI is passed on.
 # Env: MEM (MiB, default 2048), SMP (default 2), TIMEOUT (s, default 420), WORK (cache dir,
-# default <repo>/.v2vm, git-ignored: the kernel package is kept there between runs).
+# default <repo>/.v2vm, git-ignored: the kernel package is kept there between runs; the
+# last run's console output is left in $WORK/vm.log).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd -P)
 WORK=${WORK:-$REPO/.v2vm}; MEM=${MEM:-2048}; SMP=${SMP:-2}
 GUEST_CMD=${1:?"usage: $0 'command to run in the repo root inside the VM'"}
-mkdir -p "$WORK"; cd "$WORK"
+mkdir -p "$WORK"; WORK=$(cd "$WORK" && pwd -P); cd "$WORK"
 export DEBIAN_FRONTEND=noninteractive
 need=(); for p in qemu-system-x86 busybox-static stress-ng cpio; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
@@ -30,9 +31,14 @@ if [ ! -d kpkg ]; then
   KPKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
   apt-get download -q "$KPKG" 2>/dev/null; dpkg -x "$KPKG"_*.deb kpkg; rm -f "$KPKG"_*.deb
 fi
-VMLINUZ=$(ls kpkg/boot/vmlinuz-*); MODDIR=$(ls -d kpkg/lib/modules/*)
+VMLINUZ=$WORK/$(ls kpkg/boot/vmlinuz-*); MODDIR=$(ls -d kpkg/lib/modules/*)
+# Per-run files in a private directory: two runs at once (a test session and someone's
+# hand run) must not rebuild each other's initramfs. Its vm.log is copied to $WORK/vm.log.
+RUN=$(mktemp -d "$WORK/run.XXXXXX")
+trap 'cp -f "$RUN/vm.log" "$WORK/vm.log" 2>/dev/null; rm -rf "$RUN"' EXIT
+MODDIR=$WORK/$MODDIR; cd "$RUN"
 # ---- initramfs: static busybox + virtio/9p modules + /init ----
-rm -rf irfs; mkdir -p irfs/{bin,dev,proc,sys,newroot,mods}
+mkdir -p irfs/{bin,dev,proc,sys,newroot,mods}
 cp /bin/busybox irfs/bin/busybox; ln -s busybox irfs/bin/sh
 MODS="netfs fscache 9pnet 9p virtio_ring virtio 9pnet_virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci overlay"
 for m in $MODS; do
