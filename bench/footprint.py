@@ -12,10 +12,8 @@ class Footprint:
     processes: int
 
 
-def measure_footprint(pids: list[int]) -> Footprint | None:
-    """Sum RSS and PSS over `pids`; None when there are none to measure (bare metal)."""
-    if not pids:
-        return None
+def measure_footprint(pids: list[int]) -> Footprint:
+    """Sum RSS and PSS over `pids` (zero when the runtime has no process of its own now)."""
     import psutil
 
     rss = pss = count = 0
