@@ -222,10 +222,11 @@ def compare(base: Path, new: Path, threshold: float, markdown: bool) -> None:
 
 
 @main.command()
+@click.option("--force", is_flag=True, help="Even while another bench run is in progress.")
 @friendly
-def gc() -> None:
+def gc(force: bool) -> None:
     """Remove containers, cgroups and images that bench left behind."""
     from bench.gc import collect_garbage
 
-    for line in collect_garbage():
+    for line in collect_garbage(force=force):
         click.echo(line)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from bench import __version__
 from bench.errors import BenchError, InputError
+from bench.gc import not_of_live_runs, registered
 from bench.host import git_commit, host_facts
 from bench.plan import PlanStep, Trial, build_plan
 from bench.results import (
@@ -167,19 +168,25 @@ def run_scenario(
 
         run = _Run(scenario, store, manifest, progress, signals)
         status: RunStatus = "failed"
-        try:
-            _prepare_runtimes(names, run)
-            store.write_manifest(manifest)
-            plan = build_plan(scenario, names, cpus=facts.cpus)
-            manifest.trials_planned = sum(len(step.trials) for step in plan)
-            progress.planned(manifest.trials_planned)
-            status = _execute(plan, run)
-        except Interrupted as exc:
-            status = "incomplete"
-            progress.note(f"interrupted ({exc}): cleaned up; the trials finished so far are saved")
-        finally:
-            _clean_up(run, status)
+        # Registered as live, so a `bench gc` elsewhere leaves this run alone.
+        with registered(run_id):
+            try:
+                status = _plan_and_execute(names, run, facts.cpus)
+            except Interrupted as exc:
+                status = "incomplete"
+                progress.note(f"interrupted ({exc}): cleaned up; the finished trials are saved")
+            finally:
+                _clean_up(run, status)
     return RunOutcome(run_id, store.run_dir, status, list(store.trials), dict(run.skipped))
+
+
+def _plan_and_execute(names: list[str], run: _Run, cpus: int) -> RunStatus:
+    _prepare_runtimes(names, run)
+    run.store.write_manifest(run.manifest)
+    plan = build_plan(run.scenario, names, cpus=cpus)
+    run.manifest.trials_planned = sum(len(step.trials) for step in plan)
+    run.progress.planned(run.manifest.trials_planned)
+    return _execute(plan, run)
 
 
 def _check_same_scenario(run_dir: Path, scenario_sha256: str) -> None:
@@ -247,7 +254,7 @@ def _prepare_runtimes(names: list[str], run: _Run) -> None:
         availability = runtime.available()
         if availability.ok:
             manifest.runtimes[name] = {"available": True, "version": runtime.version()}
-            left = runtime.leftovers()
+            left = not_of_live_runs(runtime.leftovers())
             if left:
                 progress.note(
                     f"warning: {len(left)} {name} object(s) left by an earlier bench run "
