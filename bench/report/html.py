@@ -98,7 +98,7 @@ def overhead_plot(table: pd.DataFrame) -> str | None:
     if table.empty:
         return None
     workloads = list(dict.fromkeys(table["workload"]))
-    fig, axes = _figure(min(3.2 * len(workloads), 12), 2.8, len(workloads))
+    fig, axes = _figure(min(4.2 * len(workloads), 14), 3.0, len(workloads))
     for ax, workload in zip(axes, workloads, strict=True):
         t = table[table["workload"] == workload]
         x = np.arange(len(t))
@@ -113,7 +113,8 @@ def overhead_plot(table: pd.DataFrame) -> str | None:
         ax.set_xticks(x, list(t["runtime"]), rotation=30)
         metric = str(t["metric"].iloc[0])
         better = "higher" if metric == "throughput" else "lower"
-        ax.set_title(f"{workload}: {metric} vs bare ({better} is better)")
+        # Two lines: side-by-side panels must not run their titles into each other.
+        ax.set_title(f"{workload}: {metric} vs bare\n({better} is better)", fontsize=9)
         ax.set_ylabel(f"{metric} ratio to bare (x)")
         low = float(np.nanmin(t["ratio_low"].to_numpy(float), initial=1.0))
         ax.set_ylim(max(0.0, min(0.8, low - 0.05)), None)
