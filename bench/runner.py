@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import os
 import secrets
 import signal
 import time
@@ -111,6 +112,7 @@ class _Run:
     manifest: Manifest
     progress: Progress
     signals: _Signals
+    user: tuple[int, int] | None
     runtimes: dict[str, Runtime] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     # Runtimes given up during the run: closed at the end, after their last stop retries.
@@ -140,6 +142,7 @@ def run_scenario(
         if options.quick:
             scenario = scenario.quickened()
         names = _runtime_names(scenario, options.runtimes)
+        user = _resolve_user(scenario.user)
         scenario_sha256 = hashlib.sha256(scenario_path.read_bytes()).hexdigest()
         if options.resume is not None:
             store = ResultStore(options.resume, resume=True)
@@ -166,7 +169,7 @@ def run_scenario(
         manifest.host_load_before = facts.load_1m
         store.write_manifest(manifest)
 
-        run = _Run(scenario, store, manifest, progress, signals)
+        run = _Run(scenario, store, manifest, progress, signals, user)
         status: RunStatus = "failed"
         # Registered as live, so a `bench gc` elsewhere leaves this run alone.
         with registered(run_id):
@@ -187,6 +190,23 @@ def _plan_and_execute(names: list[str], run: _Run, cpus: int) -> RunStatus:
     run.manifest.trials_planned = sum(len(step.trials) for step in plan)
     run.progress.planned(run.manifest.trials_planned)
     return _execute(plan, run)
+
+
+def _resolve_user(user: int | str | None) -> tuple[int, int] | None:
+    """The scenario's `user` as (uid, gid) on this host; a bare uid keeps gid = uid."""
+    import pwd
+
+    if user is None:
+        return None
+    try:
+        entry = pwd.getpwnam(user) if isinstance(user, str) else pwd.getpwuid(user)
+    except KeyError:
+        if isinstance(user, int):
+            return user, user
+        raise InputError(
+            f"scenario user {user!r} does not exist on this host; create it, or give a uid"
+        ) from None
+    return entry.pw_uid, entry.pw_gid
 
 
 def _check_same_scenario(run_dir: Path, scenario_sha256: str) -> None:
@@ -376,7 +396,7 @@ def _run_step(
         for trial in step.trials:
             run.signals.check()
             try:
-                started.append(_start(trial, run.scenario, runtime, run.store, sampler))
+                started.append(_start(trial, run, runtime, sampler))
             except BenchError as exc:
                 errors[trial.trial_id] = str(exc)
         deadline = time.monotonic() + run.scenario.timeout_s
@@ -419,13 +439,14 @@ def _run_step(
     return finished + failed
 
 
-def _start(
-    trial: Trial, scenario: Scenario, runtime: Runtime, store: ResultStore, sampler: Sampler
-) -> _Started:
+def _start(trial: Trial, run: _Run, runtime: Runtime, sampler: Sampler) -> _Started:
     from bench.cgroups import open_reader
     from bench.workloads import build_argv
 
+    store = run.store
     io_dir = store.trial_dir(trial.trial_id)
+    if run.user is not None:  # the workload writes its metrics and output files there
+        os.chown(io_dir, *run.user)
     spec = StartSpec(
         name=_object_name(store.run_dir.name, trial.trial_id),
         argv=build_argv(trial.workload),
@@ -433,6 +454,7 @@ def _start(
         limits=trial.limits,
         oci_runtime=trial.oci_runtime or None,
         labels=(("bench", "1"), ("bench.run", store.run_dir.name[:60])),
+        user=run.user,
     )
     handle = runtime.start(spec)
     try:

@@ -36,6 +36,7 @@ STRESSORS = (
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 SIZE_RE = re.compile(r"^(\d+)\s*([kmgt]?)i?b?$", re.IGNORECASE)
 SIZE_FACTORS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 # stress-ng options bench sets itself: results go to the trial's io dir, whatever the runtime.
 RESERVED_OPTIONS = frozenset(
@@ -282,6 +283,15 @@ class Scenario(StrictModel):
     density: Annotated[int, Field(ge=1, le=500)] = 1
     isolation: IsolationModel | None = None
     quick: QuickModel = Field(default_factory=QuickModel)
+    # Run every workload as this user (a name or a uid), under every runtime; None: as bench.
+    user: Annotated[int, Field(ge=0, le=2**31 - 2)] | str | None = None
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, str) and not USER_NAME.match(value):
+            raise ValueError(f"{value!r} is not a user name; give a name like 'nobody' or a uid")
+        return value
 
     @field_validator("name")
     @classmethod

@@ -62,6 +62,8 @@ class StartSpec:
     network: bool = False
     oci_runtime: str | None = None
     labels: tuple[tuple[str, str], ...] = ((LABEL, "1"),)
+    # (uid, gid) the workload runs as, with no supplementary groups; None: as bench itself.
+    user: tuple[int, int] | None = None
 
 
 STDOUT_FILE = "stdout.txt"

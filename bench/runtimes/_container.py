@@ -230,6 +230,8 @@ def start_container(
     launch the container is killed and removed before the error propagates.
     """
     fifo = ControlFifo(spec.io_dir)
+    if spec.user is not None:  # the wrapper runs as the scenario's user and writes to it
+        os.chown(fifo.path, *spec.user)
     requested = time.monotonic()
     try:
         launched = launch(wrapper_argv(spec.argv))

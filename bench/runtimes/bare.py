@@ -102,11 +102,19 @@ class BareRuntime:
         cgroup = create_cgroup(spec.name, spec.limits)
         rlimits = _lowered_rlimits(spec.rlimits)
 
+        user = spec.user
+
         def in_child() -> None:
-            # Runs between fork and exec: only a write(2) per controller and setrlimit.
+            # Runs between fork and exec: only a write(2) per controller, setrlimit and,
+            # last, dropping to the scenario's user (Popen's own user= would drop before
+            # preexec_fn, and then the write to cgroup.procs is refused).
             cgroup.join_current_process()
             for which, soft, hard in rlimits:
                 resource.setrlimit(which, (soft, hard))
+            if user is not None:
+                os.setgroups([])
+                os.setgid(user[1])
+                os.setuid(user[0])
 
         try:
             with (

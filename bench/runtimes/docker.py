@@ -125,6 +125,8 @@ class DockerRuntime:
         options.update(engine_limit_options(limits))
         if spec.oci_runtime:
             options["runtime"] = spec.oci_runtime
+        if spec.user is not None:
+            options["user"] = f"{spec.user[0]}:{spec.user[1]}"
         return options
 
     def start(self, spec: StartSpec) -> ContainerHandle:

@@ -126,6 +126,11 @@ def container_config(spec: StartSpec, rootfs: Path, cgroup_version: str) -> str:
         "lxc.apparmor.profile = unconfined",
         f"lxc.init.cwd = {IO_MOUNT}",
         "lxc.no_new_privs = 1",
+        *(
+            [f"lxc.init.uid = {spec.user[0]}", f"lxc.init.gid = {spec.user[1]}"]
+            if spec.user
+            else []
+        ),
         f"lxc.cap.keep = {CAP_KEEP}",
         *(f"lxc.prlimit.{name} = {soft}:{hard}" for name, soft, hard in spec.rlimits),
         *limit_lines(spec, cgroup_version, memsw),

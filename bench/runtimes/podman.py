@@ -406,6 +406,8 @@ def _create_kwargs(spec: StartSpec) -> dict[str, Any]:
     if not spec.network:
         kwargs["network_mode"] = "none"
     kwargs.update(engine_limit_options(limits))
+    if spec.user is not None:
+        kwargs["user"] = f"{spec.user[0]}:{spec.user[1]}"
     return kwargs
 
 
