@@ -18,7 +18,7 @@ def cgroup_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> dict[str, P
     for line in mountinfo.read_text().splitlines():
         # mountinfo(5): fields before " - " then fstype, source, super options.
         left, _, right = line.partition(" - ")
-        fstype, _source, super_opts = (right.split(" ") + ["", ""])[:3]
+        fstype, _source, super_opts = [*right.split(" "), "", ""][:3]
         mount_point = Path(left.split(" ")[4].replace("\\040", " "))
         if fstype == "cgroup2":
             mounts.setdefault("unified", mount_point)
