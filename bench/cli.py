@@ -124,7 +124,7 @@ def run(
 ) -> None:
     """Run SCENARIO (a path or the name of a shipped scenario)."""
     from bench.runner import RunOptions, run_scenario
-    from bench.scenario import resolve_scenario
+    from bench.scenario_load import resolve_scenario
     from bench.summary import print_run_summary
 
     path = resolve_scenario(scenario)
@@ -180,7 +180,7 @@ def doctor(as_json: bool) -> None:
 @friendly
 def list_scenarios() -> None:
     """Shipped scenarios with one-line descriptions."""
-    from bench.scenario import shipped_scenarios
+    from bench.scenario_load import shipped_scenarios
 
     for name, description in shipped_scenarios():
         click.echo(f"{name:<22} {description}")

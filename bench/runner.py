@@ -31,7 +31,8 @@ from bench.results import (
     samples_frame,
 )
 from bench.runtimes.base import Availability
-from bench.scenario import Scenario, load_scenario
+from bench.scenario import Scenario
+from bench.scenario_load import load_scenario
 from bench.spec import NAME_PREFIX, StartSpec
 
 if TYPE_CHECKING:

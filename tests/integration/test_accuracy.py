@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from bench.runner import RunOptions, run_scenario
-from bench.scenario import load_scenario
+from bench.scenario_load import load_scenario
 from bench.workloads import build_argv
 from tests.conftest import require, require_root
 from tests.integration import test_bare

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from bench.errors import InputError
-from bench.scenario import (
+from bench.scenario import Scenario
+from bench.scenario_load import (
     SCENARIOS_DIR,
-    Scenario,
     ScenarioError,
     load_scenario,
     locate_line,

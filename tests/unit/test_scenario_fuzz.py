@@ -11,7 +11,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.scenario import Scenario, ScenarioError, load_scenario
+from bench.scenario import Scenario
+from bench.scenario_load import ScenarioError, load_scenario
 
 FUZZ = settings(
     max_examples=200,
