@@ -55,6 +55,9 @@ R=/newroot
 mount -t proc proc \$R/proc; mount -t sysfs sys \$R/sys; mount -t devtmpfs dev \$R/dev
 mkdir -p \$R/dev/shm \$R/dev/pts; mount -t tmpfs shm \$R/dev/shm; mount -t devpts pts \$R/dev/pts
 for d in tmp run var/tmp; do mount -t tmpfs -o mode=1777 tmp \$R/\$d; done
+# A checkout under /tmp, /run or /var/tmp (CI clones anywhere) lies on the tmpfs just
+# mounted there: make its mount point first. Elsewhere it exists on the read-only root.
+mkdir -p \$R$REPO 2>/dev/null
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 share \$R$REPO
 mount -t cgroup2 -o nsdelegate,memory_recursiveprot cgroup2 \$R/sys/fs/cgroup
 cd \$R && mount --move . / && R=. || echo "mount --move failed"
