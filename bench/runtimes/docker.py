@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +51,9 @@ class DockerRuntime:
                         base_url=self.base_url, timeout=_API_TIMEOUT_S
                     )
             except docker.errors.DockerException as exc:
-                where = self.base_url or "DOCKER_HOST or unix:///var/run/docker.sock"
+                where = (
+                    self.base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+                )
                 raise RuntimeUnavailable(
                     f"cannot reach the Docker daemon at {where}: {exc}. {FIX}"
                 ) from exc
@@ -72,10 +75,12 @@ class DockerRuntime:
         return Availability(True)
 
     def version(self) -> str:
-        client = self._connect()
-        server = client.version().get("Version", "unknown")
-        oci = client.info().get("DefaultRuntime", "unknown")
-        return f"{server} (default OCI runtime {oci})"
+        server = self._connect().version().get("Version", "unknown")
+        return f"{server} (default OCI runtime {self.default_oci_runtime()})"
+
+    def default_oci_runtime(self) -> str:
+        """The OCI runtime dockerd uses when a scenario names none (for `bench doctor`)."""
+        return str(self._connect().info().get("DefaultRuntime", "unknown"))
 
     def prepare(self, image: WorkloadImage) -> None:
         """Import the image tarball unless its digest tag is already present."""

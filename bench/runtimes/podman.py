@@ -232,6 +232,10 @@ class PodmanRuntime:
             return Availability(False, str(exc), fix)
         return Availability(True)
 
+    def default_oci_runtime(self) -> str:
+        """The OCI runtime bench's podman uses when a scenario names none."""
+        return default_oci_runtime()
+
     def version(self) -> str:
         service = self._client_for(None)
         version = service.client.version()

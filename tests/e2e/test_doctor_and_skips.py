@@ -1,0 +1,83 @@
+"""`bench doctor` and what a run does with a runtime that is not there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.analysis import load_run
+from tests.conftest import require, require_root
+from tests.e2e.conftest import bench
+
+NO_DAEMON = "unix:///nonexistent/bench-test-docker.sock"
+
+SCENARIO = """\
+name = "bench-e2e-skip"
+runtimes = ["bare", "docker"]
+repetitions = 2
+warmups = 0
+timeout_s = 30
+
+[[workloads]]
+name = "noop"
+command = ["/bin/true"]
+"""
+
+
+def test_doctor_reports_host_cgroups_and_every_runtime() -> None:
+    require_root()
+    done = bench("doctor", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["host"]["cgroup_version"] in ("v1", "v2", "hybrid")
+    assert {"cpu", "memory", "pids"} <= set(report["controllers"])
+    assert report["can_create_cgroups"] is True, report["cgroup_detail"]
+    checks = {check["name"]: check for check in report["runtimes"]}
+    assert set(checks) == {"bare", "docker", "podman", "lxc"}
+    for name, check in checks.items():
+        require(check["available"], f"{name} unavailable: {check['reason']} {check['fix']}")
+        assert check["version"], name
+    for engine in ("docker", "podman"):
+        assert checks[engine]["default_oci_runtime"] in ("runc", "crun"), checks[engine]
+    if report["host"]["cgroup_version"] == "hybrid":
+        # crun refuses hybrid hosts (HOST-NOTES): the working default must be runc.
+        assert checks["podman"]["default_oci_runtime"] == "runc"
+
+
+def test_doctor_says_why_docker_is_missing_and_how_to_fix_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", NO_DAEMON)
+    done = bench("doctor", "--json")
+    assert done.returncode == 0, done.stderr
+    docker = next(c for c in json.loads(done.stdout)["runtimes"] if c["name"] == "docker")
+    assert docker["available"] is False
+    assert "nonexistent" in docker["reason"] or "answer" in docker["reason"], docker
+    assert "dockerd" in docker["fix"]
+    plain = bench("doctor")
+    assert plain.returncode == 0 and "fix:" in plain.stdout
+
+
+def test_a_missing_runtime_is_skipped_with_its_reason_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_root()
+    monkeypatch.setenv("DOCKER_HOST", NO_DAEMON)
+    scenario = tmp_path / "skip.toml"
+    scenario.write_text(SCENARIO)
+    done = bench("run", str(scenario), "--results-dir", str(tmp_path / "results"))
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "skipping docker" in done.stderr
+    assert "skipped docker" in done.stdout  # the summary says it too
+    run_dir = next((tmp_path / "results").iterdir())
+    run = load_run(run_dir)
+    docker = run.manifest["runtimes"]["docker"]
+    assert docker["available"] is False and "Fix:" in docker["reason"]
+    by_runtime = run.trials.groupby("runtime")["status"].agg(set)
+    assert by_runtime["bare"] == {"ok"}
+    assert by_runtime["docker"] == {"skipped"}
+    skipped = run.trials[run.trials["runtime"] == "docker"]
+    assert skipped["error"].str.contains("Fix:").all()
