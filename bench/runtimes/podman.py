@@ -187,8 +187,17 @@ class PodmanRuntime:
         argv = ["podman", "--runtime", oci_runtime, "system", "service", "--time=0", base_url]
         # Own session: a Ctrl-C aimed at bench must not kill the service before the runner
         # has removed its containers; close() stops it.
+        # conmon writes a file named "oom" into its working directory when a container is
+        # OOM-killed: give the service a directory of bench's own, not the user's.
+        workdir = PRIVATE_SOCKET_DIR / "bench-podman-work"
+        workdir.mkdir(mode=0o700, exist_ok=True)
         process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            cwd=workdir,
         )
         deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
         while time.monotonic() < deadline:
