@@ -12,8 +12,9 @@ if ! docker version >/dev/null 2>&1; then
 fi
 if [ ! -S /run/podman/podman.sock ] || ! curl -sf --unix-socket /run/podman/podman.sock http://d/_ping >/dev/null 2>&1; then
   mkdir -p /run/podman
+  # conmon drops a file named "oom" into the service's working directory on OOM kills.
   rm -f /run/podman/podman.sock
-  (cd / && setsid podman system service --time=0 unix:///run/podman/podman.sock >/var/log/bench-podman.log 2>&1 < /dev/null &)
+  (cd /run/podman && setsid podman system service --time=0 unix:///run/podman/podman.sock >/var/log/bench-podman.log 2>&1 < /dev/null &)
   for _ in $(seq 30); do [ -S /run/podman/podman.sock ] && break; sleep 1; done
   [ -S /run/podman/podman.sock ] || { echo "podman service did not start:"; tail -20 /var/log/bench-podman.log; exit 1; }
 fi
