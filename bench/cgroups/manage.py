@@ -3,11 +3,13 @@
 Layout: v1 `<controller mount>/bench/<name>` in every controller bench reads; v2
 `<root>/bench/<name>`, where <root> is the hierarchy's (namespace's) root or, when that
 is not writable, bench's own cgroup after moving bench's processes into a leaf, as
-BenchExec does (the no-internal-process rule, cgroup-v2.rst "Top-down Constraint").
+BenchExec does on systemd hosts with Delegate=yes (cgroup-v2.rst "Delegation" and the
+no-internal-process rule). At exit bench undoes that move (restore_own_cgroup).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import os
@@ -33,8 +35,9 @@ V2_CONTROLLERS = ("cpu", "memory", "pids", "io", "cpuset")
 _POLL_S = 0.01
 
 FIX_ROOT = (
-    "Run bench as root. On cgroup v2 without root, start bench in a delegated cgroup, "
-    "e.g. `systemd-run --user --scope -p Delegate=yes bench ...`."
+    "Run bench as root. On cgroup v2 without root, start bench in a cgroup delegated to "
+    "your user, e.g. `systemd-run --user --scope -p Delegate=yes bench ...` (cpu limits "
+    "also need `Delegate=cpu cpuset io memory pids` in user@.service)."
 )
 
 
@@ -217,12 +220,12 @@ def _v2_bench_parent(root: Path) -> Path:
             raise CgroupError(f"{first}. {FIX_ROOT}") from first
         try:
             _evacuate(base)
-            _enable_controllers(base)
             return _ensure_bench_dir(base)
         except CgroupError as second:
             raise CgroupError(
-                f"cannot create bench cgroups under {root} ({first}) nor under bench's own "
-                f"cgroup {base} ({second}). {FIX_ROOT}"
+                f"bench (uid {os.geteuid()}) cannot create cgroups: not under {root} "
+                f"({first}), nor under its own cgroup {base}, which is not delegated to it "
+                f"({second}). {FIX_ROOT}"
             ) from second
 
 
@@ -236,26 +239,85 @@ def _own_v2_cgroup(root: Path) -> Path:
     return own.parent if own.name == SELF_LEAF else own
 
 
+@dataclass
+class _Evacuation:
+    """What _evacuate changed in a delegated cgroup, for restore_own_cgroup to undo."""
+
+    base: Path
+    pid: int  # the process that did it: a forked child must not undo it
+    enabled: list[str] = field(default_factory=list)
+
+
+_EVACUATIONS: dict[Path, _Evacuation] = {}
+
+
 def _evacuate(base: Path) -> None:
-    """Move every process of `base` into base/harness so `base` may delegate controllers."""
+    """Move every process of `base` into base/harness, then let `base` delegate controllers.
+
+    A cgroup with processes cannot enable controllers for its children (cgroup-v2.rst,
+    "No Internal Process Constraint"). Undone at exit by restore_own_cgroup.
+    """
     leaf = base / SELF_LEAF
-    _mkdir(leaf, exist_ok=True)
+    _mkdir(leaf, exist_ok=True, fix="")
+    evacuation = _EVACUATIONS.get(base)
+    if evacuation is None or evacuation.pid != os.getpid():
+        evacuation = _EVACUATIONS[base] = _Evacuation(base, os.getpid())
+        if len(_EVACUATIONS) == 1:
+            atexit.register(restore_own_cgroup)
     for pid in _procs(base):
         with contextlib.suppress(CgroupError):  # it may have exited meanwhile
             _write(leaf / "cgroup.procs", str(pid))
+    evacuation.enabled.extend(_enable_controllers(base))
 
 
-def _enable_controllers(directory: Path) -> None:
+def restore_own_cgroup() -> None:
+    """Undo _evacuate once bench's cgroups are gone: controllers off, processes back, no leaf.
+
+    Leaves everything as it is while a bench cgroup remains (for `bench gc`). Registered
+    with atexit; errors are ignored (another process may be using the same cgroup).
+    """
+    for base, evacuation in list(_EVACUATIONS.items()):
+        if evacuation.pid != os.getpid():
+            continue
+        with contextlib.suppress(OSError):  # ENOTEMPTY/EBUSY: a trial cgroup remains
+            (base / BENCH_DIR).rmdir()
+        if (base / BENCH_DIR).exists():
+            continue
+        leaf = base / SELF_LEAF
+        with contextlib.suppress(CgroupError):
+            if evacuation.enabled:
+                _write(
+                    base / "cgroup.subtree_control",
+                    " ".join(f"-{c}" for c in evacuation.enabled),
+                )
+            for pid in _procs(leaf):
+                with contextlib.suppress(CgroupError):
+                    _write(base / "cgroup.procs", str(pid))
+            _rmdir(leaf, 1.0)
+        del _EVACUATIONS[base]
+
+
+def _enable_controllers(directory: Path) -> list[str]:
+    """Enable bench's controllers that `directory` has for its children; those it enabled."""
     available = set(_read(directory / "cgroup.controllers").split())
     enabled = set(_read(directory / "cgroup.subtree_control").split())
     missing = [c for c in V2_CONTROLLERS if c in available and c not in enabled]
     if missing:
         _write(directory / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+    return missing
 
 
 def _ensure_bench_dir(base: Path) -> Path:
+    """base/bench, made if missing, with controllers enabled; it must be writable by us.
+
+    Root may have made it (another bench run): a delegated user then falls back instead
+    of failing at its first mkdir.
+    """
     parent = base / BENCH_DIR
-    _mkdir(parent, exist_ok=True)
+    _mkdir(parent, exist_ok=True, fix="")
+    if not os.access(parent, os.W_OK):
+        denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(parent))
+        raise CgroupError(f"cannot create cgroups in {parent}: not writable") from denied
     _enable_controllers(parent)
     return parent
 
@@ -342,7 +404,7 @@ def _rmdir(directory: Path, timeout_s: float) -> None:
             time.sleep(_POLL_S)
 
 
-def _mkdir(directory: Path, *, exist_ok: bool) -> None:
+def _mkdir(directory: Path, *, exist_ok: bool, fix: str = FIX_ROOT) -> None:
     try:
         directory.mkdir(exist_ok=exist_ok)
     except FileExistsError as exc:
@@ -350,7 +412,8 @@ def _mkdir(directory: Path, *, exist_ok: bool) -> None:
             f"cgroup {directory} already exists: a previous run left it; run `bench gc`"
         ) from exc
     except OSError as exc:
-        raise CgroupError(f"cannot create cgroup {directory}: {exc.strerror}. {FIX_ROOT}") from exc
+        message = f"cannot create cgroup {directory}: {exc.strerror}"
+        raise CgroupError(f"{message}. {fix}" if fix else message) from exc
 
 
 def _read(path: Path) -> str:
