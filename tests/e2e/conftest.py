@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import require, require_root
+from tests.integration.conftest import docker_answers
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 180
@@ -64,22 +65,12 @@ def bench(*args: str, cwd: Path = REPO, timeout_s: float = 120) -> subprocess.Co
     )
 
 
-def _docker_answers() -> bool:
-    from bench.runtimes.docker import DockerRuntime
-
-    runtime = DockerRuntime()
-    try:
-        return runtime.available().ok
-    finally:
-        runtime.close()
-
-
 @pytest.fixture(scope="session")
 def tiny_scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny scenario file: bare, plus docker when its daemon answers."""
     require_root()
     require(shutil.which("stress-ng") is not None, "stress-ng is not installed")
-    runtimes = ["bare", "docker"] if _docker_answers() else ["bare"]
+    runtimes = ["bare", "docker"] if docker_answers() else ["bare"]
     path = tmp_path_factory.mktemp("bench-e2e-scenario") / "tiny.toml"
     path.write_text(TINY_SCENARIO.format(runtimes=json.dumps(runtimes)))
     return path

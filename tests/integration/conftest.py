@@ -32,7 +32,7 @@ def workload_image(tmp_path_factory: pytest.TempPathFactory) -> WorkloadImage:
     return build_image(cache_dir=tmp_path_factory.mktemp("bench-image-cache"))
 
 
-def _docker_answers() -> bool:
+def docker_answers() -> bool:
     from bench.runtimes.docker import DockerRuntime
 
     runtime = DockerRuntime()
@@ -48,7 +48,7 @@ def ensure_dockerd(log_path: Path, timeout_s: float = DOCKERD_READY_TIMEOUT_S) -
     The daemon is left running: CI starts it before the tests anyway, and stopping it
     would break anyone else using it. Its log goes to `log_path`.
     """
-    if _docker_answers():
+    if docker_answers():
         return ""
     if os.environ.get("DOCKER_HOST"):
         return f"DOCKER_HOST={os.environ['DOCKER_HOST']} does not answer"
@@ -69,7 +69,7 @@ def ensure_dockerd(log_path: Path, timeout_s: float = DOCKERD_READY_TIMEOUT_S) -
             )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if DOCKER_SOCKET.exists() and _docker_answers():
+        if DOCKER_SOCKET.exists() and docker_answers():
             return ""
         time.sleep(0.5)
     return f"dockerd did not answer within {timeout_s:.0f} s; see {log_path}"
