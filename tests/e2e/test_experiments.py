@@ -6,9 +6,11 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from bench.analysis import (
+    Run,
     footprint_table,
     isolation_table,
     load_run,
@@ -22,7 +24,7 @@ ALL_RUNTIMES = ("bare", "docker", "podman", "lxc")
 pytestmark = pytest.mark.slow
 
 
-def run_shipped(name: str, results_dir: Path, runtimes: tuple[str, ...] = ALL_RUNTIMES):
+def run_shipped(name: str, results_dir: Path, runtimes: tuple[str, ...] = ALL_RUNTIMES) -> Run:
     """`bench run NAME --quick --json`, requiring every runtime to have run (none skipped)."""
     require_root()
     args = ["run", name, "--quick", "--json", "--results-dir", str(results_dir)]
@@ -40,16 +42,21 @@ def run_shipped(name: str, results_dir: Path, runtimes: tuple[str, ...] = ALL_RU
     return load_run(Path(outcome["run_dir"]))
 
 
+def aggressors_and_victims(run: Run, runtime: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The measured aggressor and victim trials of one runtime (both must exist)."""
+    trials = run.trials[~run.trials["warmup"] & (run.trials["runtime"] == runtime)]
+    aggressors = trials[trials["role"] == "aggressor"]
+    victims = trials[trials["role"] == "victim"]
+    assert len(aggressors) and len(victims), runtime
+    return aggressors, victims
+
+
 def test_isolation_memory_aggressor_is_oom_killed_inside_its_limit_victim_ok(
     tmp_path: Path,
 ) -> None:
     run = run_shipped("isolation-memory", tmp_path)
-    trials = run.trials[~run.trials["warmup"]]
     for runtime in ALL_RUNTIMES:
-        mine = trials[trials["runtime"] == runtime]
-        aggressors = mine[mine["role"] == "aggressor"]
-        victims = mine[mine["role"] == "victim"]
-        assert len(aggressors) and len(victims), runtime
+        aggressors, victims = aggressors_and_victims(run, runtime)
         assert (aggressors["status"] == "oom").all(), (runtime, aggressors["status"].tolist())
         assert (aggressors["oom_kills"] > 0).all()
         # The aggressor's peak never passed its own limit: the kernel held it there.
@@ -64,12 +71,8 @@ def test_isolation_memory_aggressor_is_oom_killed_inside_its_limit_victim_ok(
 
 def test_isolation_fork_pids_limit_holds_and_host_unharmed(tmp_path: Path) -> None:
     run = run_shipped("isolation-fork", tmp_path)
-    trials = run.trials[~run.trials["warmup"]]
     for runtime in ALL_RUNTIMES:
-        mine = trials[trials["runtime"] == runtime]
-        aggressors = mine[mine["role"] == "aggressor"]
-        victims = mine[mine["role"] == "victim"]
-        assert len(aggressors) and len(victims), runtime
+        aggressors, victims = aggressors_and_victims(run, runtime)
         # The bomb reached its ceiling (it did try) and never went past it.
         assert (aggressors["pids_peak"] <= aggressors["pids_limit"]).all()
         assert (aggressors["pids_peak"] >= aggressors["pids_limit"] // 2).all()
