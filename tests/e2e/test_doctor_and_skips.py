@@ -72,6 +72,7 @@ def test_a_missing_runtime_is_skipped_with_its_reason_and_the_run_goes_on(
     assert "Traceback" not in done.stderr
     assert "skipping docker" in done.stderr
     assert "skipped docker" in done.stdout  # the summary says it too
+    assert "Overhead vs bare metal" in done.stdout and "ratio to bare" in done.stdout
     run_dir = next((tmp_path / "results").iterdir())
     run = load_run(run_dir)
     docker = run.manifest["runtimes"]["docker"]
