@@ -484,7 +484,7 @@ def timeseries(run: Run, metric: str) -> pd.DataFrame:
 
     For a cumulative counter (cpu_usage_ns, io_read_bytes, ...) a `rate` column holds its
     per-second derivative (ns counters give CPU cores). Rate aliases (`cpu_rate`,
-    `io_read_rate`, ...) return that rate as `value`.
+    `io_read_rate`, ...) return that rate as `value`. Samples that did not read it are left out.
     """
     column = RATE_ALIASES.get(metric, metric)
     samples = run.samples
@@ -495,7 +495,9 @@ def timeseries(run: Run, metric: str) -> pd.DataFrame:
             f"{', '.join(available + sorted(RATE_ALIASES))}"
         )
     tidy = samples[["run_id", "trial_id", "t_s", column]].sort_values(["run_id", "trial_id", "t_s"])
-    tidy = tidy.rename(columns={column: "value"})
+    # Detail metrics are read every sample_detail_interval_ms only: rows where this one was
+    # not read carry <NA> and drop out, so rates span the ticks that did read it.
+    tidy = tidy[tidy[column].notna()].rename(columns={column: "value"})
     if column in COUNTERS:
         grouped = tidy.groupby(["run_id", "trial_id"], sort=False)
         d_value = grouped["value"].diff().astype(float)

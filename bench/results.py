@@ -90,6 +90,7 @@ class Manifest:
     git_commit: str | None = None
     host_load_before: float | None = None
     sample_interval_ms: float | None = None
+    sample_detail_interval_ms: float | None = None
     trials_planned: int = 0
     trials_done: int = 0
     missed_sample_ticks: int = 0

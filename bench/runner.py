@@ -164,6 +164,7 @@ def run_scenario(
             bench_version=__version__,
             git_commit=git_commit(),
             sample_interval_ms=scenario.sample_interval_ms,
+            sample_detail_interval_ms=scenario.sample_detail_interval_ms,
         )
         facts = host_facts()
         manifest.host = facts.as_dict()
@@ -320,7 +321,8 @@ def _execute(plan: list[PlanStep], run: _Run) -> RunStatus:
 
     store, progress = run.store, run.progress
     done = store.done_trial_ids()
-    sampler = Sampler(run.scenario.sample_interval_ms / 1000)
+    scenario = run.scenario
+    sampler = Sampler(scenario.sample_interval_ms / 1000, scenario.sample_detail_interval_ms / 1000)
     with sampler:
         for step in plan:
             run.signals.check()

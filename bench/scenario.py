@@ -270,6 +270,10 @@ class Scenario(StrictModel):
     repetitions: Annotated[int, Field(ge=1, le=1000)] = 3
     warmups: Annotated[int, Field(ge=0, le=100)] = 1
     sample_interval_ms: Annotated[float, Field(ge=1, le=60_000)] = 100.0
+    # How often the sampler reads every metric; ticks between read CPU usage, memory and
+    # pids only (bench.sampler.DETAIL_INTERVAL_S says why). At or below sample_interval_ms:
+    # every metric at every tick.
+    sample_detail_interval_ms: Annotated[float, Field(ge=1, le=3_600_000)] = 1000.0
     timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 120.0
     limits: LimitsModel = Field(default_factory=LimitsModel)
     workloads: list[WorkloadModel] = Field(min_length=1)
@@ -309,7 +313,7 @@ class Scenario(StrictModel):
             }
         )
 
-    @field_validator("sample_interval_ms", "timeout_s", mode="before")
+    @field_validator("sample_interval_ms", "sample_detail_interval_ms", "timeout_s", mode="before")
     @classmethod
     def _float(cls, value: object) -> object:
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value

@@ -10,14 +10,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from bench.cgroups.model import CgroupGone, CgroupLocation, CgroupSnapshot
+from bench.cgroups.model import CgroupGone, CgroupLocation, CgroupSnapshot, CoreSnapshot
 from bench.errors import CgroupError
 
 # errnos meaning "this cgroup no longer exists": kernfs answers ENODEV on a descriptor
 # whose cgroup was rmdir'ed, and ENOENT when opening a file of a removed directory.
 GONE_ERRNOS = frozenset({errno.ENODEV, errno.ENOENT})
+
+T = TypeVar("T")
 
 
 def open_file(directory: Path | None, name: str, *, required: bool) -> int | None:
@@ -132,16 +136,26 @@ class FdReader:
 
     def read(self) -> CgroupSnapshot:
         """Every metric now; CgroupGone once the cgroup was removed."""
+        return self._guarded(self._read)
+
+    def read_core(self) -> CoreSnapshot:
+        """CPU usage, current memory and pids only; CgroupGone as read()."""
+        return self._guarded(self._read_core)
+
+    def _guarded(self, read: Callable[[], T]) -> T:
         if not self._fds:
             raise CgroupError(f"reader of {self.location.display} is closed")
         try:
-            return self._read()
+            return read()
         except OSError as exc:
             if exc.errno in GONE_ERRNOS:
                 raise CgroupGone(f"cgroup {self.location.display} was removed") from exc
             raise CgroupError(f"cannot read {self.location.display}: {exc.strerror}") from exc
 
     def _read(self) -> CgroupSnapshot:
+        raise NotImplementedError
+
+    def _read_core(self) -> CoreSnapshot:
         raise NotImplementedError
 
     def close(self) -> None:

@@ -74,6 +74,18 @@ class CgroupSnapshot:
 SNAPSHOT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CgroupSnapshot))
 
 
+@dataclass(slots=True)
+class CoreSnapshot:
+    """The three metrics the sampler reads at every tick: one cheap file each."""
+
+    cpu_usage_ns: int
+    mem_current_bytes: int
+    pids_current: int
+
+
+CORE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CoreSnapshot))
+
+
 class CgroupReader(Protocol):
     """Reads one cgroup's metrics through descriptors kept open between reads."""
 
@@ -81,6 +93,10 @@ class CgroupReader(Protocol):
 
     def read(self) -> CgroupSnapshot:
         """Read every metric now; raises CgroupGone when the cgroup was removed."""
+        ...
+
+    def read_core(self) -> CoreSnapshot:
+        """Read only CPU usage, current memory and pids; CgroupGone as read()."""
         ...
 
     def close(self) -> None: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from bench.cgroups.fileio import FdReader, key_ints, pread_all, sum_tokens
-from bench.cgroups.model import CgroupLocation, CgroupSnapshot
+from bench.cgroups.model import CgroupLocation, CgroupSnapshot, CoreSnapshot
 from bench.errors import CgroupError
 
 # cpuacct.stat counts USER_HZ ticks (cgroup-v1/cpuacct.rst).
@@ -87,4 +87,13 @@ class V1Reader(FdReader):
             None,
             None,
             None,
+        )
+
+    def _read_core(self) -> CoreSnapshot:
+        pread = os.pread
+        fd = self._pids_current
+        return CoreSnapshot(
+            int(pread(self._cpuacct_usage, 32, 0)),
+            int(pread(self._mem_usage, 32, 0)),
+            0 if fd is None else int(pread(fd, 32, 0)),
         )

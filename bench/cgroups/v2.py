@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from bench.cgroups.fileio import FdReader, key_ints, pread_all, psi_total, sum_tokens
-from bench.cgroups.model import CgroupLocation, CgroupSnapshot
+from bench.cgroups.model import CgroupLocation, CgroupSnapshot, CoreSnapshot
 from bench.errors import CgroupError
 
 # Keys in the order the kernel prints them (mm/memcontrol.c, kernel/sched/core.c).
@@ -89,4 +89,13 @@ class V2Reader(FdReader):
             psi_total(mem_psi, b"some") if mem_psi else None,
             psi_total(mem_psi, b"full") if mem_psi else None,
             None if fd8 is None else psi_total(pread(fd8, 256, 0), b"some"),
+        )
+
+    def _read_core(self) -> CoreSnapshot:
+        pread = os.pread
+        fd = self._pids_current
+        return CoreSnapshot(
+            key_ints(pread_all(self._cpu_stat, 1024), _CPU_KEYS[:1])[0] * 1000,
+            int(pread(self._mem_current, 32, 0)),
+            0 if fd is None else int(pread(fd, 32, 0)),
         )

@@ -171,3 +171,20 @@ def test_sum_tokens_and_psi() -> None:
     psi = b"some avg10=0.00 avg60=0.00 avg300=0.00 total=42\nfull avg10=0 total=40\n"
     assert (psi_total(psi, b"some"), psi_total(psi, b"full")) == (42, 40)
     assert psi_total(b"some avg10=0.00 total=1\n", b"full") is None
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_read_core_agrees_with_read(version: str, v2_dir: Path, v1_root: Path) -> None:
+    """The sampler's between-detail ticks read the same three values a full read gives."""
+    location = v1_location(v1_root) if version == "v1" else v2_location(v2_dir)
+    reader = open_reader(location)
+    full, core = reader.read(), reader.read_core()
+    reader.close()
+    assert (core.cpu_usage_ns, core.mem_current_bytes, core.pids_current) == (
+        full.cpu_usage_ns,
+        full.mem_current_bytes,
+        full.pids_current,
+    )
+    assert core.cpu_usage_ns > 0 and core.mem_current_bytes > 0 and core.pids_current > 0
+    with pytest.raises(CgroupError, match="closed"):
+        reader.read_core()

@@ -39,6 +39,7 @@ CONTAINER_CHECKS = "cpu_quota_half_a_cpu or oom_kills_are_counted or cgroup_is_t
 GUEST_TESTS = [
     "tests/unit/test_cgroup_readers.py",
     "tests/integration/test_bare.py",
+    "tests/integration/test_sampler.py",
     "tests/integration/test_delegation.py",
     "tests/integration/test_docker.py",
     "tests/integration/test_podman.py",
@@ -47,8 +48,10 @@ GUEST_TESTS = [
 
 
 def guest_pytest_argv() -> list[str]:
-    """The pytest command run in the VM: reader and bare modules whole, container checks."""
-    selection = f"test_cgroup_readers or test_bare or test_delegation or {CONTAINER_CHECKS}"
+    """The pytest command run in the VM: reader, bare, sampler modules whole, container checks."""
+    selection = (
+        f"test_cgroup_readers or test_bare or test_sampler or test_delegation or {CONTAINER_CHECKS}"
+    )
     return [
         ".venv/bin/python", "-m", "pytest", "-x", "-q", "-rfEsP", "-p", "no:cacheprovider",
         "--color=no", "--durations=8", "-k", selection, *GUEST_TESTS,
