@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -220,3 +221,21 @@ def test_representative_trial(tmp_path: Path) -> None:
         abs(group["throughput"] - group["throughput"].median())
     )
     assert analysis.representative_trial(run, "nope") is None
+
+
+def test_timeseries_skips_samples_that_did_not_read_the_metric(tmp_path: Path) -> None:
+    """Detail metrics read every 2nd tick: rates span those ticks, not the <NA> rows."""
+    run = analysis.load_run(
+        write_store(tmp_path, StoreSpec(sample_hz=5.0, cpu_factor={"docker": 1.5}))
+    )
+    samples = run.samples.copy()
+    tick = samples.groupby("trial_id").cumcount()
+    samples["cpu_user_ns"] = samples["cpu_user_ns"].astype("Int64").mask(tick % 2 != 0)
+    run = dataclasses.replace(run, samples=samples)
+    user = analysis.timeseries(run, "cpu_user_rate")
+    assert len(user) == int((tick % 2 == 0).sum())
+    usable = run.trials[run.trials["usable"] & (run.trials["runtime"] == "docker")]
+    docker = user[user["trial_id"].isin(usable["trial_id"])]
+    # user time is 0.9 of the generator's 1.5 cores, over 0.4 s steps instead of 0.2 s.
+    assert docker["value"].median() == pytest.approx(0.9 * 1.5, rel=0.05)
+    assert len(analysis.timeseries(run, "cpu_usage_ns")) == len(samples)

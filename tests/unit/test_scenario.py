@@ -114,6 +114,7 @@ def test_smoke_scenario_loads_as_documented() -> None:
     assert scenario.repetitions == 2
     assert scenario.warmups in (0, 1)
     assert scenario.sample_interval_ms == 100
+    assert scenario.sample_detail_interval_ms == 1000
     assert scenario.limits.to_limits().memory_bytes == 512 << 20
     assert [w.stressor for w in scenario.workloads] == ["cpu", "vm"]
     assert scenario.workloads[1].options["vm-bytes"] == "128m"
