@@ -35,6 +35,9 @@ from benchmarks.cgroup_fixtures import (
 pytestmark = pytest.mark.benchmark(group="cgroup sample: CPU s per sample", timer=time.process_time)
 
 TARGET_S = 25e-6
+# Inside the cgroup v2 VM (benchmarks/test_v2vm_sample_cost.py) everything runs under TCG
+# emulation, many times slower: there only the comparison with the naive read counts.
+IN_VM = os.environ.get("BENCH_V2VM") == "1"
 V2_FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "cgroup" / "v2"
 # The files V1Reader reads, per controller (bench/cgroups/v1.py).
 V1_FILES = {
@@ -80,7 +83,8 @@ def test_bench_reader_real_cgroup(
     finally:
         reader.close()
     median = record(benchmark, cgroup=location.display, version=location.version)
-    assert median <= TARGET_S, f"{median * 1e6:.1f} us per sample > {TARGET_S * 1e6:.0f} us"
+    if not IN_VM:
+        assert median <= TARGET_S, f"{median * 1e6:.1f} us per sample > {TARGET_S * 1e6:.0f} us"
 
 
 def test_bench_reader_v2_fixture(benchmark: BenchmarkFixture, tmp_path: Path) -> None:
