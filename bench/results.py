@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -9,10 +10,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from bench.cgroups.model import SNAPSHOT_FIELDS
 from bench.errors import InputError
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
     from bench.sampler import SampleColumns
 
@@ -118,17 +121,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def samples_frame(trial_id: str, columns: SampleColumns) -> pd.DataFrame:
-    """Samples of one trial as a long-format DataFrame (missing metrics as <NA>)."""
-    import pandas as pd
+def samples_table(trial_id: str, columns: SampleColumns) -> pa.Table:
+    """Samples of one trial in long format; metrics not read are nulls (<NA> in pandas)."""
+    import numpy as np
+    import pyarrow as pa
 
     from bench.sampler import MISSING
 
-    frame = pd.DataFrame({"trial_id": trial_id, "t_s": columns.t_s.tolist()})
-    for name, column in columns.values.items():
-        series = pd.Series(column.tolist(), dtype="Int64")
-        frame[name] = series.mask(series == MISSING)
-    return frame
+    arrays = [
+        pa.array([trial_id] * len(columns), pa.string()),
+        pa.array(np.frombuffer(columns.t_s, dtype=np.float64)),
+    ]
+    for name in SNAPSHOT_FIELDS:
+        values = np.frombuffer(columns.values[name], dtype=np.int64)
+        arrays.append(pa.array(values, mask=values == MISSING))
+    return pa.Table.from_arrays(arrays, schema=_samples_schema())
 
 
 class ResultStore:
@@ -161,10 +168,11 @@ class ResultStore:
         data = json.dumps(asdict(manifest), indent=2, sort_keys=True, default=str)
         atomic_write_bytes(self.run_dir / MANIFEST, data.encode() + b"\n")
 
-    def add_trial(self, result: TrialResult, samples: pd.DataFrame | None) -> None:
+    def add_trial(self, result: TrialResult, samples: SampleColumns | None) -> None:
         """Persist one finished trial: its samples first, then the trials table."""
         if samples is not None and len(samples):
-            _write_parquet(samples, self.run_dir / SAMPLE_PARTS / f"{result.trial_id}.parquet")
+            table = samples_table(result.trial_id, samples)
+            _write_parquet(table, self.run_dir / SAMPLE_PARTS / f"{result.trial_id}.parquet")
         self.trials = [t for t in self.trials if t.trial_id != result.trial_id] + [result]
         self._write_trials()
 
@@ -172,12 +180,12 @@ class ResultStore:
         return {t.trial_id for t in self.trials if t.status != "skipped"}
 
     def _write_trials(self) -> None:
-        import pandas as pd
+        import pyarrow as pa
 
-        frame = pd.DataFrame([asdict(t) for t in self.trials], columns=_TRIAL_COLUMNS)
-        # Nullable integers: a missing exit code must not turn the column into floats.
-        frame = frame.astype({name: "Int64" for name in _INT_COLUMNS})
-        _write_parquet(frame, self.run_dir / TRIALS)
+        columns = {name: [getattr(t, name) for t in self.trials] for name in _TRIAL_COLUMNS}
+        _write_parquet(
+            pa.Table.from_pydict(columns, schema=_trials_schema()), self.run_dir / TRIALS
+        )
 
     def finish(self) -> None:
         """End of a run, also an interrupted one: samples merged, a trials table present
@@ -188,38 +196,64 @@ class ResultStore:
 
     def consolidate_samples(self) -> None:
         """Merge per-trial sample parts into samples.parquet (parts kept until it is written)."""
-        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
 
         parts = sorted((self.run_dir / SAMPLE_PARTS).glob("*.parquet"))
-        frames = [pd.read_parquet(p) for p in parts]
+        tables = [pq.read_table(p, schema=_samples_schema()) for p in parts]
         if (self.run_dir / SAMPLES).exists():  # a resumed run: keep the earlier trials' samples
-            earlier = pd.read_parquet(self.run_dir / SAMPLES)
-            frames.insert(0, earlier[~earlier["trial_id"].isin({p.stem for p in parts})])
-        frames = [f for f in frames if len(f)]
-        frame = pd.concat(frames, ignore_index=True) if frames else _empty_samples()
-        _write_parquet(frame, self.run_dir / SAMPLES)
+            earlier = pq.read_table(self.run_dir / SAMPLES, schema=_samples_schema())
+            redone = pa.array([p.stem for p in parts], pa.string())
+            tables.insert(0, earlier.filter(pc.invert(pc.is_in(earlier["trial_id"], redone))))
+        table = pa.concat_tables(tables) if tables else _samples_schema().empty_table()
+        _write_parquet(table, self.run_dir / SAMPLES)
         for part in parts:
             part.unlink()
         (self.run_dir / SAMPLE_PARTS).rmdir()
 
 
 _TRIAL_COLUMNS = list(TrialResult.__dataclass_fields__)
-_INT_COLUMNS = [
-    name for name, f in TrialResult.__dataclass_fields__.items() if str(f.type).startswith("int")
-]
 
 
-def _empty_samples() -> pd.DataFrame:
+@functools.cache
+def _samples_schema() -> pa.Schema:
+    """trial_id, t_s, one int64 column per metric; pandas reads the metrics as Int64."""
+    return _schema_with_pandas_dtypes(
+        {"trial_id": "", "t_s": 0.0, **dict.fromkeys(SNAPSHOT_FIELDS, 0)}, set(SNAPSHOT_FIELDS)
+    )
+
+
+@functools.cache
+def _trials_schema() -> pa.Schema:
+    """One column per TrialResult field; integers nullable (Int64), so None stays missing."""
+    example: dict[str, object] = {}
+    for name, spec in TrialResult.__dataclass_fields__.items():
+        kind = str(spec.type).split(" ")[0]
+        example[name] = {"int": 0, "float": 0.0, "bool": False}.get(kind, "")
+    ints = {name for name, value in example.items() if type(value) is int}
+    return _schema_with_pandas_dtypes(example, ints)
+
+
+def _schema_with_pandas_dtypes(example: dict[str, object], ints: set[str]) -> pa.Schema:
+    """The Arrow schema of a one-row frame like `example`, `ints` as pandas Int64.
+
+    Written with pandas' metadata, so pd.read_parquet gives back Int64 (not float64 when a
+    value is missing) without pandas in the write path.
+    """
     import pandas as pd
+    import pyarrow as pa
 
-    from bench.cgroups.model import SNAPSHOT_FIELDS
+    frame = pd.DataFrame({k: [v] for k, v in example.items()})
+    frame = frame.astype(dict.fromkeys(ints, "Int64"))
+    return pa.Schema.from_pandas(frame, preserve_index=False)
 
-    return pd.DataFrame(columns=["trial_id", "t_s", *SNAPSHOT_FIELDS])
 
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    import pyarrow.parquet as pq
 
-def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
+    pq.write_table(table, tmp)
     os.replace(tmp, path)
 
 
@@ -256,6 +290,6 @@ def load_run_files(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.Data
         samples = (
             pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
             if parts
-            else _empty_samples()
+            else _samples_schema().empty_table().to_pandas()
         )
     return manifest, trials, samples

@@ -28,7 +28,6 @@ from bench.results import (
     TrialResult,
     TrialStatus,
     check_run_id,
-    samples_frame,
 )
 from bench.runtimes.base import Availability
 from bench.scenario import Scenario
@@ -36,13 +35,11 @@ from bench.scenario_load import load_scenario
 from bench.spec import NAME_PREFIX, StartSpec
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from bench.cgroups.model import CgroupReader, CgroupSnapshot
     from bench.footprint import Footprint
     from bench.image import WorkloadImage
     from bench.runtimes.base import ExitInfo, Handle, Runtime
-    from bench.sampler import Sampler
+    from bench.sampler import SampleColumns, Sampler
 
 log = logging.getLogger("bench")
 
@@ -331,7 +328,7 @@ def _execute(plan: list[PlanStep], run: _Run) -> RunStatus:
                     progress.trial_finished(_existing(store, trial.trial_id))
                 continue
             name = step.trials[0].runtime
-            results: list[tuple[TrialResult, pd.DataFrame | None]]
+            results: list[tuple[TrialResult, SampleColumns | None]]
             if name not in run.runtimes:
                 results = [(_skipped(t, run.skipped.get(name, "")), None) for t in step.trials]
             else:
@@ -383,7 +380,7 @@ def _retry_stops(run: _Run) -> None:
 
 def _run_step(
     step: PlanStep, run: _Run, sampler: Sampler
-) -> list[tuple[TrialResult, pd.DataFrame | None]]:
+) -> list[tuple[TrialResult, SampleColumns | None]]:
     """Start every trial of the step, wait for the non-aggressors, stop everything.
 
     A signal interrupts only the waits and the checks between starts: a runtime is never
@@ -392,7 +389,7 @@ def _run_step(
     runtime = run.runtimes[step.trials[0].runtime]
     started: list[_Started] = []
     errors: dict[str, str] = {}
-    finished: list[tuple[TrialResult, pd.DataFrame | None]] = []
+    finished: list[tuple[TrialResult, SampleColumns | None]] = []
     stop_seconds: dict[str, float] = {}
     idle = _footprint(runtime) if len(step.trials) > 1 else None
     try:
@@ -494,7 +491,7 @@ def _host_probe_ms() -> float | None:
 
 def _finish(
     item: _Started, store: ResultStore, sampler: Sampler, footprint: Footprint | None
-) -> tuple[TrialResult, pd.DataFrame]:
+) -> tuple[TrialResult, SampleColumns]:
     """Read the final counters (the cgroup still exists) and build the trial's row."""
     from bench.errors import CgroupError
     from bench.workloads import last_lines, parse_metrics
@@ -507,7 +504,6 @@ def _finish(
         final = None
     columns = sampler.remove(trial.trial_id)
     item.reader.close()
-    samples = samples_frame(trial.trial_id, columns)
 
     io_dir = store.trial_dir(trial.trial_id)
     result = TrialResult(**_identity(trial), status="ok", cgroup=item.handle.cgroup.display)  # type: ignore[arg-type]
@@ -552,7 +548,7 @@ def _finish(
             result.error = f"{result.oom_kills} OOM kill(s) in the cgroup"
         else:
             result.error = f"exit code {result.exit_code}"
-    return result, samples
+    return result, columns
 
 
 def _status(trial: Trial, exit_info: ExitInfo | None, oom_kills: int) -> TrialStatus:
