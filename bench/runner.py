@@ -497,12 +497,11 @@ def _finish(
     from bench.workloads import last_lines, parse_metrics
 
     trial = item.trial
-    sampler.sample_now(trial.trial_id)
+    columns = sampler.finish(trial.trial_id)
     try:
         final: CgroupSnapshot | None = item.reader.read()
     except CgroupError:
         final = None
-    columns = sampler.remove(trial.trial_id)
     item.reader.close()
 
     io_dir = store.trial_dir(trial.trial_id)

@@ -112,12 +112,15 @@ class Sampler:
         with self._lock:
             return self._targets.pop(key).columns
 
-    def sample_now(self, key: str) -> None:
-        """Take one sample of `key` immediately (e.g. the final one, after exit)."""
+    def finish(self, key: str) -> SampleColumns:
+        """Take a last sample of `key` with every metric, stop sampling it, hand back all.
+
+        One step under the lock, so no tick can land after the last sample.
+        """
         with self._lock:
-            target = self._targets.get(key)
-            if target is not None:
-                self._read(target, time.monotonic(), full=True)
+            target = self._targets.pop(key)
+            self._read(target, time.monotonic(), full=True)
+            return target.columns
 
     def start(self) -> None:
         self._stop.clear()

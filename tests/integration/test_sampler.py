@@ -49,13 +49,12 @@ def busy_reader() -> Iterator[CgroupReader]:
 
 
 def sample(reader: CgroupReader, interval_s: float, detail_s: float) -> SampleColumns:
-    """First sample at t0, RUN_S of ticks, a final sample_now: what the runner does."""
+    """First sample at t0, RUN_S of ticks, a final one from finish(): what the runner does."""
     sampler = Sampler(interval_s, detail_s)
     with sampler:
         sampler.add("t", reader, time.monotonic(), reader.read())
         time.sleep(RUN_S)
-        sampler.sample_now("t")
-        return sampler.remove("t")
+        return sampler.finish("t")
 
 
 def detail_rows(columns: SampleColumns) -> list[bool]:
