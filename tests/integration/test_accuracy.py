@@ -3,18 +3,34 @@
 Each workload runs both ways, alternating: `bench.runner.run_scenario` (runtime "bare")
 and `runexec --no-container` on the very same argv. Fixed work (stress-ng --*-ops), so
 both measure the same amount of work. Bounds (issue 7): cpu_s within 1 %, mem_peak_bytes
-within 2 %.
+within 2 %. Both read the same kernel counters (v1: cpuacct.usage and
+memory.max_usage_in_bytes, which equals memsw.max_usage_in_bytes without swap), and
+each launcher's own charge between fork and exec is below what they resolve: /bin/true
+costs ~2 ms of CPU and peaks at exactly one charge batch (below) under either.
 
-Noise on this shared 2-core host only ever adds CPU time to fixed work (cache and SMT
-interference, steal): 10-40 % between single runs was measured. So each side's minimum
-over alternating rounds is compared: a systematic error of bench (lost children, a wrong
-unit, the harness's own work counted) moves bench's minimum; noise does not move both
-minima apart by more than it spreads them, and more rounds shrink it.
+Noise on this shared 2-core host moves the CPU time of fixed work by 10-40 % between
+single runs (interference from the other tenants' loads), in both launchers and in
+stress-ng's own rusage of the same runs alike; mostly upwards, but rare runs are also
+faster than the usual floor (vm: 0.56 s once, against 0.63-0.66 s). So each side's
+minimum over alternating rounds is compared: a systematic error of bench (lost children,
+a wrong unit, the harness's own work counted) moves bench's minimum; noise moves the two
+minima apart by less than it spreads single runs, and more rounds shrink it. Each round
+swaps which launcher goes first, so a drift of the host's state does not favour one side.
+
+The memory counter cannot resolve 2 % of a small process: the kernel charges a cgroup in
+per-CPU batches of MEMCG_CHARGE_BATCH pages and the peak includes the unused rest of
+each batch, "a fuzz value for efficient access" (Documentation/admin-guide/cgroup-v1/
+memory.rst, 5.5). /bin/true peaks at exactly 256 KiB (64 pages) under either launcher
+here, and one launcher's peaks of the same ~4 MB stress-ng run spread 3.90-4.67 MB. So
+peaks must agree within 2 % or within that resolution, measured in the same session as
+runexec's smallest peak for /bin/true.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -27,7 +43,8 @@ from tests.integration import test_bare
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROUNDS = 3
+# 15 rounds of the three workloads take ~2 min here; 3 rounds left the minima 3-11 % apart.
+ROUNDS = 15
 CPU_REL = 0.01
 MEM_REL = 0.02
 WORKLOADS = {
@@ -35,6 +52,42 @@ WORKLOADS = {
     "vm": 'stressor = "vm"\noptions = { vm-bytes = "256m", vm-keep = true, vm-ops = 20000 }',
     "fork": 'stressor = "fork"\noptions = { fork-ops = 3000 }',
 }
+
+# Not met on this shared host (issue 7): the minima of 15 alternating rounds still land
+# more than 1 % apart, with either side lower. Three runs of this file at load 1.3-2.5
+# (bench vs runexec): cpu +0.68 / -1.66 / +1.51 %, vm +1.88 / -10.3 / +1.75 %, fork
+# -7.9 / -1.4 / +1.06 %. No fixed difference between the launchers was found (module
+# docstring), so this is the host's noise, not bench's error. XPASS when met.
+CPU_NOISE = "issue 7: host noise moves the minima of 15 rounds more than 1 % apart"
+# The fork stressor's peak is timing-dependent: how many of its short-lived children,
+# with kernel memory that is freed only after reaping (and an RCU grace period), are
+# charged at the same moment. 7.7-17 MB between runs of either launcher; the minima of
+# 15 rounds were -2.3 / +7.6 / -0.9 % apart in the three runs above (the resolution
+# covers 2.3 %, not 7.6 %).
+FORK_PEAK = "issue 7: the fork stressor's peak is timing-dependent, 7.7-17 MB per run"
+
+
+@dataclass
+class Totals:
+    """Each launcher's cpu_s and peak over the rounds, in run order."""
+
+    name: str
+    cpu_s: list[float] = field(default_factory=list)
+    peak_bytes: list[int] = field(default_factory=list)
+    ref_cpu_s: list[float] = field(default_factory=list)
+    ref_peak_bytes: list[int] = field(default_factory=list)
+
+    def describe(self) -> str:
+        cpu_s, ref_cpu_s = min(self.cpu_s), min(self.ref_cpu_s)
+        peak, ref_peak = min(self.peak_bytes), min(self.ref_peak_bytes)
+        return (
+            f"{self.name}: min cpu_s bench {cpu_s:.4f} runexec {ref_cpu_s:.4f} "
+            f"({cpu_s / ref_cpu_s - 1:+.2%}); min peak bench {peak} runexec {ref_peak} "
+            f"({peak / ref_peak - 1:+.2%}); load {os.getloadavg()[0]:.1f}; "
+            f"bench cpu_s {[round(x, 3) for x in self.cpu_s]} "
+            f"runexec {[round(x, 3) for x in self.ref_cpu_s]}; "
+            f"bench peak {self.peak_bytes} runexec {self.ref_peak_bytes}"
+        )
 
 
 def scenario_file(tmp_path: Path, name: str) -> Path:
@@ -46,45 +99,92 @@ def scenario_file(tmp_path: Path, name: str) -> Path:
     return path
 
 
-# Not met yet on this shared host (issue 7, measured at load 2.3-2.6, 3 rounds each):
-# cpu: cpu_s 0.1 % apart, but mem_peak 3.90 vs 4.13 MB (5.6 %): a fixed ~0.2 MB that the
-# two launchers' fork-to-exec charges differently weighs 5 % of a 4 MB process; fork:
-# cpu_s 5.5 % and peak 5 % apart, within its run-to-run spread (1.18-1.69 s); vm: peak
-# 0.1 % apart, cpu_s 2.7 % (0.678 vs 0.660 s). Kept as the target; XPASS when met.
-NOT_YET = "issue 7 bounds not met on this host yet; see the comment above"
-
-
-@pytest.mark.xfail(strict=False, reason=NOT_YET)
-@pytest.mark.parametrize("name", sorted(WORKLOADS))
-def test_bare_totals_match_runexec(
-    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    require_root()
+def measure(name: str, tmp_path: Path) -> Totals:
+    """ROUNDS alternating runs of workload `name` through bench's runner and runexec."""
     path = scenario_file(tmp_path, name)
     (workload,) = load_scenario(path).workloads
     argv = list(build_argv(workload))
-    cpu_s: list[float] = []
-    peak_bytes: list[int] = []
-    ref_cpu_s: list[float] = []
-    ref_peak_bytes: list[int] = []
-    for i in range(ROUNDS):
+    totals = Totals(name)
+
+    def bench_once() -> None:
         outcome = run_scenario(path, RunOptions(results_dir=tmp_path / "results"))
         (trial,) = outcome.trials
-        assert trial.status == "ok", trial.error
-        assert trial.cpu_s is not None and trial.mem_peak_bytes is not None
-        cpu_s.append(trial.cpu_s)
-        peak_bytes.append(trial.mem_peak_bytes)
+        if trial.status != "ok" or trial.cpu_s is None or trial.mem_peak_bytes is None:
+            pytest.fail(f"bench's {name} trial: {trial.status}, {trial.error}")
+        totals.cpu_s.append(trial.cpu_s)
+        totals.peak_bytes.append(trial.mem_peak_bytes)
+
+    def runexec_once(i: int) -> None:
         workdir = tmp_path / f"runexec{i}"  # stress-ng writes its --yaml file here
         workdir.mkdir()
-        monkeypatch.chdir(workdir)
-        values = test_bare.runexec(argv)
-        ref_cpu_s.append(float(values["cputime"].rstrip("s")))
-        ref_peak_bytes.append(int(values["memory"].rstrip("B")))
-    seen = (
-        f"{name}: bench cpu_s {cpu_s} runexec {ref_cpu_s}; bench peak {peak_bytes} "
-        f"runexec {ref_peak_bytes}; load {os.getloadavg()[0]:.1f}"
-    )
-    print(seen)
-    require(min(ref_cpu_s) > 0.5, f"runexec measured too little CPU to compare: {seen}")
-    assert min(cpu_s) == pytest.approx(min(ref_cpu_s), rel=CPU_REL), seen
-    assert min(peak_bytes) == pytest.approx(min(ref_peak_bytes), rel=MEM_REL), seen
+        values = test_bare.runexec(argv, cwd=workdir)
+        totals.ref_cpu_s.append(float(values["cputime"].rstrip("s")))
+        totals.ref_peak_bytes.append(int(values["memory"].rstrip("B")))
+
+    for i in range(ROUNDS):
+        if i % 2:
+            runexec_once(i)
+            bench_once()
+        else:
+            bench_once()
+            runexec_once(i)
+    print(totals.describe())
+    return totals
+
+
+@pytest.fixture(scope="module")
+def totals(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Totals]:
+    """Measures each workload once for both tests below.
+
+    Measuring fails with pytest.fail, so that the xfail marks below, which expect only
+    the bounds' AssertionError, do not hide a broken run.
+    """
+    require_root()
+    measured: dict[str, Totals | None] = {}
+
+    def get(name: str) -> Totals:
+        if name not in measured:
+            measured[name] = None  # a failed measurement fails the first test, not twice
+            measured[name] = measure(name, tmp_path_factory.mktemp(f"accuracy-{name}"))
+        result = measured[name]
+        if result is None:
+            pytest.fail(f"measuring {name} failed in an earlier test")
+        return result
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def memory_resolution_bytes() -> int:
+    """The smallest peak runexec reports at all (for /bin/true): the counter's resolution."""
+    require_root()
+    return min(int(test_bare.runexec(["/bin/true"])["memory"].rstrip("B")) for _ in range(3))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cpu",
+        "vm",
+        pytest.param(
+            "fork", marks=pytest.mark.xfail(strict=False, raises=AssertionError, reason=FORK_PEAK)
+        ),
+    ],
+)
+def test_memory_peak_matches_runexec(
+    name: str, totals: Callable[[str], Totals], memory_resolution_bytes: int
+) -> None:
+    measured = totals(name)
+    peak, ref_peak = min(measured.peak_bytes), min(measured.ref_peak_bytes)
+    bound_bytes = max(MEM_REL * ref_peak, memory_resolution_bytes)
+    seen = f"{measured.describe()}; resolution {memory_resolution_bytes} B"
+    assert abs(peak - ref_peak) <= bound_bytes, seen
+
+
+@pytest.mark.xfail(strict=False, raises=AssertionError, reason=CPU_NOISE)
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_cpu_time_matches_runexec(name: str, totals: Callable[[str], Totals]) -> None:
+    measured = totals(name)
+    seen = measured.describe()
+    require(min(measured.ref_cpu_s) > 0.5, f"runexec measured too little CPU to compare: {seen}")
+    assert min(measured.cpu_s) == pytest.approx(min(measured.ref_cpu_s), rel=CPU_REL), seen

@@ -95,8 +95,8 @@ def run_bare(tmp_path: Path, argv: list[str], limits: Limits | None = None) -> R
     return Run(exit_info, final, wall_s, (io_dir / STDOUT_FILE).read_text())
 
 
-def runexec(argv: list[str]) -> dict[str, str]:
-    """BenchExec's measurement of the same command: its key=value stdout lines.
+def runexec(argv: list[str], cwd: Path | None = None) -> dict[str, str]:
+    """BenchExec's measurement of the same command (run in `cwd`): its key=value lines.
 
     On v2 without systemd BenchExec needs a cgroup of its own that it may split: it gets
     a fresh bench cgroup (removed with whatever BenchExec made inside it).
@@ -110,6 +110,7 @@ def runexec(argv: list[str]) -> dict[str, str]:
             text=True,
             timeout=120,
             check=False,
+            cwd=cwd,
             preexec_fn=own.join_current_process,
         )
     finally:
