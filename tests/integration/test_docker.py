@@ -132,3 +132,49 @@ def test_missing_daemon_is_unavailable_with_a_reason(tmp_path: Path) -> None:
     assert not availability.ok
     assert str(socket) in availability.reason
     assert "dockerd" in availability.fix
+
+
+def test_numbers_match_docker_stats(
+    docker_runtime: DockerRuntime, io_dir: Path, started: list[ContainerHandle]
+) -> None:
+    """What users check bench against: the stats API (`docker stats`) on the same container.
+
+    Each value of one stats call must lie between bench's reads just before and after it
+    (memory within 2 % of that range: the vm stressor's pages move a little).
+    """
+    import docker
+
+    from bench.cgroups import open_reader
+    from bench.image import STRESS_NG
+
+    argv = [str(STRESS_NG), "--vm", "1", "--vm-bytes", "64m", "--vm-keep", "--timeout", "20s"]
+    spec = contract.make_spec(io_dir, argv, limits=Limits(cpus=0.5, pids=64))
+    handle = contract.start(docker_runtime, started, spec)
+    reader = open_reader(handle.cgroup)
+    client = docker.from_env()
+    try:
+        time.sleep(3.0)  # the 64 MiB are mapped and touched: memory is steady
+        before = reader.read()
+        stats = client.containers.get(spec.name).stats(stream=False)
+        after = reader.read()
+    finally:
+        reader.close()
+        client.close()
+    cpu, memory = stats["cpu_stats"], stats["memory_stats"]
+    seen = f"bench before {before}\nbench after {after}\ndocker {cpu} {memory}"
+    scale = 1 if handle.cgroup.version == "v1" else 1000  # docker's v2 usage is usec -> ns
+    assert before.cpu_usage_ns <= cpu["cpu_usage"]["total_usage"] * scale <= after.cpu_usage_ns
+    throttled = cpu["throttling_data"]["throttled_periods"]
+    assert before.cpu_nr_throttled <= throttled <= after.cpu_nr_throttled, seen
+    assert after.cpu_nr_throttled > 0, seen  # 0.5 CPU for a busy worker: it is throttled
+    assert stats["pids_stats"]["current"] == after.pids_current, seen
+
+    def within(value: int, low: int, high: int) -> bool:
+        return min(low, high) * 0.98 <= value <= max(low, high) * 1.02
+
+    assert within(memory["usage"], before.mem_current_bytes, after.mem_current_bytes), seen
+    # The CLI's MEM USAGE is usage minus inactive file pages: bench's working set.
+    inactive_key = "total_inactive_file" if handle.cgroup.version == "v1" else "inactive_file"
+    working_set = memory["usage"] - memory["stats"][inactive_key]
+    assert within(working_set, before.mem_working_set_bytes, after.mem_working_set_bytes), seen
+    assert after.mem_current_bytes > 64 * contract.MIB, seen
