@@ -392,11 +392,28 @@ def _limit_held(aggressors: pd.DataFrame, samples: pd.DataFrame) -> bool | None:
         joined = pids.merge(peak, on=["run_id", "trial_id"]).dropna(subset=["pids_current"])
         if len(joined):
             verdicts.append(bool((joined["pids_current"] <= joined["pids_limit"]).all()))
-    cpu = aggressors.dropna(subset=["cpu_limit_cpus", "cpu_s", "wall_s"])
-    cpu = cpu[cpu["wall_s"] > 0]
-    if len(cpu):
-        used = cpu["cpu_s"] / cpu["wall_s"]
-        verdicts.append(bool((used <= cpu["cpu_limit_cpus"] * CPU_LIMIT_SLACK).all()))
+    cpu = aggressors.dropna(subset=["cpu_limit_cpus"])
+    if len(cpu) and "cpu_usage_ns" in samples.columns:
+        # Cores used between the first and the last sample, both exact cgroup reads. Not
+        # cpu_s / wall_s: an aggressor's cpu_s also counts its start (before the first
+        # sample) and keeps running until the final read after wall_s was taken, which
+        # put a fork bomb limited to 1 CPU at 1.06 "cores" (isolation-fork, docker).
+        spans = (
+            samples.dropna(subset=["cpu_usage_ns"])
+            .groupby(["run_id", "trial_id"], as_index=False)
+            .agg(
+                cpu_ns_low=("cpu_usage_ns", "min"),
+                cpu_ns_high=("cpu_usage_ns", "max"),
+                t_low_s=("t_s", "min"),
+                t_high_s=("t_s", "max"),
+            )
+        )
+        joined = cpu.merge(spans, on=["run_id", "trial_id"])
+        joined = joined[joined["t_high_s"] > joined["t_low_s"]]
+        if len(joined):
+            used_ns = (joined["cpu_ns_high"] - joined["cpu_ns_low"]).astype(float)
+            used = used_ns / 1e9 / (joined["t_high_s"] - joined["t_low_s"])
+            verdicts.append(bool((used <= joined["cpu_limit_cpus"] * CPU_LIMIT_SLACK).all()))
     return all(verdicts) if verdicts else None
 
 

@@ -239,3 +239,21 @@ def test_timeseries_skips_samples_that_did_not_read_the_metric(tmp_path: Path) -
     # user time is 0.9 of the generator's 1.5 cores, over 0.4 s steps instead of 0.2 s.
     assert docker["value"].median() == pytest.approx(0.9 * 1.5, rel=0.05)
     assert len(analysis.timeseries(run, "cpu_usage_ns")) == len(samples)
+
+
+@pytest.mark.parametrize(("cores", "held"), [(1.02, True), (1.3, False)])
+def test_cpu_limit_held_is_judged_from_samples(tmp_path: Path, cores: float, held: bool) -> None:
+    """Cores between the first and last sample, whatever cpu_s / wall_s says."""
+    spec = fast(runtimes=("bare",), workloads=("cpu",), isolation=(IsolationCase(kind="cpu"),))
+    run = analysis.load_run(write_store(tmp_path, spec))
+    trials, samples = run.trials.copy(), run.samples.copy()
+    aggressor = trials["role"] == "aggressor"
+    trials.loc[aggressor, "cpu_limit_cpus"] = 1.0
+    trials.loc[aggressor, "mem_limit_bytes"] = None
+    # cpu_s counts the start and the time after wall_s: 1.2 "cores" by that division.
+    trials.loc[aggressor, "cpu_s"] = trials.loc[aggressor, "wall_s"] * 1.2
+    ids = trials.loc[aggressor, "trial_id"]
+    rows = samples["trial_id"].isin(ids)
+    samples.loc[rows, "cpu_usage_ns"] = (samples.loc[rows, "t_s"] * cores * 1e9).astype("int64")
+    run = dataclasses.replace(run, trials=trials, samples=samples)
+    assert analysis.isolation_table(run)["limit_held"].tolist() == [held]
