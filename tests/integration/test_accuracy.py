@@ -29,6 +29,7 @@ runexec's smallest peak for /bin/true.
 from __future__ import annotations
 
 import os
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # pushed the whole CI run to 14.4 of its 15 minutes: 10 rounds take ~75 s.
 ROUNDS = 10
 CPU_REL = 0.01
+MIN_CPU_S = 0.2  # each workload takes 0.6-1.7 s of CPU here
 MEM_REL = 0.02
 WORKLOADS = {
     "cpu": 'stressor = "cpu"\noptions = { cpu-method = "int64", cpu-ops = 2000 }',
@@ -187,5 +189,8 @@ def test_memory_peak_matches_runexec(
 def test_cpu_time_matches_runexec(name: str, totals: Callable[[str], Totals]) -> None:
     measured = totals(name)
     seen = measured.describe()
-    require(min(measured.ref_cpu_s) > 0.5, f"runexec measured too little CPU to compare: {seen}")
+    # A guard against a runexec that measured nothing, not against a fast round: one vm
+    # round took 0.497 s of CPU against the usual 0.61-0.67 s (CI, load 0.9).
+    enough = statistics.median(measured.ref_cpu_s) > MIN_CPU_S
+    require(enough, f"runexec measured too little CPU to compare: {seen}")
     assert min(measured.cpu_s) == pytest.approx(min(measured.ref_cpu_s), rel=CPU_REL), seen
