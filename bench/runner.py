@@ -493,15 +493,10 @@ def _finish(
     item: _Started, store: ResultStore, sampler: Sampler, footprint: Footprint | None
 ) -> tuple[TrialResult, SampleColumns]:
     """Read the final counters (the cgroup still exists) and build the trial's row."""
-    from bench.errors import CgroupError
     from bench.workloads import last_lines, parse_metrics
 
     trial = item.trial
-    columns = sampler.finish(trial.trial_id)
-    try:
-        final: CgroupSnapshot | None = item.reader.read()
-    except CgroupError:
-        final = None
+    columns, final = sampler.finish(trial.trial_id)
     item.reader.close()
 
     io_dir = store.trial_dir(trial.trial_id)

@@ -112,15 +112,21 @@ class Sampler:
         with self._lock:
             return self._targets.pop(key).columns
 
-    def finish(self, key: str) -> SampleColumns:
-        """Take a last sample of `key` with every metric, stop sampling it, hand back all.
+    def finish(self, key: str) -> tuple[SampleColumns, CgroupSnapshot | None]:
+        """Stop sampling `key` after a last read of every metric: the samples and that read.
 
-        One step under the lock, so no tick can land after the last sample.
+        One step under the lock, so no tick can land after the last sample. The read is
+        None once the cgroup is gone; otherwise it is the trial's final totals.
         """
         with self._lock:
             target = self._targets.pop(key)
-            self._read(target, time.monotonic(), full=True)
-            return target.columns
+            now = time.monotonic()
+            try:
+                last = target.reader.read()
+            except CgroupError:
+                return target.columns, None
+            target.columns.append(now, last)
+            return target.columns, last
 
     def start(self) -> None:
         self._stop.clear()

@@ -54,7 +54,9 @@ def sample(reader: CgroupReader, interval_s: float, detail_s: float) -> SampleCo
     with sampler:
         sampler.add("t", reader, time.monotonic(), reader.read())
         time.sleep(RUN_S)
-        return sampler.finish("t")
+        columns, last = sampler.finish("t")
+    assert last is not None and last.cpu_usage_ns == columns.values["cpu_usage_ns"][-1]
+    return columns
 
 
 def detail_rows(columns: SampleColumns) -> list[bool]:

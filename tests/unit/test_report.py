@@ -103,37 +103,35 @@ def test_report_json(single: Path) -> None:
     assert {w["kind"] for w in run["warnings"]} >= {"failed-trials"}
 
 
+def pytest_benchmark_compare(args: list[str], cwd: Path) -> str:
+    """`pytest-benchmark compare ARGS`: its stdout, after checking it loaded every file."""
+    proc = subprocess.run(
+        [str(VENV_BIN / "pytest-benchmark"), "compare", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Failed to load" not in proc.stdout + proc.stderr
+    return proc.stdout
+
+
 def test_pytest_benchmark_compare_accepts_export(single: Path) -> None:
     export = single / "pytest-benchmark-run-one.json"
     data = json.loads(export.read_text())
     assert {"machine_info", "commit_info", "benchmarks", "datetime", "version"} <= set(data)
-    proc = subprocess.run(
-        [str(VENV_BIN / "pytest-benchmark"), "compare", str(export)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=single,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "Failed to load" not in proc.stdout + proc.stderr
-    assert "wall_s[docker-cpu]" in proc.stdout
-    assert "start_s[lxc-vm]" in proc.stdout
+    stdout = pytest_benchmark_compare([str(export)], single)
+    assert "wall_s[docker-cpu]" in stdout
+    assert "start_s[lxc-vm]" in stdout
 
 
 def test_pytest_benchmark_compare_two_runs(runs: list[analysis.Run], tmp_path: Path) -> None:
     build_report(runs, tmp_path, {"json"})
     files = sorted(str(p) for p in tmp_path.glob("pytest-benchmark-*.json"))
     assert len(files) == 2
-    proc = subprocess.run(
-        [str(VENV_BIN / "pytest-benchmark"), "compare", *files, "--group-by", "name"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "Failed to load" not in proc.stdout + proc.stderr
-    assert proc.stdout.count("wall_s[docker-cpu]") >= 2
+    stdout = pytest_benchmark_compare([*files, "--group-by", "name"], tmp_path)
+    assert stdout.count("wall_s[docker-cpu]") >= 2
 
 
 def test_pytest_benchmark_stats_match_pytest_benchmark() -> None:
