@@ -5,6 +5,13 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+# How a workload's network reaches the host (docs/architecture.md, "Network paths"):
+# none: loopback only; host: the host's own stack; bridge: the container's address on a
+# network bench creates for the run; published: a port published on 127.0.0.1.
+NetworkMode = Literal["none", "host", "bridge", "published"]
+NETWORK_MODES: tuple[NetworkMode, ...] = ("none", "host", "bridge", "published")
 
 CPU_PERIOD_US = 100_000
 NAME_PREFIX = "bench-"
