@@ -1,6 +1,6 @@
 """Notebook API: load result stores into pandas and build overhead/isolation tables.
 
-Reads only the result store (DESIGN.md "Result store"). Every table excludes warm-up
+Reads only the result store (docs/architecture.md). Every table excludes warm-up
 and non-ok trials; medians carry 95 % bootstrap CIs and differences a Mann-Whitney
 p-value (see bench.stats for why).
 

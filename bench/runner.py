@@ -547,7 +547,7 @@ def _finish(
 
 def _status(trial: Trial, exit_info: ExitInfo | None, oom_kills: int) -> TrialStatus:
     # OOM is decided from the cgroup's counter: stress-ng respawns OOM-killed workers
-    # and still exits 0 (HOST-NOTES, "Limits, checked under Docker").
+    # and still exits 0 (docs/host-notes.md, "Limits and OOM").
     if oom_kills > 0:
         return "oom"
     if exit_info is None:

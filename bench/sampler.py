@@ -19,7 +19,7 @@ from bench.errors import CgroupError
 
 # At this interval or shorter the sampler thread asks for SCHED_FIFO: on a loaded host
 # (load 3 on 2 cores) CFS woke a 1 ms sleeper up to 1.2 ms late at the 99th percentile,
-# SCHED_FIFO within 0.08 ms (issue 7, benchmarks/test_sampler_rate.py). The thread sleeps
+# SCHED_FIFO within 0.08 ms (benchmarks/test_sampler_rate.py). The thread sleeps
 # between ticks and reads for microseconds, so it takes nothing from the workload it
 # would not take anyway; the kernel's RT throttling caps it if a tick ever overran.
 REALTIME_BELOW_S = 0.01
@@ -28,7 +28,7 @@ REALTIME_PRIORITY = 1
 # Every metric is read at most this often and at each trial's first and last sample; the
 # ticks between read only CPU usage, current memory and pids (CoreSnapshot). On v1 the
 # full set is 10 files, and at 100 cgroups x 10 Hz reading them all every tick cost 5.3 %
-# of a core against 3 % asked (issue 7): each cold read is a ~3 us syscall, memory.stat
+# of a core against 3 % budgeted: each cold read is a ~3 us syscall, memory.stat
 # ~12 us. Totals never depend on this: they come from the final full read.
 DETAIL_INTERVAL_S = 1.0
 

@@ -22,7 +22,7 @@ def caller_rlimits() -> tuple[tuple[str, int, int], ...]:
     """bench's own nofile and nproc limits, given to every workload under every runtime.
 
     Fair, and safe: a host without CAP_SYS_RESOURCE cannot raise any rlimit, and
-    podman's defaults (nofile 1048576) fail there (see HOST-NOTES).
+    podman's defaults (nofile 1048576) fail there (docs/host-notes.md).
     """
     limits = []
     # "unlimited" is not portable across runtimes' parsers, hence a cap for each; nproc's

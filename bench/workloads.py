@@ -17,7 +17,7 @@ from bench.scenario import WorkloadModel
 METRICS_FILE = "metrics.yaml"
 METRICS_MAX_BYTES = 1 << 20
 # Without --oomable stress-ng respawns an OOM-killed worker and still reports success
-# (seen under docker -m 256m: oom_kill 64, exit 0); see shared/HOST-NOTES.md.
+# (seen under docker -m 256m: oom_kill 64, exit 0); see docs/host-notes.md.
 OOMABLE_STRESSORS = frozenset({"vm", "bigheap", "malloc"})
 # Scratch files of these go to --temp-path; "." keeps them in the io dir, inside the limits.
 SCRATCH_STRESSORS = frozenset({"hdd", "iomix"})

@@ -1,8 +1,8 @@
 """Kept-open cgroup files read with pread, and cheap parsers that find only the needed keys.
 
 Speed matters: the sampler reads every cgroup many times a second, and splitting a whole
-memory.stat costs more than the kernel takes to produce it (see HOST-NOTES, "Reading
-cgroup files fast").
+memory.stat costs more than the kernel takes to produce it (docs/host-notes.md, "Reading
+cgroup files: what it costs").
 """
 
 from __future__ import annotations

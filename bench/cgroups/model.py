@@ -43,7 +43,7 @@ class CgroupLocation:
 # a tenth of the 25 us budget of one full cgroup read in the sampler. Treat as read-only.
 @dataclass(slots=True)
 class CgroupSnapshot:
-    """Every metric of DESIGN's table at one instant; counters are cumulative.
+    """Every metric of the README's metrics table at one instant; counters are cumulative.
 
     None means the kernel does not provide the metric (e.g. memory.peak before 5.19,
     pressure on v1). Fields are positional in this order for the readers' speed.

@@ -2,7 +2,7 @@
 
 The wrapper keeps the container (and so its cgroup) alive after the workload exits, so the
 final cumulative counters stay readable; it reports "S" (started) and "E <code>" (exited)
-through a FIFO in the bind-mounted io dir. See notes/CONTAINERS.md.
+through a FIFO in the bind-mounted io dir. See docs/architecture.md, "Containers".
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def start_container(
 def engine_limit_options(limits: Limits) -> dict[str, int | str]:
     """Limits as the keyword arguments docker-py and podman-py both take.
 
-    Quota/period rather than nano_cpus: podman-py drops nano_cpus silently (HOST-NOTES).
+    Quota/period rather than nano_cpus: podman-py drops nano_cpus silently (docs/host-notes.md).
     memswap_limit equal to mem_limit means no swap.
     """
     options: dict[str, int | str] = {}

@@ -171,7 +171,7 @@ def _lowered_rlimits(
 ) -> list[tuple[int, int, int]]:
     """The setrlimit calls to make in the child: never above the current hard limit.
 
-    Raising a hard limit needs CAP_SYS_RESOURCE, which bench must not assume (HOST-NOTES).
+    Raising a hard limit needs CAP_SYS_RESOURCE, which bench must not assume (docs/host-notes.md).
     """
     calls = []
     for name, soft, hard in rlimits:

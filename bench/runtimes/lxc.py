@@ -101,7 +101,7 @@ def container_config(spec: StartSpec, rootfs: Path, cgroup_version: str) -> str:
     memory_dir = cgroup_mounts().get("memory")
     memsw = memory_dir is not None and (memory_dir / "memory.memsw.limit_in_bytes").exists()
     if spec.network:
-        # HOST-NOTES: no lxcbr0 here; a veth needs one, so only a host that has it can.
+        # No lxcbr0 on many hosts (docs/host-notes.md); a veth needs one, so refuse early.
         if not Path("/sys/class/net/lxcbr0").exists():
             raise BenchError(
                 "lxc: this scenario asks for networking but bridge lxcbr0 does not exist; "

@@ -64,7 +64,7 @@ def _podman_cli(*args: str, timeout_s: float = 60.0) -> subprocess.CompletedProc
 def default_oci_runtime() -> str:
     """The OCI runtime podman should use here: runc on hybrid hosts (crun refuses them).
 
-    crun 1.8 fails with "cgroups in hybrid mode not supported" (HOST-NOTES); elsewhere
+    crun 1.8 fails with "cgroups in hybrid mode not supported" (docs/host-notes.md); elsewhere
     podman's own default from `podman info`. RuntimeUnavailable when podman is missing.
     """
     if shutil.which("podman") is None:
@@ -400,7 +400,7 @@ def _launch(service: _Service, image_ref: str, spec: StartSpec, command: list[st
 
 
 def _create_kwargs(spec: StartSpec) -> dict[str, Any]:
-    """podman-py create() arguments for the shared limits (see notes/CONTAINERS.md)."""
+    """podman-py create() arguments for the shared limits (docs/architecture.md)."""
     limits = spec.limits
     kwargs: dict[str, Any] = {
         "name": spec.name,

@@ -1,10 +1,14 @@
-"""The project's own standards, enforced by the test command: ruff and mypy --strict."""
+"""The project's own standards, enforced by the test command: ruff, mypy --strict, comments."""
 
 from __future__ import annotations
 
+import ast
+import io
+import re
 import shutil
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -37,3 +41,63 @@ def test_code_passes(argv: list[str]) -> None:
         [tool(argv[0]), *argv[1:]], cwd=REPO, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+# Design notes live in docs/; a comment naming a file or issue outside the repository
+# sends the reader somewhere they cannot follow.
+OUTSIDE_REPO = re.compile(
+    r"HOST-NOTES|\bDESIGN\b|\bnotes/|(?i:\bissue #?\d+)"
+    r"|(?:\.\./|/)shared/|\bshared/[\w./-]+\.(?:md|sh|py|txt)\b|\bshared/recipes"
+)
+DOCS_REF = re.compile(r"\bdocs/[\w./-]*\w")
+
+
+def comments_and_docstrings(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of every comment and docstring in one Python file."""
+    source = path.read_text()
+    found = [
+        (token.start[0], token.string)
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    ]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            docstring = ast.get_docstring(node, clean=False)
+            if docstring is not None:
+                found.append((node.body[0].lineno, docstring))
+    return found
+
+
+def test_comments_point_only_into_the_repository() -> None:
+    wrong = []
+    for path in sorted((REPO / "bench").rglob("*.py")):
+        for first_line, text in comments_and_docstrings(path):
+            for m in OUTSIDE_REPO.finditer(text):
+                line = first_line + text.count("\n", 0, m.start())
+                wrong.append(f"{path.relative_to(REPO)}:{line}: {m.group()!r}")
+            for m in DOCS_REF.finditer(text):
+                if not (REPO / m.group()).exists():
+                    line = first_line + text.count("\n", 0, m.start())
+                    wrong.append(f"{path.relative_to(REPO)}:{line}: {m.group()} does not exist")
+    assert not wrong, "point these at docs/architecture.md or docs/host-notes.md:\n" + "\n".join(
+        wrong
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "bad"),
+    [
+        ("# see HOST-NOTES", True),
+        ('"""DESIGN.md "Result store"."""', True),
+        ("# measured in issue 7", True),
+        ("# see ../shared/recipes", True),
+        ("# see notes/CONTAINERS.md", True),
+        ("# see docs/host-notes.md", False),
+        ("# see shared/HOST-NOTES.md", True),
+        ("# adapted from ../shared/x", True),
+        ('"""placements shared/separate are pinned"""', False),
+        ("# the OCI runtime is per service", False),
+    ],
+)
+def test_outside_pattern(text: str, bad: bool) -> None:
+    assert bool(OUTSIDE_REPO.search(text)) is bad
