@@ -140,12 +140,15 @@ def run(
                     "status": outcome.status,
                     "trials": len(outcome.trials),
                     "skipped_runtimes": outcome.skipped_runtimes,
+                    "failure": outcome.failure,
                 }
             )
         )
     else:
         print_run_summary(outcome.run_dir, outcome.skipped_runtimes)
         click.echo(f"results: {outcome.run_dir} ({outcome.status})")
+    if outcome.failure:
+        click.echo(f"error: {outcome.failure}", err=True)
     if outcome.status != "complete":
         sys.exit(1)
 

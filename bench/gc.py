@@ -8,7 +8,6 @@ the leftover warning at the start of a run leaves out objects of other live runs
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -16,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.naming import object_prefix
 from bench.runtimes import RUNTIME_CLASSES, get_runtime
-from bench.spec import NAME_PREFIX
 
 
 def runs_dir() -> Path:
@@ -25,11 +24,6 @@ def runs_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/run/bench-runs")
     return Path(f"/tmp/bench-runs-{os.geteuid()}")
-
-
-def object_prefix(run_id: str) -> str:
-    """The name prefix of every container and cgroup of a run (see runner._object_name)."""
-    return f"{NAME_PREFIX}{hashlib.sha256(run_id.encode()).hexdigest()[:8]}-"
 
 
 @dataclass(frozen=True)

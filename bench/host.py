@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import pwd
 import socket
 import subprocess
 from dataclasses import asdict, dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cgroups.locate import host_cgroup_version
+from bench.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -66,3 +68,18 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() or None
+
+
+def resolve_user(user: int | str | None) -> tuple[int, int] | None:
+    """The scenario's `user` as (uid, gid) on this host; a bare uid keeps gid = uid."""
+    if user is None:
+        return None
+    try:
+        entry = pwd.getpwnam(user) if isinstance(user, str) else pwd.getpwuid(user)
+    except KeyError:
+        if isinstance(user, int):
+            return user, user
+        raise InputError(
+            f"scenario user {user!r} does not exist on this host; create it, or give a uid"
+        ) from None
+    return entry.pw_uid, entry.pw_gid

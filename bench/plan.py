@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from bench.errors import InputError
+from bench.results import Role
 from bench.scenario import AggressorModel, Scenario, WorkloadModel
 from bench.spec import Limits
 
@@ -29,7 +30,7 @@ class Trial:
     runtime: str
     oci_runtime: str
     workload: WorkloadModel
-    role: str
+    role: Role
     group_id: str
     repetition: int
     warmup: bool
@@ -52,7 +53,7 @@ class _StepShape:
     """A step before it is given ids and a runtime: (role, workload, limits) members."""
 
     label: str
-    members: tuple[tuple[str, WorkloadModel, Limits], ...]
+    members: tuple[tuple[Role, WorkloadModel, Limits], ...]
     isolation_kind: str = ""
     placement: str = ""
 

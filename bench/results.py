@@ -99,6 +99,8 @@ class Manifest:
     missed_sample_ticks: int = 0
     # Workloads bench could not remove (their runtime had stopped answering): `bench gc`.
     leftovers: list[str] = field(default_factory=list)
+    # Why a run ended `failed`: what kept every measured trial from running.
+    failure: str = ""
 
 
 def check_run_id(run_id: str) -> str:

@@ -67,6 +67,10 @@ class SampleColumns:
     def __len__(self) -> int:
         return len(self.t_s)
 
+    def largest(self, name: str) -> int | None:
+        """The largest value of metric `name` that was read; None when none was."""
+        return max((value for value in self.values[name] if value != MISSING), default=None)
+
 
 @dataclass
 class _Target:

@@ -100,3 +100,59 @@ class CgroupReader(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class CgroupTotals:
+    """What a cgroup used over a trial, in the result's units; None where not known."""
+
+    cpu_s: float | None = None
+    cpu_user_s: float | None = None
+    cpu_sys_s: float | None = None
+    cpu_nr_throttled: int | None = None
+    cpu_throttled_ns: int | None = None
+    oom_kills: int | None = None
+    mem_peak_bytes: int | None = None
+    # True when the kernel keeps no peak (v2's memory.peak came in 5.19) and the peak is the
+    # largest sampled memory.current, which can miss a spike between two samples.
+    mem_peak_from_samples: bool = False
+    pids_peak: int | None = None
+    io_read_bytes: int | None = None
+    io_write_bytes: int | None = None
+
+
+def cgroup_totals(
+    first: CgroupSnapshot,
+    final: CgroupSnapshot | None,
+    *,
+    sampled_mem_max_bytes: int | None = None,
+    sampled_pids_max: int | None = None,
+) -> CgroupTotals:
+    """Totals from the trial's first and final full reads (final is None once the cgroup
+    is gone); a peak the kernel does not keep falls back to the largest sampled value."""
+    mem_peak = final.mem_peak_bytes if final is not None else None
+    pids_peak = final.pids_peak if final is not None else None
+    from_samples = mem_peak is None and sampled_mem_max_bytes is not None
+    if from_samples:
+        mem_peak = sampled_mem_max_bytes
+    if pids_peak is None:
+        pids_peak = sampled_pids_max
+    if final is None:
+        return CgroupTotals(
+            mem_peak_bytes=mem_peak, mem_peak_from_samples=from_samples, pids_peak=pids_peak
+        )
+    return CgroupTotals(
+        cpu_s=final.cpu_usage_ns / 1e9,
+        cpu_user_s=final.cpu_user_ns / 1e9,
+        cpu_sys_s=final.cpu_system_ns / 1e9,
+        cpu_nr_throttled=final.cpu_nr_throttled,
+        cpu_throttled_ns=final.cpu_throttled_ns,
+        # The counter counts over the cgroup's whole life: the trial's kills are those
+        # between its own first and final read.
+        oom_kills=final.oom_kill_count - first.oom_kill_count,
+        mem_peak_bytes=mem_peak,
+        mem_peak_from_samples=from_samples,
+        pids_peak=pids_peak,
+        io_read_bytes=final.io_read_bytes,
+        io_write_bytes=final.io_write_bytes,
+    )

@@ -1,14 +1,13 @@
 """Helpers of the reliability e2e tests: start a real `bench run`, find what one run left.
 
-Everything is scoped to one run through its object-name digest (runner._object_name:
-`bench-<sha256(run_id)[:8]>-...`), so tests running beside other bench runs on a shared
+Everything is scoped to one run through its object-name prefix (bench.naming.object_prefix:
+`bench-<sha256(run_id)[:8]>-`), so tests running beside other bench runs on a shared
 host never count, or remove, someone else's containers and cgroups.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.naming import object_prefix
 from tests.conftest import require, require_root
 from tests.e2e.conftest import bench as bench
 
@@ -118,10 +118,6 @@ def wait_for_workload(run_id: str, timeout_s: float = 60) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"no workload of {run_id} started within {timeout_s} s")
-
-
-def object_prefix(run_id: str) -> str:
-    return f"bench-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}-"
 
 
 def leftovers(run_id: str, bench_pid: int) -> dict[str, list[str]]:

@@ -1,0 +1,201 @@
+"""One plan step: start its members, wait for them, measure them, stop them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bench.errors import BenchError
+from bench.naming import object_name
+from bench.spec import StartSpec
+from bench.trial import Observed, measured_row, trial_row
+
+if TYPE_CHECKING:
+    from bench.cgroups.model import CgroupReader, CgroupSnapshot
+    from bench.footprint import Footprint
+    from bench.plan import PlanStep, Trial
+    from bench.results import ResultStore, TrialResult
+    from bench.runtimes.base import ExitInfo, Handle, Runtime
+    from bench.sampler import SampleColumns, Sampler
+    from bench.signals import Signals
+
+StepResults = list[tuple["TrialResult", "SampleColumns | None"]]
+
+
+@dataclass
+class StepContext:
+    """What a step needs from its run."""
+
+    store: ResultStore
+    sampler: Sampler
+    signals: Signals
+    timeout_s: float
+    user: tuple[int, int] | None
+    # The run's workloads whose stop() failed (e.g. the daemon was gone): retried later.
+    unstopped: list[Handle]
+
+
+@dataclass
+class Member:
+    """A started trial of the step."""
+
+    trial: Trial
+    handle: Handle
+    reader: CgroupReader
+    first: CgroupSnapshot
+    t0: float
+    exit_info: ExitInfo | None = None
+    wall_s: float | None = None
+
+
+def run_step(step: PlanStep, runtime: Runtime, ctx: StepContext) -> StepResults:
+    """Start every trial of the step, wait for the non-aggressors, stop everything.
+
+    A signal interrupts only the waits and the checks between starts: a runtime is never
+    cut off half-way through starting or removing a container (see bench.signals).
+    """
+    started: list[Member] = []
+    errors: dict[str, str] = {}
+    finished: StepResults = []
+    idle = _footprint(runtime) if len(step.trials) > 1 else None
+    try:
+        for trial in step.trials:
+            ctx.signals.check()
+            try:
+                started.append(start_member(trial, runtime, ctx))
+            except BenchError as exc:
+                errors[trial.trial_id] = str(exc)
+        wait_members(started, ctx)
+        finished = measure_members(started, runtime, ctx)
+        for result, _samples in finished:
+            result.group_size = len(step.trials)
+            if idle is not None:
+                result.runtime_pss_idle_bytes = idle.pss_bytes
+    finally:
+        stop_seconds = stop_members(started, ctx, errors)
+    for result, _samples in finished:
+        result.stop_s = stop_seconds.get(result.trial_id)
+        if result.trial_id in errors:
+            result.error = "; ".join(filter(None, [result.error, errors[result.trial_id]]))
+    failed: StepResults = [
+        (trial_row(t, "failed", errors[t.trial_id]), None)
+        for t in step.trials
+        if t.trial_id in errors and all(r.trial_id != t.trial_id for r, _ in finished)
+    ]
+    return finished + failed
+
+
+def start_member(trial: Trial, runtime: Runtime, ctx: StepContext) -> Member:
+    """Start one trial and take its cgroup's first read; nothing is left running on error."""
+    from bench.cgroups import open_reader
+    from bench.workloads import build_argv
+
+    store = ctx.store
+    io_dir = store.trial_dir(trial.trial_id)
+    if ctx.user is not None:  # the workload writes its metrics and output files there
+        os.chown(io_dir, *ctx.user)
+    spec = StartSpec(
+        name=object_name(store.run_dir.name, trial.trial_id),
+        argv=build_argv(trial.workload),
+        io_dir=io_dir.resolve(),
+        limits=trial.limits,
+        oci_runtime=trial.oci_runtime or None,
+        labels=(("bench", "1"), ("bench.run", store.run_dir.name[:60])),
+        user=ctx.user,
+    )
+    handle = runtime.start(spec)
+    try:
+        reader = open_reader(handle.cgroup)
+        t0 = time.monotonic()
+        first = reader.read()
+    except BaseException:
+        handle.stop()
+        raise
+    ctx.sampler.add(trial.trial_id, reader, t0, first)
+    return Member(trial, handle, reader, first, t0)
+
+
+def wait_members(started: list[Member], ctx: StepContext) -> None:
+    """Wait for the non-aggressors up to the trial timeout; then look at the aggressors."""
+    deadline = time.monotonic() + ctx.timeout_s
+    with ctx.signals.interruptible():
+        for member in started:
+            if member.trial.role != "aggressor":
+                member.exit_info = member.handle.wait(max(deadline - time.monotonic(), 0.0))
+                member.wall_s = time.monotonic() - member.t0
+    for member in started:
+        if member.trial.role == "aggressor":
+            member.exit_info = member.handle.wait(0.0)
+            member.wall_s = time.monotonic() - member.t0
+
+
+def measure_members(started: list[Member], runtime: Runtime, ctx: StepContext) -> StepResults:
+    """The final read of every member and its row, while every cgroup of the step exists."""
+    host_probe_ms = _host_probe_ms() if len(started) > 1 else None
+    footprint = _footprint(runtime)  # once per step
+    finished: StepResults = []
+    for member in started:
+        trial = member.trial
+        columns, final = ctx.sampler.finish(trial.trial_id)
+        member.reader.close()
+        seen = Observed(
+            cgroup=member.handle.cgroup.display,
+            start_s=member.handle.start_latency_s,
+            wall_s=member.wall_s,
+            exit_info=member.exit_info,
+            first=member.first,
+            final=final,
+            columns=columns,
+            footprint=footprint,
+        )
+        result = measured_row(trial, seen, ctx.store.trial_dir(trial.trial_id))
+        result.host_probe_ms = host_probe_ms
+        finished.append((result, columns))
+    return finished
+
+
+def stop_members(
+    started: list[Member], ctx: StepContext, errors: dict[str, str]
+) -> dict[str, float]:
+    """Stop every member, also after an error; the seconds each stop took."""
+    stop_seconds: dict[str, float] = {}
+    for member in started:
+        trial_id = member.trial.trial_id
+        with contextlib.suppress(KeyError):
+            ctx.sampler.remove(trial_id)
+        try:
+            stop_seconds[trial_id] = member.handle.stop()
+        except Exception as exc:  # keep stopping the others; retried at the end of the run
+            errors.setdefault(trial_id, f"cleanup failed: {describe(exc)}")
+            ctx.unstopped.append(member.handle)
+    return stop_seconds
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line for a trial's error column."""
+    text = " ".join(str(exc).split()) or "no message"
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+def _footprint(runtime: Runtime) -> Footprint | None:
+    from bench.footprint import measure_footprint
+
+    return measure_footprint(runtime.footprint_pids())
+
+
+def _host_probe_ms() -> float | None:
+    """Fork and exec /bin/true on the host: can it still start a process, and how fast?
+
+    The "host unharmed" check of isolation steps (a fork bomb must stay inside its limit).
+    """
+    import subprocess
+
+    started = time.monotonic()
+    try:
+        subprocess.run(["/bin/true"], check=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (time.monotonic() - started) * 1000
