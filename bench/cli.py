@@ -177,6 +177,9 @@ def doctor(as_json: bool) -> None:
             click.echo(f"{check.name:<9} ok  {check.version}{oci}")
         else:
             click.echo(f"{check.name:<9} --  {check.reason}  fix: {check.fix}")
+    for tool in report.tools:
+        if not tool.available:
+            click.echo(f"{tool.name:<9} --  missing {', '.join(tool.missing)}  fix: {tool.fix}")
 
 
 @main.command(name="list")

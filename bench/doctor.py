@@ -5,11 +5,16 @@ from __future__ import annotations
 import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.cgroups.locate import cgroup_mounts
 from bench.host import host_facts
 from bench.runtimes import RUNTIME_CLASSES, get_runtime
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from bench.servers import ServerKind
 
 
 @dataclass
@@ -23,12 +28,23 @@ class RuntimeCheck:
 
 
 @dataclass
+class ToolCheck:
+    """A server or load generator a service workload needs; `fix` installs it."""
+
+    name: str
+    available: bool
+    missing: list[str] = field(default_factory=list)
+    fix: str = ""
+
+
+@dataclass
 class DoctorReport:
     host: dict[str, Any]
     controllers: list[str]
     can_create_cgroups: bool
     cgroup_detail: str
     runtimes: list[RuntimeCheck] = field(default_factory=list)
+    tools: list[ToolCheck] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +77,18 @@ def check_runtime(name: str) -> RuntimeCheck:
         runtime.close()
 
 
+def check_tools(kinds: Iterable[ServerKind] | None = None) -> list[ToolCheck]:
+    """Each service's server: present, or the files missing and the package to install."""
+    from bench.servers import SERVERS, missing_files
+
+    checks = []
+    for kind in SERVERS.values() if kinds is None else kinds:
+        missing = [str(path) for path in missing_files(kind)]
+        fix = f"apt-get install {kind.package}" if missing else ""
+        checks.append(ToolCheck(f"{kind.name} server", not missing, missing, fix))
+    return checks
+
+
 def run_doctor() -> DoctorReport:
     from bench.cgroups import can_create_cgroups
 
@@ -72,4 +100,5 @@ def run_doctor() -> DoctorReport:
         cgroup_detail=detail,
     )
     report.runtimes = [check_runtime(name) for name in RUNTIME_CLASSES]
+    report.tools = check_tools()
     return report

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -27,7 +27,16 @@ MOUNT_POINTS = ("tmp", "proc", "sys", "dev", "bench")
 CACHE_SUBDIR = "images"
 CACHE_ENTRY_PREFIX = "bench-image-"
 # Bump when the layout below changes, so old cache entries are not reused.
-_LAYOUT_VERSION = "1"
+_LAYOUT_VERSION = "2"
+# Account files for servers that look names up: nginx started as root drops its workers to
+# nobody:nogroup by name. Written by bench, never copied from the host (no host accounts leak
+# into results), so the image stays the same bytes on every host.
+ACCOUNT_FILES: dict[str, bytes] = {
+    "etc/passwd": (
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n"
+    ),
+    "etc/group": b"root:x:0:\nnogroup:x:65534:\n",
+}
 _CHUNK_BYTES = 1 << 20
 # ldd(1) output: "libm.so.6 => /lib/.../libm.so.6 (0x...)" or "/lib64/ld-linux... (0x...)".
 _LDD_ARROW = re.compile(r"^\s*(\S+)\s+=>\s+(.*?)\s*(\(0x[0-9a-f]+\))?$")
@@ -67,6 +76,7 @@ class _Entry:
     mode: int
     source: Path | None = None
     link: str = ""
+    content: bytes | None = None  # a file bench writes itself (ACCOUNT_FILES)
 
 
 def default_cache_dir() -> Path:
@@ -121,16 +131,28 @@ def _relative(path: Path) -> str:
     return str(PurePosixPath(path).relative_to("/"))
 
 
-def _entries(binaries: Sequence[Path]) -> list[_Entry]:
+def _data_files(path: Path) -> list[Path]:
+    """`path` if a file, else every regular file under it (symlinks followed), sorted."""
+    if not path.is_dir():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file())
+
+
+def _entries(binaries: Sequence[Path], data_paths: Sequence[Path] = ()) -> list[_Entry]:
     """Every member of the image, sorted by path: files, their parent dirs, mount points."""
     files: dict[str, Path] = {}
     for binary in binaries:
         for host_path in (binary, *shared_libraries(binary)):
             files.setdefault(_relative(host_path), host_path)
+    for data_path in data_paths:
+        for host_path in _data_files(data_path):
+            files.setdefault(_relative(host_path), host_path)
     entries: dict[str, _Entry] = {}
     for rel, host_path in files.items():
         mode = host_path.stat().st_mode & 0o755  # follows symlinks: the content is copied
         entries[rel] = _Entry(rel, "file", mode, source=host_path)
+    for rel, content in ACCOUNT_FILES.items():
+        entries.setdefault(rel, _Entry(rel, "file", 0o644, content=content))
     for point in MOUNT_POINTS:
         entries.setdefault(point, _Entry(point, "dir", 0o1777 if point == "tmp" else 0o755))
     busybox_rel = _relative(BUSYBOX)
@@ -153,6 +175,8 @@ def _content_key(entries: Iterable[_Entry]) -> tuple[str, dict[str, str]]:
         if entry.source is not None:
             content = file_sha256(entry.source)
             hashes[str(entry.source)] = content
+        elif entry.content is not None:
+            content = hashlib.sha256(entry.content).hexdigest()
         key.update(
             f"{entry.path}\0{entry.kind}\0{entry.mode:o}\0{entry.link}\0{content}\n".encode()
         )
@@ -166,6 +190,8 @@ def _write_rootfs(entries: Sequence[_Entry], rootfs: Path) -> None:
             target.mkdir(parents=True, exist_ok=True)
         elif entry.kind == "symlink":
             target.symlink_to(entry.link)
+        elif entry.content is not None:
+            target.write_bytes(entry.content)
         else:
             assert entry.source is not None
             shutil.copyfile(entry.source, target)
@@ -215,22 +241,28 @@ def _load_cached(entry_dir: Path) -> WorkloadImage | None:
 
 
 def build_image(
-    extra_binaries: Sequence[Path] = (), cache_dir: Path | None = None
+    extra_binaries: Sequence[Path] = (),
+    cache_dir: Path | None = None,
+    data_paths: Sequence[Path] = (),
+    packages: Mapping[Path, str] | None = None,
 ) -> WorkloadImage:
     """Build (or reuse from the cache) the image holding stress-ng, busybox and extras.
 
     Every binary keeps its host path inside the image, so workload argv such as
-    /usr/bin/stress-ng is valid in every runtime and on bare metal.
+    /usr/bin/stress-ng is valid in every runtime and on bare metal. `data_paths` (files or
+    directories a server reads, e.g. PostgreSQL's share dir) are copied as they are;
+    `packages` names the Debian package that provides a path, for the error when missing.
     """
     binaries = [STRESS_NG, BUSYBOX, *extra_binaries]
-    for binary in binaries:
-        if not binary.is_absolute():
-            raise InputError(f"image binary {binary} must be an absolute path")
-        if not binary.is_file():
-            package = {STRESS_NG: "stress-ng", BUSYBOX: "busybox-static"}.get(binary)
+    known = {STRESS_NG: "stress-ng", BUSYBOX: "busybox-static", **(packages or {})}
+    for path in (*binaries, *data_paths):
+        if not path.is_absolute():
+            raise InputError(f"image file {path} must be an absolute path")
+        if not (path.is_file() or (path in data_paths and path.is_dir())):
+            package = known.get(path)
             fix = f"install it: apt-get install {package}" if package else "check the path"
-            raise InputError(f"{binary} is needed in the workload image but missing; {fix}")
-    entries = _entries(binaries)
+            raise InputError(f"{path} is needed in the workload image but missing; {fix}")
+    entries = _entries(binaries, data_paths)
     key, hashes = _content_key(entries)
     root = (cache_dir or default_cache_dir()) / CACHE_SUBDIR
     entry_dir = root / f"{CACHE_ENTRY_PREFIX}{key[:16]}"

@@ -6,6 +6,7 @@ PKGS=(
   docker.io podman runc crun conmon uidmap fuse-overlayfs   # container engines
   lxc lxc-templates                                         # LXC (command-line tools)
   stress-ng busybox-static                                  # the workload image
+  nginx-light redis-server postgresql-15 sockperf iperf3    # service workloads' servers
   qemu-system-x86 cpio                                      # the cgroup v2 test VM
   chromium                                                  # e2e: renders the HTML report
   python3-venv git procps iproute2 ca-certificates curl

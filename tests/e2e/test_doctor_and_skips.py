@@ -44,6 +44,11 @@ def test_doctor_reports_host_cgroups_and_every_runtime() -> None:
     if report["host"]["cgroup_version"] == "hybrid":
         # crun refuses hybrid hosts (HOST-NOTES): the working default must be runc.
         assert checks["podman"]["default_oci_runtime"] == "runc"
+    tools = {tool["name"]: tool for tool in report["tools"]}
+    assert "nginx-static server" in tools and "postgres server" in tools
+    for name, tool in tools.items():
+        assert tool["available"] or tool["fix"].startswith("apt-get install "), tool
+        require(tool["available"], f"{name}: {tool['missing']} missing; {tool['fix']}")
 
 
 def test_doctor_says_why_docker_is_missing_and_how_to_fix_it(

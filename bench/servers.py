@@ -1,0 +1,389 @@
+"""The server catalogue: how each service workload's server runs inside the workload image.
+
+A server kind says which binaries (and data files) go into the image, the argv that starts
+it in the foreground, the config files bench generates into the trial's io dir, the port it
+listens on, how to tell that it answers, and which load generator drives it. Configs are
+built here from typed values only; nothing from a scenario reaches a shell.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.errors import BenchError, InputError
+from bench.probes import Probe
+from bench.spec import NetworkMode
+
+# PostgreSQL refuses to run as root; with no scenario user it runs as nobody:nogroup.
+NOBODY = (65534, 65534)
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_SHARE = Path("/usr/share/postgresql/15")
+# The server checks that its library dir exists; plpgsql is the one library initdb loads.
+PG_PLPGSQL = Path("/usr/lib/postgresql/15/lib/plpgsql.so")
+PG_USER = "bench"
+PG_DATA = "pgdata"
+PG_TEMPLATE = "postgres-template"
+STATIC_ROOT = "www"
+
+
+@dataclass(frozen=True)
+class ServerParams:
+    """What a trial decides about a server: its port and the address it listens on."""
+
+    port: int
+    network: NetworkMode = "host"
+    body_bytes: int = 1024  # nginx-static: size of the file served
+    upstream: tuple[str, int] | None = None  # nginx-proxy: where requests go
+
+    @property
+    def listen_host(self) -> str:
+        """Loopback on the host's stack; every address inside a container's own namespace.
+
+        In host mode (and bare metal) 0.0.0.0 would expose the server on the host's
+        external interfaces; in bridge/published mode the namespace is the container's.
+        """
+        return "0.0.0.0" if self.network in ("bridge", "published") else "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ServerSetup:
+    """One server of a trial: argv inside the image and what to write into its io dir.
+
+    Paths are relative to the io dir (bare metal runs in it, containers mount it at
+    /bench), so the same argv is valid in every runtime.
+    """
+
+    argv: tuple[str, ...]
+    files: dict[str, bytes] = field(default_factory=dict)
+    dirs: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+    probe: Probe = field(default_factory=lambda: Probe("tcp"))
+    # The path a client requests (http kinds) or "" (others).
+    target: str = ""
+    # A run-level directory copied into the io dir under the given name (PostgreSQL's data).
+    copy_from: tuple[Path, str] | None = None
+
+
+@dataclass(frozen=True)
+class ServerKind:
+    """A kind of server a scenario can name as `service`."""
+
+    name: str
+    description: str
+    package: str  # the Debian package that provides it (doctor's fix)
+    client: str  # the load generator's kind (bench.loadgen.LoadSpec)
+    binaries: tuple[Path, ...]
+    build: Callable[[ServerParams, Path], ServerSetup]  # (params, run-level state dir)
+    data_paths: tuple[Path, ...] = ()
+    default_port: int = 18080
+    needs_non_root: bool = False
+    # Work done once per run, outside any measurement: (state dir, the server's uid/gid).
+    prepare: Callable[[Path, tuple[int, int] | None], None] | None = None
+
+
+def _lines(*lines: str) -> bytes:
+    return ("\n".join(lines) + "\n").encode()
+
+
+def nginx_common(params: ServerParams) -> list[str]:
+    """The top of every nginx config: foreground, pid/temp/log paths in the io dir."""
+    temp = "; ".join(
+        f"{kind}_temp_path tmp/{kind}" for kind in ("client_body", "proxy", "fastcgi", "uwsgi")
+    )
+    return [
+        "daemon off;",
+        "master_process on;",
+        "worker_processes 1;",
+        "pid nginx.pid;",
+        "error_log stderr warn;",
+        # Started as root the workers drop to these (the image's own account files);
+        # started as another user nginx ignores the directive.
+        "user nobody nogroup;",
+        "events { worker_connections 1024; }",
+        "http {",
+        "  access_log off;",
+        f"  {temp}; scgi_temp_path tmp/scgi;",
+        "  default_type application/octet-stream;",
+        "  keepalive_requests 1000000;",
+    ]
+
+
+def static_body(size_bytes: int) -> bytes:
+    """A deterministic body of `size_bytes` (the same bytes in every runtime)."""
+    pattern = b"bench static body 0123456789abcdefghijklmnopqrstuvwxyz\n"
+    return (pattern * (size_bytes // len(pattern) + 1))[:size_bytes]
+
+
+def nginx_static(params: ServerParams, _state_dir: Path) -> ServerSetup:
+    name = f"static-{params.body_bytes}.bin"
+    conf = [
+        *nginx_common(params),
+        f"  server {{ listen {params.listen_host}:{params.port}; root {STATIC_ROOT}; }}",
+        "}",
+    ]
+    return ServerSetup(
+        argv=_nginx_argv(),
+        files={
+            "nginx.conf": _lines(*conf),
+            f"{STATIC_ROOT}/{name}": static_body(params.body_bytes),
+        },
+        dirs=("tmp",),
+        ports=(params.port,),
+        probe=Probe("http", path=f"/{name}"),
+        target=f"/{name}",
+    )
+
+
+def nginx_proxy(params: ServerParams, _state_dir: Path) -> ServerSetup:
+    """nginx as a reverse proxy to `params.upstream` over kept-alive HTTP/1.1."""
+    if params.upstream is None:
+        raise InputError("nginx-proxy needs an upstream (the tier behind it)")
+    host, port = params.upstream
+    conf = [
+        *nginx_common(params),
+        f"  upstream app {{ server {host}:{port}; keepalive 64; }}",
+        f"  server {{ listen {params.listen_host}:{params.port};",
+        "    location / { proxy_pass http://app; proxy_http_version 1.1;",
+        '      proxy_set_header Connection ""; }',
+        "  }",
+        "}",
+    ]
+    return ServerSetup(
+        argv=_nginx_argv(),
+        files={"nginx.conf": _lines(*conf)},
+        dirs=("tmp",),
+        ports=(params.port,),
+        probe=Probe("tcp"),
+        target="/",
+    )
+
+
+def _nginx_argv() -> tuple[str, ...]:
+    # -p .: every relative path in the config is in the io dir; -e: no default log file.
+    return ("/usr/sbin/nginx", "-p", ".", "-c", "nginx.conf", "-e", "stderr")
+
+
+def redis(params: ServerParams, _state_dir: Path) -> ServerSetup:
+    conf = _lines(
+        f"port {params.port}",
+        f"bind {params.listen_host}",
+        # The namespace is the container's own in bridge/published mode; the default would
+        # refuse the host's connections there.
+        "protected-mode no",
+        "daemonize no",
+        "supervised no",
+        "pidfile redis.pid",
+        'logfile ""',
+        "dir .",
+        'save ""',
+        "appendonly no",
+    )
+    return ServerSetup(
+        argv=("/usr/bin/redis-server", "redis.conf"),
+        files={"redis.conf": conf},
+        ports=(params.port,),
+        probe=Probe("redis"),
+    )
+
+
+def postgres(params: ServerParams, state_dir: Path) -> ServerSetup:
+    """PostgreSQL on a copy of the run's data directory (initdb ran once, in prepare_run)."""
+    options = {
+        "listen_addresses": params.listen_host,
+        "port": str(params.port),
+        # No Unix socket: its path limit (107 bytes) and the clients' use of TCP.
+        "unix_socket_directories": "",
+        # /dev/shm is absent or small in some runtimes; mmap files live in the data dir.
+        "dynamic_shared_memory_type": "mmap",
+        "max_connections": "100",
+    }
+    argv = [str(PG_BIN / "postgres"), "-D", PG_DATA]
+    for key, value in options.items():
+        argv += ["-c", f"{key}={value}"]
+    return ServerSetup(
+        argv=tuple(argv),
+        ports=(params.port,),
+        probe=Probe("postgres", user=PG_USER),
+        copy_from=(state_dir / PG_TEMPLATE, PG_DATA),
+    )
+
+
+def tcp_rr(params: ServerParams, _state_dir: Path) -> ServerSetup:
+    """sockperf's server: echoes each message back (request/response latency)."""
+    return ServerSetup(
+        argv=(
+            "/usr/bin/sockperf",
+            "server",
+            "--tcp",
+            "-i",
+            params.listen_host,
+            "-p",
+            str(params.port),
+        ),
+        ports=(params.port,),
+    )
+
+
+def tcp_stream(params: ServerParams, _state_dir: Path) -> ServerSetup:
+    """iperf3's server: receives a bulk TCP stream (throughput)."""
+    return ServerSetup(
+        argv=(
+            "/usr/bin/iperf3",
+            "--server",
+            "--bind",
+            params.listen_host,
+            "--port",
+            str(params.port),
+        ),
+        ports=(params.port,),
+    )
+
+
+def server_kind(name: str) -> ServerKind:
+    kind = SERVERS.get(name)
+    if kind is None:
+        raise InputError(f"unknown service {name!r}; known: {', '.join(SERVERS)}")
+    return kind
+
+
+def missing_files(kind: ServerKind) -> list[Path]:
+    """The kind's binaries and data paths that this host lacks (install `kind.package`)."""
+    return [path for path in (*kind.binaries, *kind.data_paths) if not path.exists()]
+
+
+def image_inputs(kinds: list[ServerKind]) -> tuple[list[Path], list[Path], dict[Path, str]]:
+    """(binaries, data paths, the package of each) the image needs for these servers."""
+    binaries = sorted({path for kind in kinds for path in kind.binaries})
+    data = sorted({path for kind in kinds for path in kind.data_paths})
+    packages = {path: kind.package for kind in kinds for path in (*kind.binaries, *kind.data_paths)}
+    return binaries, data, packages
+
+
+def server_user(kind: ServerKind, user: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The (uid, gid) the server runs as: the scenario's, else nobody where root is refused."""
+    if user is None and kind.needs_non_root:
+        return NOBODY
+    return user
+
+
+def prepare_run(kind: ServerKind, state_dir: Path, user: tuple[int, int] | None) -> None:
+    """Work a kind needs once per run, outside any measurement (PostgreSQL's initdb)."""
+    if kind.prepare is not None:
+        kind.prepare(state_dir, server_user(kind, user))
+
+
+def postgres_initdb(state_dir: Path, user: tuple[int, int] | None) -> None:
+    """The run's PostgreSQL data directory, which every trial copies (initdb takes ~2.4 s)."""
+    template = state_dir / PG_TEMPLATE
+    if template.is_dir():
+        return
+    uid, gid = user or NOBODY
+    state_dir.mkdir(parents=True, exist_ok=True)
+    staging = state_dir / f"{PG_TEMPLATE}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(mode=0o700)
+    os.chown(staging, uid, gid)
+    argv = [str(PG_BIN / "initdb"), "-D", str(staging), "-U", PG_USER, "--auth=trust"]
+    argv += ["--no-sync", "--no-instructions", "--locale=C", "--encoding=UTF8"]
+    # TZ=GMT: initdb writes the zone it finds into postgresql.conf, and any other zone
+    # needs /usr/share/zoneinfo, which the image does not carry; GMT is built in.
+    env = {"PATH": "/usr/bin:/bin", "TZ": "GMT", "LC_ALL": "C"}
+    proc = subprocess.run(
+        argv, cwd=staging, env=env, user=uid, group=gid, extra_groups=[],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BenchError(
+            f"initdb for the postgres service failed (exit {proc.returncode}): "
+            f"{(proc.stderr or proc.stdout).strip()[-500:]}; uid {uid} must be able to reach "
+            f"{state_dir} (o+x on every parent directory)"
+        )
+    staging.rename(template)
+
+
+def materialize(setup: ServerSetup, io_dir: Path, user: tuple[int, int] | None) -> None:
+    """Write the setup's files and dirs into `io_dir`, owned by the server's user."""
+    for rel in setup.dirs:
+        (io_dir / rel).mkdir(parents=True, exist_ok=True)
+    for rel, content in setup.files.items():
+        path = io_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    if setup.copy_from is not None:
+        source, rel = setup.copy_from
+        if not source.is_dir():
+            raise BenchError(f"{source} is missing: prepare_run() was not called for this run")
+        shutil.copytree(source, io_dir / rel, symlinks=True)
+    if user is not None:
+        for path in [io_dir, *io_dir.rglob("*")]:
+            os.lchown(path, *user)
+
+
+SERVERS: dict[str, ServerKind] = {
+    kind.name: kind
+    for kind in (
+        ServerKind(
+            "nginx-static",
+            "nginx serving one static file over HTTP/1.1",
+            package="nginx-light",
+            client="http",
+            binaries=(Path("/usr/sbin/nginx"),),
+            build=nginx_static,
+            default_port=18080,
+        ),
+        ServerKind(
+            "nginx-proxy",
+            "nginx as a reverse proxy in front of another tier",
+            package="nginx-light",
+            client="http",
+            binaries=(Path("/usr/sbin/nginx"),),
+            build=nginx_proxy,
+            default_port=18081,
+        ),
+        ServerKind(
+            "redis",
+            "redis-server, no persistence",
+            package="redis-server",
+            client="redis",
+            binaries=(Path("/usr/bin/redis-server"),),
+            build=redis,
+            default_port=16379,
+        ),
+        ServerKind(
+            "postgres",
+            "PostgreSQL 15 on a data directory initialised once per run",
+            package="postgresql-15",
+            client="pgbench",
+            binaries=(PG_BIN / "postgres", PG_PLPGSQL),
+            data_paths=(PG_SHARE,),
+            build=postgres,
+            default_port=15432,
+            needs_non_root=True,
+            prepare=postgres_initdb,
+        ),
+        ServerKind(
+            "tcp-rr",
+            "sockperf server: TCP request/response",
+            package="sockperf",
+            client="sockperf",
+            binaries=(Path("/usr/bin/sockperf"),),
+            build=tcp_rr,
+            default_port=11111,
+        ),
+        ServerKind(
+            "tcp-stream",
+            "iperf3 server: TCP stream throughput",
+            package="iperf3",
+            client="iperf3",
+            binaries=(Path("/usr/bin/iperf3"),),
+            build=tcp_stream,
+            default_port=15201,
+        ),
+    )
+}

@@ -1,0 +1,117 @@
+"""Every server of the catalogue starts under bare metal in a bench cgroup, answers, stops."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.cgroups import list_bench_cgroups
+from bench.cgroups.manage import can_create_cgroups
+from bench.probes import answers, wait_answers
+from bench.runtimes.bare import BareRuntime
+from bench.servers import (
+    SERVERS,
+    ServerParams,
+    materialize,
+    missing_files,
+    prepare_run,
+    server_kind,
+    server_user,
+)
+from bench.spec import STDERR_FILE, StartSpec
+from tests.conftest import require, require_root
+
+pytestmark = pytest.mark.integration
+
+PREFIX = f"bench-t{os.getpid()}-"
+READY_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="module")
+def state_dir() -> Iterator[Path]:
+    """The run-level directory (PostgreSQL's initdb template), reachable by nobody.
+
+    pytest's own tmp dirs are 0700 under root: a server running as nobody could not enter.
+    """
+    path = Path(tempfile.mkdtemp(prefix="bench-test-servers-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.mark.parametrize("name", [name for name in SERVERS if name != "nginx-proxy"])
+def test_server_starts_answers_its_probe_and_stops(name: str, state_dir: Path) -> None:
+    require_root()
+    ok, why = can_create_cgroups()
+    require(ok, f"cannot create cgroups here: {why}")
+    kind = server_kind(name)
+    missing = missing_files(kind)
+    require(not missing, f"{missing} missing: apt-get install {kind.package}")
+    user = server_user(kind, None)
+    prepare_run(kind, state_dir, user)
+    port = free_port()
+    setup = kind.build(ServerParams(port=port, network="host"), state_dir)
+    io_dir = state_dir / f"io-{name}"
+    io_dir.mkdir()
+    materialize(setup, io_dir, user)
+    handle = BareRuntime().start(
+        StartSpec(name=f"{PREFIX}{name}", argv=setup.argv, io_dir=io_dir, user=user)
+    )
+    try:
+        ready = wait_answers("127.0.0.1", port, setup.probe, READY_TIMEOUT_S)
+        stderr = (io_dir / STDERR_FILE).read_text(errors="replace")[-2000:]
+        assert ready, f"{name} did not answer {setup.probe} on port {port}: {stderr}"
+        assert handle.wait(0.0) is None, "the server must stay in the foreground"
+        assert answers("127.0.0.1", port, setup.probe)
+    finally:
+        handle.stop()
+    assert not listening(port), f"{name} still listens on {port} after stop()"
+    assert [p for p in list_bench_cgroups() if PREFIX in str(p)] == []
+
+
+def test_every_server_runs_from_the_workload_image(tmp_path: Path) -> None:
+    """The image carries each server with its libraries: each prints its version in a chroot."""
+    require_root()
+    from bench.image import build_image
+    from bench.servers import image_inputs
+
+    kinds = list(SERVERS.values())
+    for kind in kinds:
+        require(not missing_files(kind), f"apt-get install {kind.package}")
+    binaries, data, packages = image_inputs(kinds)
+    image = build_image(binaries, cache_dir=tmp_path, data_paths=data, packages=packages)
+    for binary in binaries:
+        assert str(binary) in image.binaries, binary
+    assert (image.rootfs_dir / "etc/passwd").read_text().startswith("root:x:0:0:")
+    assert (image.rootfs_dir / "usr/share/postgresql/15/timezonesets/Default").is_file()
+    versions = {
+        "/usr/sbin/nginx": ["-v"],
+        "/usr/bin/redis-server": ["--version"],
+        "/usr/lib/postgresql/15/bin/postgres": ["--version"],
+        "/usr/bin/sockperf": ["--version"],
+        "/usr/bin/iperf3": ["--version"],
+    }
+    for program, args in versions.items():
+        proc = subprocess.run(
+            ["chroot", str(image.rootfs_dir), program, *args],
+            capture_output=True, text=True, check=False, timeout=30,
+        )  # fmt: skip
+        assert proc.returncode == 0, f"{program}: {proc.stderr}"
