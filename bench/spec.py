@@ -66,7 +66,10 @@ class StartSpec:
     io_dir: Path
     limits: Limits = field(default_factory=Limits)
     rlimits: tuple[tuple[str, int, int], ...] = field(default_factory=caller_rlimits)
-    network: bool = False
+    network: NetworkMode = "none"
+    # TCP ports the workload listens on inside; Handle.endpoint(port) tells a host client
+    # where to reach each one (published mode publishes exactly these).
+    ports: tuple[int, ...] = ()
     oci_runtime: str | None = None
     labels: tuple[tuple[str, str], ...] = ((LABEL, "1"),)
     # (uid, gid) the workload runs as, with no supplementary groups; None: as bench itself.

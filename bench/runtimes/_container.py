@@ -21,6 +21,7 @@ from pathlib import Path
 from bench.cgroups.locate import locate
 from bench.cgroups.model import CgroupLocation
 from bench.errors import BenchError
+from bench.runtimes._network import Endpoints, endpoints
 from bench.runtimes.base import ExitInfo
 from bench.spec import CPU_PERIOD_US, STDERR_FILE, STDOUT_FILE, Limits, StartSpec
 
@@ -163,6 +164,8 @@ class ContainerHandle:
     kill: Callable[[], None]
     remove: Callable[[], None]
     poll_exit: Callable[[], int | None] | None = None
+    endpoints: Endpoints | None = None
+    helpers: Callable[[], list[int]] | None = None
     _exit: ExitInfo | None = field(default=None, init=False, repr=False)
     _stopped: bool = field(default=False, init=False, repr=False)
 
@@ -188,6 +191,14 @@ class ContainerHandle:
             if time.monotonic() >= deadline:
                 return None
 
+    def endpoint(self, port: int) -> tuple[str, int]:
+        """Where a host client reaches `port` (bench.runtimes.base.Handle.endpoint)."""
+        return (self.endpoints or Endpoints(self.name, "none")).endpoint(port)
+
+    def helper_pids(self) -> list[int]:
+        """The runtime's processes carrying this container's traffic outside its cgroup."""
+        return [] if self.helpers is None else self.helpers()
+
     def stop(self) -> float:
         """Kill and remove the container, close the FIFO; seconds taken (0.0 when repeated).
 
@@ -210,12 +221,18 @@ class ContainerHandle:
 
 @dataclass(frozen=True)
 class Launched:
-    """What a runtime's launch callback returns for start_container()."""
+    """What a runtime's launch callback returns for start_container().
+
+    `endpoints` defaults to those of the spec's mode that need nothing from the runtime
+    (none, host); bridge and published ones carry the address or ports it assigned.
+    """
 
     pid: int
     kill: Callable[[], None]
     remove: Callable[[], None]
     poll_exit: Callable[[], int | None] | None = None
+    endpoints: Endpoints | None = None
+    helper_pids: Callable[[], list[int]] | None = None
 
 
 def start_container(
@@ -259,6 +276,8 @@ def start_container(
         kill=launched.kill,
         remove=launched.remove,
         poll_exit=launched.poll_exit,
+        endpoints=launched.endpoints or endpoints(spec),
+        helpers=launched.helper_pids,
     )
 
 

@@ -19,14 +19,16 @@ from bench.cgroups.manage import (
     remove_bench_cgroups,
 )
 from bench.errors import BenchError
+from bench.runtimes._network import Endpoints, check_spec, endpoints
 from bench.runtimes.base import Availability, ExitInfo
 from bench.spec import STDERR_FILE, STDOUT_FILE
 
 if TYPE_CHECKING:
     from bench.cgroups.model import CgroupLocation
     from bench.image import WorkloadImage
-    from bench.spec import StartSpec
+    from bench.spec import NetworkMode, StartSpec
 
+NETWORK_MODES: frozenset[NetworkMode] = frozenset({"none", "host"})
 _RLIMITS = {"nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC}
 
 
@@ -39,8 +41,10 @@ class BareHandle:
         proc: subprocess.Popen[bytes],
         cgroup: ManagedCgroup,
         start_latency_s: float,
+        ports: Endpoints,
     ) -> None:
         self.name = name
+        self._endpoints = ports
         self.pid = proc.pid
         self.cgroup: CgroupLocation = cgroup.location
         self.start_latency_s = start_latency_s
@@ -71,6 +75,14 @@ class BareHandle:
         self._done.wait(timeout_s)
         return self._exit
 
+    def endpoint(self, port: int) -> tuple[str, int]:
+        """127.0.0.1 and the port itself: bare metal on loopback, every mode's baseline."""
+        return self._endpoints.endpoint(port)
+
+    def helper_pids(self) -> list[int]:
+        """None: the kernel's loopback carries the traffic."""
+        return []
+
     def stop(self) -> float:
         """Kill everything in the cgroup, reap the child, remove the cgroup; seconds taken."""
         started = time.perf_counter()
@@ -99,6 +111,9 @@ class BareRuntime:
         """Nothing to import: the bare run executes the host's files directly."""
 
     def start(self, spec: StartSpec) -> BareHandle:
+        # "none" keeps the host's stack too (bare metal has no network of its own to take
+        # away); it only means that no endpoint is offered.
+        check_spec(spec, self.name, NETWORK_MODES)
         cgroup = create_cgroup(spec.name, spec.limits)
         rlimits = _lowered_rlimits(spec.rlimits)
 
@@ -151,7 +166,7 @@ class BareRuntime:
             cgroup.kill_all()
             cgroup.remove()
             raise
-        return BareHandle(spec.name, proc, cgroup, latency_s)
+        return BareHandle(spec.name, proc, cgroup, latency_s, endpoints(spec))
 
     def footprint_pids(self) -> list[int]:
         return []

@@ -47,6 +47,24 @@ class Handle(Protocol):
         """Block until the workload exits (None on timeout). The cgroup stays readable."""
         ...
 
+    def endpoint(self, port: int) -> tuple[str, int]:
+        """(address, port) at which a client on the host reaches the workload's `port`.
+
+        One of StartSpec.ports. host: 127.0.0.1 and the port itself; bridge: the
+        container's address on the run's network, which other containers of the run on
+        that network reach too (the way tiers of one trial talk to each other); published:
+        127.0.0.1 and the host port published for it. BenchError in mode none.
+        """
+        ...
+
+    def helper_pids(self) -> list[int]:
+        """The runtime's processes outside the workload's cgroup that carry its traffic.
+
+        docker-proxy of a published port, podman's conmon: their CPU during a load is part
+        of the runtime's cost, and the workload's cgroup does not see it. [] when none.
+        """
+        ...
+
     def stop(self) -> float:
         """Kill everything, remove the container or cgroup; return the seconds it took.
 

@@ -16,15 +16,26 @@ from bench.runtimes._container import (
     engine_limit_options,
     start_container,
 )
+from bench.runtimes._network import (
+    LOOPBACK,
+    check_spec,
+    endpoints,
+    inspect_addresses,
+    owned_network_name,
+    stale_network,
+)
 from bench.runtimes.base import Availability
 from bench.spec import LABEL, NAME_PREFIX
 
 if TYPE_CHECKING:
     from bench.image import WorkloadImage
-    from bench.spec import StartSpec
+    from bench.spec import NetworkMode, StartSpec
 
 FIX = "start dockerd: `dockerd &` or `systemctl start docker`"
 DAEMON_PROCESS_NAMES = ("dockerd", "containerd", "containerd-shim", "docker-proxy")
+# bridge and published put the container on a bridge network bench creates for the run
+# (removed in close()); published adds ports on 127.0.0.1 that docker-proxy forwards.
+NETWORK_MODES: frozenset[NetworkMode] = frozenset({"none", "host", "bridge", "published"})
 _API_TIMEOUT_S = 120
 
 
@@ -37,6 +48,7 @@ class DockerRuntime:
         self.base_url = base_url
         self._client: Any = None
         self._image_ref: str | None = None
+        self._network: str | None = None
 
     def _connect(self) -> Any:
         """The SDK client, created on first use (the SDK import is slow)."""
@@ -106,14 +118,37 @@ class DockerRuntime:
                 ) from exc
         self._image_ref = ref
 
-    def _run_options(self, spec: StartSpec) -> dict[str, Any]:
+    def _run_network(self) -> str:
+        """The bridge network of this run, created on first use."""
+        import docker
+
+        if self._network is None:
+            name = owned_network_name()
+            try:
+                self._connect().networks.create(
+                    name, driver="bridge", labels={LABEL: "1"}, check_duplicate=True
+                )
+            except docker.errors.APIError as exc:
+                raise BenchError(
+                    f"docker could not create network {name}: {exc.explanation or exc}; "
+                    "`docker network ls` shows what exists (address pools may be exhausted)"
+                ) from exc
+            self._network = name
+        return self._network
+
+    def _run_options(self, spec: StartSpec, network_name: str | None = None) -> dict[str, Any]:
+        """containers.create() options; `network_name` is the run's network (bridge and
+        published modes)."""
         from docker.types import Ulimit
 
         limits = spec.limits
+        network_mode = spec.network if spec.network in ("none", "host") else network_name
+        if network_mode is None:
+            raise BenchError(f"{spec.name}: network mode {spec.network} needs the run's network")
         options: dict[str, Any] = {
             "name": spec.name,
             "labels": dict(spec.labels),
-            "network_mode": "bridge" if spec.network else "none",
+            "network_mode": network_mode,
             "read_only": True,
             # podman's read-only mode mounts a tmpfs on /tmp by default; do the same so
             # a workload sees the same writable paths under both engines.
@@ -127,6 +162,9 @@ class DockerRuntime:
             "cap_drop": ["ALL"],
             "auto_remove": False,
         }
+        if spec.network == "published":
+            # A 1-tuple: docker picks a free host port on 127.0.0.1 (docker-py's format).
+            options["ports"] = {f"{port}/tcp": (LOOPBACK,) for port in spec.ports}
         options.update(engine_limit_options(limits))
         if spec.oci_runtime:
             options["runtime"] = spec.oci_runtime
@@ -141,9 +179,11 @@ class DockerRuntime:
             raise BenchError("DockerRuntime.start() before prepare(image): import the image first")
         if not spec.name.startswith(NAME_PREFIX):
             raise BenchError(f"container name {spec.name!r} must start with {NAME_PREFIX!r}")
+        check_spec(spec, self.name, NETWORK_MODES)
         client = self._connect()
         image_ref = self._image_ref
-        options = self._run_options(spec)
+        network = self._run_network() if spec.network in ("bridge", "published") else None
+        options = self._run_options(spec, network)
 
         def launch(command: list[str]) -> Launched:
             # create + start rather than containers.run(): run() leaks the created
@@ -186,10 +226,18 @@ class DockerRuntime:
                         f"container {spec.name} is not running right after start "
                         f"(status {state.get('Status')}, error {state.get('Error')!r})"
                     )
+                address, published = inspect_addresses(container.attrs, spec, network)
             except BaseException:
                 remove()
                 raise
-            return Launched(pid=pid, kill=kill, remove=remove, poll_exit=poll_exit)
+            return Launched(
+                pid=pid,
+                kill=kill,
+                remove=remove,
+                poll_exit=poll_exit,
+                endpoints=endpoints(spec, address, published),
+                helper_pids=lambda: _proxy_pids(address, spec.ports) if published else [],
+            )
 
         return start_container(spec, launch)
 
@@ -198,7 +246,7 @@ class DockerRuntime:
 
         return pids_named(DAEMON_PROCESS_NAMES)
 
-    def _leftover_objects(self) -> tuple[list[Any], list[Any]]:
+    def _leftover_objects(self) -> tuple[list[Any], list[Any], list[Any]]:
         client = self._connect()
         containers = {c.id: c for c in client.containers.list(all=True, filters={"label": LABEL})}
         for container in client.containers.list(all=True, filters={"name": NAME_PREFIX}):
@@ -206,22 +254,28 @@ class DockerRuntime:
             if container.name.startswith(NAME_PREFIX):
                 containers.setdefault(container.id, container)
         images = client.images.list(name=IMAGE_REPOSITORY)
-        return list(containers.values()), images
+        networks = [n for n in client.networks.list(names=[NAME_PREFIX]) if stale_network(n.name)]
+        return list(containers.values()), images, networks
 
     def leftovers(self) -> list[str]:
-        # Containers only: the imported image is a cache that the next run reuses;
+        # Containers and networks: the imported image is a cache that the next run reuses;
         # `bench gc` (remove_leftovers) removes it too.
-        containers, _images = self._leftover_objects()
-        return sorted(f"container {c.name}" for c in containers)
+        containers, _images, networks = self._leftover_objects()
+        found = [f"container {c.name}" for c in containers]
+        return sorted(found + [f"docker network {n.name}" for n in networks])
 
     def remove_leftovers(self) -> int:
         import docker
 
-        containers, images = self._leftover_objects()
+        containers, images, networks = self._leftover_objects()
         removed = 0
         for container in containers:
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
+                removed += 1
+        for network in networks:  # after the containers attached to them
+            with contextlib.suppress(docker.errors.NotFound):
+                network.remove()
                 removed += 1
         for image in images:
             with contextlib.suppress(docker.errors.ImageNotFound):
@@ -230,6 +284,30 @@ class DockerRuntime:
         return removed
 
     def close(self) -> None:
+        """Remove the run's network (its containers are gone by now), close the client."""
+        import docker
+
+        network, self._network = self._network, None
+        if network is not None and self._client is not None:
+            # Left for `bench gc` when it still has containers or the daemon is gone.
+            with contextlib.suppress(docker.errors.DockerException, OSError):
+                self._client.networks.get(network).remove()
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _proxy_pids(address: str | None, ports: tuple[int, ...]) -> list[int]:
+    """The docker-proxy processes forwarding 127.0.0.1 to `address`:port, one per port."""
+    import psutil
+
+    wanted = {str(port) for port in ports}
+    pids = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] != "docker-proxy":
+            continue
+        args = process.info["cmdline"] or []
+        options = dict(zip(args[1::2], args[2::2], strict=False))
+        if options.get("-container-ip") == address and options.get("-container-port") in wanted:
+            pids.append(process.pid)
+    return sorted(pids)

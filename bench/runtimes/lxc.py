@@ -22,11 +22,16 @@ from typing import TYPE_CHECKING
 from bench.cgroups.locate import cgroup_mounts, host_cgroup_version
 from bench.errors import BenchError, RuntimeUnavailable
 from bench.runtimes._container import IO_MOUNT, ContainerHandle, Launched, start_container
+from bench.runtimes._lxc_bridge import Bridge, create_bridge, ports_of, remove_bridge, stale_bridges
+from bench.runtimes._network import check_spec, endpoints
 from bench.runtimes.base import Availability
 from bench.spec import CPU_PERIOD_US, NAME_PREFIX, StartSpec
 
 if TYPE_CHECKING:
+    from ipaddress import IPv4Interface
+
     from bench.image import WorkloadImage
+    from bench.spec import NetworkMode
 
 TOOLS = ("lxc-execute", "lxc-info", "lxc-stop", "lxc-ls")
 INSTALL_FIX = "apt-get install lxc"
@@ -39,6 +44,10 @@ TOOL_TIMEOUT_S = 30.0
 # lxc-init and the wrapper need no capability (tests/integration/test_lxc.py runs the cpu
 # and vm stressors with none), so drop all, as docker and podman do with --cap-drop ALL.
 CAP_KEEP = "none"
+# host: the host's own stack (lxc.net.0.type = none); bridge: a veth on a bridge bench
+# creates for the run. Not published: forwarding 127.0.0.1 to a container with iptables
+# needs route_localnet=1 (docs/architecture.md, "Network paths").
+NETWORK_MODES: frozenset[NetworkMode] = frozenset({"none", "host", "bridge"})
 
 
 def default_lxcpath() -> Path:
@@ -96,22 +105,41 @@ def limit_lines(spec: StartSpec, cgroup_version: str, memsw_supported: bool) -> 
     return lines
 
 
-def container_config(spec: StartSpec, rootfs: Path, cgroup_version: str) -> str:
+def network_lines(
+    spec: StartSpec, bridge: str | None = None, address: IPv4Interface | None = None
+) -> list[str]:
+    """lxc.net.0.* lines for the spec's network mode (bridge mode: the bridge and the
+    container's static address on it, with no gateway, so nothing beyond the bridge)."""
+    if spec.network == "host":
+        return ["lxc.net.0.type = none"]
+    if spec.network == "bridge":
+        if bridge is None or address is None:
+            raise BenchError(f"{spec.name}: network mode bridge needs the run's bridge")
+        return [
+            "lxc.net.0.type = veth",
+            f"lxc.net.0.link = {_config_value(bridge)}",
+            "lxc.net.0.name = eth0",
+            f"lxc.net.0.ipv4.address = {address}",
+            "lxc.net.0.flags = up",
+        ]
+    if spec.network != "none":
+        raise BenchError(f"lxc does not support network mode {spec.network!r}")
+    # "empty" leaves lo down: loopback stressors (sock, udp) would fail to connect and
+    # still "succeed"; docker's and podman's --network none bring lo up.
+    return ["lxc.net.0.type = empty", "lxc.net.0.flags = up"]
+
+
+def container_config(
+    spec: StartSpec,
+    rootfs: Path,
+    cgroup_version: str,
+    bridge: str | None = None,
+    address: IPv4Interface | None = None,
+) -> str:
     """The whole LXC config of one application container."""
     memory_dir = cgroup_mounts().get("memory")
     memsw = memory_dir is not None and (memory_dir / "memory.memsw.limit_in_bytes").exists()
-    if spec.network:
-        # No lxcbr0 on many hosts (docs/host-notes.md); a veth needs one, so refuse early.
-        if not Path("/sys/class/net/lxcbr0").exists():
-            raise BenchError(
-                "lxc: this scenario asks for networking but bridge lxcbr0 does not exist; "
-                "create it (systemctl start lxc-net) or set network = false"
-            )
-        net = ["lxc.net.0.type = veth", "lxc.net.0.link = lxcbr0", "lxc.net.0.flags = up"]
-    else:
-        # "empty" leaves lo down: loopback stressors (sock, udp) would fail to connect and
-        # still "succeed"; docker's and podman's --network none bring lo up.
-        net = ["lxc.net.0.type = empty", "lxc.net.0.flags = up"]
+    net = network_lines(spec, bridge, address)
     lines = [
         f"lxc.uts.name = {_config_value(spec.name)}",
         f"lxc.rootfs.path = dir:{_config_value(str(rootfs))}",
@@ -148,6 +176,7 @@ class LxcRuntime:
     _monitors: dict[str, subprocess.Popen[bytes]] = field(
         default_factory=dict, init=False, repr=False
     )
+    _bridge: Bridge | None = field(default=None, init=False, repr=False)
 
     def available(self) -> Availability:
         missing = [tool for tool in TOOLS if shutil.which(tool) is None]
@@ -187,10 +216,30 @@ class LxcRuntime:
                 f"container name {spec.name!r} must start with {NAME_PREFIX!r} and use only "
                 "letters, digits, '_', '.' and '-'"
             )
-        config = container_config(spec, self._rootfs, host_cgroup_version())
-        return start_container(spec, lambda command: self._launch(spec, config, command))
+        check_spec(spec, self.name, NETWORK_MODES)
+        address = None
+        if spec.network == "bridge":
+            if self._bridge is None:
+                self._bridge = create_bridge()
+            address = self._bridge.lease()
+        bridge = self._bridge.name if self._bridge is not None else None
+        try:
+            config = container_config(spec, self._rootfs, host_cgroup_version(), bridge, address)
+            return start_container(
+                spec, lambda command: self._launch(spec, config, command, address)
+            )
+        except BaseException:
+            if address is not None and self._bridge is not None:
+                self._bridge.release(address)
+            raise
 
-    def _launch(self, spec: StartSpec, config: str, command: list[str]) -> Launched:
+    def _launch(
+        self,
+        spec: StartSpec,
+        config: str,
+        command: list[str],
+        address: IPv4Interface | None = None,
+    ) -> Launched:
         config_path = self.lxcpath / f"{spec.name}{CONFIG_SUFFIX}"
         for attempt in range(2):
             self.lxcpath.mkdir(parents=True, exist_ok=True)
@@ -226,6 +275,8 @@ class LxcRuntime:
                 monitor.wait(timeout=STOP_TIMEOUT_S)
             self._monitors.pop(spec.name, None)
             _remove_entry(self.lxcpath, spec.name)
+            if address is not None and self._bridge is not None:
+                self._bridge.release(address)
 
         def poll_exit() -> int | None:
             return monitor.poll()
@@ -236,7 +287,13 @@ class LxcRuntime:
             kill()
             remove()
             raise
-        return Launched(pid=pid, kill=kill, remove=remove, poll_exit=poll_exit)
+        return Launched(
+            pid=pid,
+            kill=kill,
+            remove=remove,
+            poll_exit=poll_exit,
+            endpoints=endpoints(spec, None if address is None else str(address.ip)),
+        )
 
     def _init_pid(self, spec: StartSpec, monitor: subprocess.Popen[bytes]) -> int:
         """The container's init (lxc-init) pid on the host, polled until lxc-info has it."""
@@ -262,6 +319,9 @@ class LxcRuntime:
         running = self._running()
         found = [f"lxc container {name}" for name in running]
         found += [f"lxc entry {path}" for path in self._entries() if path.name not in running]
+        for bridge in stale_bridges():
+            found.append(f"lxc bridge {bridge}")
+            found += [f"lxc veth {veth} on {bridge}" for veth in ports_of(bridge)]
         return found
 
     def remove_leftovers(self) -> int:
@@ -272,12 +332,19 @@ class LxcRuntime:
         for path in self._entries():
             _remove_path(path)
             removed += 1
+        for bridge in stale_bridges():  # its veths went with the containers stopped above
+            remove_bridge(bridge)
+            removed += 1
         with contextlib.suppress(OSError):
             self.lxcpath.rmdir()  # only when empty
         return removed
 
     def close(self) -> None:
-        """Remove the lxcpath when empty; each handle's stop() already ended its monitor."""
+        """Remove the run's bridge and the lxcpath when empty; each handle's stop() already
+        ended its monitor."""
+        bridge, self._bridge = self._bridge, None
+        if bridge is not None:
+            remove_bridge(bridge.name)
         with contextlib.suppress(OSError):
             self.lxcpath.rmdir()  # fails, harmlessly, while anything is still in it
 

@@ -1,30 +1,15 @@
-"""Podman through podman-py against `podman system service` (bench's own one when needed).
-
-The OCI runtime is chosen per service, not per container: podman 4.x ignores the
-`oci_runtime` field of a REST create (measured: `podman inspect` shows the service's
-runtime), because `--runtime` is a global podman flag. So bench starts one private
-service per OCI runtime it needs (`podman --runtime runc system service ...`) and
-checks every container's runtime after create.
+"""Podman through podman-py against `podman system service` (bench.runtimes._podman_service
+says which service and why one per OCI runtime).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
 import shutil
-import signal
-import subprocess
-import tempfile
-import time
-import uuid
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
-from bench.cgroups.locate import host_cgroup_version
 from bench.errors import BenchError, RuntimeUnavailable
 from bench.runtimes._container import (
     IO_MOUNT,
@@ -33,59 +18,38 @@ from bench.runtimes._container import (
     engine_limit_options,
     start_container,
 )
+from bench.runtimes._network import (
+    LOOPBACK,
+    check_spec,
+    endpoints,
+    inspect_addresses,
+    owned_network_name,
+    stale_network,
+)
+from bench.runtimes._podman_service import (
+    INSTALL_FIX,
+    PRIVATE_SOCKET_DIR,
+    Service,
+    ServicePool,
+    default_oci_runtime,
+    podman_cli,
+    stale_service_pids,
+    stale_sockets,
+    stop_pids,
+)
 from bench.runtimes.base import Availability
 from bench.spec import LABEL, NAME_PREFIX, StartSpec
 
 if TYPE_CHECKING:
     from bench.image import WorkloadImage
+    from bench.spec import NetworkMode
 
-SHARED_SOCKET = Path("/run/podman/podman.sock")
-PRIVATE_SOCKET_DIR = Path("/run")
-PRIVATE_SOCKET_PREFIX = "bench-podman-"
-# /run/bench-podman-<owner pid>-<oci runtime>-<token>.sock: the owner pid tells gc whether
-# it is stale; the token keeps two PodmanRuntime objects of one process apart.
-_PRIVATE_SOCKET_RE = re.compile(
-    rf"^{PRIVATE_SOCKET_PREFIX}(\d+)-([A-Za-z0-9_.]+)-([0-9a-f]+)\.sock$"
-)
+__all__ = ["PRIVATE_SOCKET_DIR", "PodmanRuntime", "default_oci_runtime"]
+
 IMAGE_REPOSITORY = "bench-workload"
-INSTALL_FIX = "apt-get install podman"
-SERVICE_START_TIMEOUT_S = 30.0
-SERVICE_STOP_TIMEOUT_S = 10.0
-API_TIMEOUT_S = 120.0
-
-
-def _podman_cli(*args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["podman", *args], capture_output=True, text=True, check=False, timeout=timeout_s
-    )
-
-
-@cache
-def default_oci_runtime() -> str:
-    """The OCI runtime podman should use here: runc on hybrid hosts (crun refuses them).
-
-    crun 1.8 fails with "cgroups in hybrid mode not supported" (docs/host-notes.md); elsewhere
-    podman's own default from `podman info`. RuntimeUnavailable when podman is missing.
-    """
-    if shutil.which("podman") is None:
-        raise RuntimeUnavailable(f"podman is not installed; fix: {INSTALL_FIX}")
-    proc = _podman_cli("info", "--format", "{{.Host.OCIRuntime.Name}}")
-    engine_default = proc.stdout.strip() or "crun"
-    if engine_default == "crun" and host_cgroup_version() == "hybrid" and shutil.which("runc"):
-        return "runc"
-    return engine_default
-
-
-@dataclass
-class _Service:
-    """One `podman system service` endpoint and, when bench started it, its process."""
-
-    base_url: str
-    oci_runtime: str
-    client: Any
-    process: subprocess.Popen[bytes] | None = None
-    socket_path: Path | None = None
-    log: IO[bytes] | None = None
+# bridge and published put the container on a CNI/netavark bridge network bench creates
+# for the run (removed in close()); published forwards a port on 127.0.0.1 with iptables.
+NETWORK_MODES: frozenset[NetworkMode] = frozenset({"none", "host", "bridge", "published"})
 
 
 @dataclass
@@ -99,127 +63,15 @@ class PodmanRuntime:
 
     base_url: str | None = None
     name: str = "podman"
-    _services: dict[str, _Service] = field(default_factory=dict, init=False, repr=False)
+    _pool: ServicePool = field(init=False, repr=False)
     _image_ref: str | None = field(default=None, init=False, repr=False)
+    _network: str | None = field(default=None, init=False, repr=False)
 
-    # --- services -------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        self._pool = ServicePool(self.base_url)
 
-    def _client_for(self, oci_runtime: str | None) -> _Service:
-        wanted = oci_runtime or (None if self.base_url else default_oci_runtime())
-        key = wanted or "<pinned>"
-        cached = self._services.get(key)
-        if cached is not None:
-            if cached.process is not None and cached.process.poll() is not None:
-                self._restart_private(cached)
-            return cached
-        if self.base_url is not None:
-            service = self._connect(self.base_url)
-            if service is None:
-                raise RuntimeUnavailable(
-                    f"no podman service answers at {self.base_url}; start one with "
-                    f"`podman system service --time=0 {self.base_url}` or drop the base_url"
-                )
-            if wanted is not None and service.oci_runtime != wanted:
-                service.client.close()
-                raise RuntimeUnavailable(
-                    f"the podman service at {self.base_url} runs OCI runtime "
-                    f"{service.oci_runtime}, not {wanted}; restart it with "
-                    f"`podman --runtime {wanted} system service ...`"
-                )
-        else:
-            assert wanted is not None
-            service = self._shared_or_private(wanted)
-        self._services[key] = service
-        return service
-
-    def _connect(self, base_url: str) -> _Service | None:
-        """A client for `base_url`, or None when nothing answers there."""
-        import podman  # lazily: podman-py and requests are slow to import
-
-        # Any: podman-py ships py.typed but leaves most methods unannotated.
-        client: Any = podman.PodmanClient(base_url=base_url, timeout=API_TIMEOUT_S)
-        try:
-            if not client.ping():
-                client.close()
-                return None
-            info = client.info()
-        except Exception:  # any transport error means "not answering"
-            client.close()
-            return None
-        runtime = str(info.get("host", {}).get("ociRuntime", {}).get("name", ""))
-        return _Service(base_url=base_url, oci_runtime=runtime, client=client)
-
-    def _shared_or_private(self, oci_runtime: str) -> _Service:
-        if SHARED_SOCKET.is_socket():
-            shared = self._connect(f"unix://{SHARED_SOCKET}")
-            if shared is not None and shared.oci_runtime == oci_runtime:
-                return shared
-            if shared is not None:
-                shared.client.close()
-        return self._start_private(oci_runtime)
-
-    def _restart_private(self, service: _Service) -> None:
-        """Start bench's private service again after it died, on the same socket.
-
-        The same socket keeps the existing client, and every container handle made with
-        it, working: the runner can still stop and remove the containers of the trial
-        that failed when the service died (podman containers outlive their API service).
-        """
-        assert service.socket_path is not None
-        if service.log is not None:
-            service.log.close()
-        fresh = self._start_private(service.oci_runtime, service.socket_path)
-        fresh.client.close()
-        service.process, service.log = fresh.process, fresh.log
-
-    def _start_private(self, oci_runtime: str, socket_path: Path | None = None) -> _Service:
-        if shutil.which("podman") is None:
-            raise RuntimeUnavailable(f"podman is not installed; fix: {INSTALL_FIX}")
-        token = uuid.uuid4().hex[:8]
-        socket_path = socket_path or (
-            PRIVATE_SOCKET_DIR / f"{PRIVATE_SOCKET_PREFIX}{os.getpid()}-{oci_runtime}-{token}.sock"
-        )
-        with contextlib.suppress(FileNotFoundError):
-            socket_path.unlink()
-        base_url = f"unix://{socket_path}"
-        # Kept open for the service's lifetime (closed in close()), so no `with`.
-        log = tempfile.TemporaryFile(prefix="bench-podman-service-")  # noqa: SIM115
-        argv = ["podman", "--runtime", oci_runtime, "system", "service", "--time=0", base_url]
-        # Own session: a Ctrl-C aimed at bench must not kill the service before the runner
-        # has removed its containers; close() stops it.
-        # conmon writes a file named "oom" into its working directory when a container is
-        # OOM-killed: give the service a directory of bench's own, not the user's.
-        workdir = PRIVATE_SOCKET_DIR / "bench-podman-work"
-        workdir.mkdir(mode=0o700, exist_ok=True)
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            cwd=workdir,
-        )
-        deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                log.seek(0)
-                tail = log.read().decode(errors="replace").strip()[-800:]
-                log.close()
-                raise RuntimeUnavailable(
-                    f"`{' '.join(argv)}` exited with status {process.returncode}: {tail}"
-                )
-            if socket_path.is_socket():
-                service = self._connect(base_url)
-                if service is not None:
-                    service.process, service.socket_path, service.log = process, socket_path, log
-                    return service
-            time.sleep(0.05)
-        _stop_process(process)
-        log.close()
-        raise RuntimeUnavailable(
-            f"the podman service did not answer on {socket_path} within "
-            f"{SERVICE_START_TIMEOUT_S:.0f} s; try `{' '.join(argv)}` by hand"
-        )
+    def _client_for(self, oci_runtime: str | None) -> Service:
+        return self._pool.client_for(oci_runtime)
 
     # --- Runtime protocol -----------------------------------------------------------------
 
@@ -275,24 +127,40 @@ class PodmanRuntime:
             raise BenchError("podman: prepare(image) must run before start()")
         if not spec.name.startswith(NAME_PREFIX):
             raise BenchError(f"container name {spec.name!r} must start with {NAME_PREFIX!r}")
+        check_spec(spec, self.name, NETWORK_MODES)
         service = self._client_for(spec.oci_runtime)
         image_ref = self._image_ref
-        return start_container(spec, lambda command: _launch(service, image_ref, spec, command))
+        network = self._run_network() if spec.network in ("bridge", "published") else None
+        return start_container(
+            spec, lambda command: _launch(service, image_ref, spec, command, network)
+        )
+
+    def _run_network(self) -> str:
+        """The bridge network of this run, created on first use."""
+        from podman.errors import APIError
+
+        if self._network is None:
+            name = owned_network_name()
+            try:
+                self._client_for(None).client.networks.create(
+                    name, driver="bridge", labels={LABEL: "1"}, dns_enabled=False
+                )
+            except APIError as exc:
+                raise BenchError(
+                    f"podman could not create network {name}: {exc}; `podman network ls` "
+                    "shows what exists"
+                ) from exc
+            self._network = name
+        return self._network
 
     def service_pids(self) -> list[int]:
         """Pids of the podman API service(s) in use (bench's own, or the shared one)."""
-        pids: list[int] = []
-        for service in self._services.values():
-            if service.process is not None and service.process.poll() is None:
-                pids.append(service.process.pid)
-            elif service.process is None:
-                pids.extend(_service_pids_listening_on(service.base_url))
-        return sorted(set(pids))
+        return self._pool.service_pids()
 
     def monitor_pids(self) -> list[int]:
         """Pids of the per-container monitors (conmon) of running bench containers."""
         pids: set[int] = set()
-        for service in self._services.values():
+        for service in self._pool.services():
             with contextlib.suppress(Exception):
                 for container in service.client.containers.list(filters={"label": f"{LABEL}=1"}):
                     container.reload()  # list() gives State as a string; inspect has ConmonPid
@@ -309,48 +177,54 @@ class PodmanRuntime:
         # Not the imported image: it is a cache the next run reuses (content-addressed);
         # remove_leftovers (`bench gc`) removes it too.
         found = [f"podman container {name}" for name in _bench_containers()]
-        found += [f"podman service pid {pid}" for pid in _stale_service_pids()]
-        found += [f"podman service socket {path}" for path in _stale_sockets()]
+        found += [f"podman network {name}" for name in _stale_networks()]
+        found += [f"podman service pid {pid}" for pid in stale_service_pids()]
+        found += [f"podman service socket {path}" for path in stale_sockets()]
         return found
 
     def remove_leftovers(self) -> int:
         removed = 0
         for name in _bench_containers():
-            if _podman_cli("rm", "--force", "--time", "0", name).returncode == 0:
+            if podman_cli("rm", "--force", "--time", "0", name).returncode == 0:
+                removed += 1
+        for name in _stale_networks():  # after the containers attached to them
+            if podman_cli("network", "rm", "--force", name).returncode == 0:
                 removed += 1
         for ref in _bench_images():
-            if _podman_cli("rmi", "--force", ref).returncode == 0:
+            if podman_cli("rmi", "--force", ref).returncode == 0:
                 removed += 1
-        removed += _stop_pids(_stale_service_pids())
+        removed += stop_pids(stale_service_pids())
         # After the services: a service stopped by SIGTERM may leave its socket file.
-        for path in _stale_sockets():
+        for path in stale_sockets():
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 removed += 1
         return removed
 
     def close(self) -> None:
-        """Close clients and stop (and unlink) every service bench started."""
-        services, self._services = list(self._services.values()), {}
-        for service in services:
+        """Remove the run's network, close clients and stop every service bench started."""
+        network, self._network = self._network, None
+        services = self._pool.services()
+        if network is not None and services:
+            # Left for `bench gc` when it still has containers or the service is gone.
             with contextlib.suppress(Exception):
-                service.client.close()
-            if service.process is not None:
-                _stop_process(service.process)
-            if service.log is not None:
-                service.log.close()
-            if service.socket_path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    service.socket_path.unlink()
+                services[0].client.networks.get(network).remove(force=True)
+        self._pool.close()
 
 
-def _launch(service: _Service, image_ref: str, spec: StartSpec, command: list[str]) -> Launched:
+def _launch(
+    service: Service,
+    image_ref: str,
+    spec: StartSpec,
+    command: list[str],
+    network: str | None = None,
+) -> Launched:
     """Create and start the container; remove it again if the start fails."""
     from podman.errors import APIError, NotFound
 
     try:
         container = service.client.containers.create(
-            image_ref, command=command, **_create_kwargs(spec)
+            image_ref, command=command, **_create_kwargs(spec, network)
         )
     except APIError as exc:
         raise BenchError(f"podman could not create {spec.name}: {exc}") from exc
@@ -392,15 +266,27 @@ def _launch(service: _Service, image_ref: str, spec: StartSpec, command: list[st
         pid = int(container.attrs["State"]["Pid"])
         if pid <= 0:
             raise BenchError(f"podman reports no pid for {spec.name}: {container.attrs['State']}")
+        address, published = inspect_addresses(container.attrs, spec, network)
+        conmon = int(container.attrs["State"].get("ConmonPid") or 0)
     except BaseException:
         kill()
         remove()
         raise
-    return Launched(pid=pid, kill=kill, remove=remove, poll_exit=poll_exit)
+    return Launched(
+        pid=pid,
+        kill=kill,
+        remove=remove,
+        poll_exit=poll_exit,
+        endpoints=endpoints(spec, address, published),
+        # conmon holds a published port open and relays the container's stdio; the
+        # forwarding itself is iptables in the kernel (rootful podman has no proxy).
+        helper_pids=lambda: [conmon] if conmon > 0 else [],
+    )
 
 
-def _create_kwargs(spec: StartSpec) -> dict[str, Any]:
-    """podman-py create() arguments for the shared limits (docs/architecture.md)."""
+def _create_kwargs(spec: StartSpec, network_name: str | None = None) -> dict[str, Any]:
+    """podman-py create() arguments for the shared limits; `network_name` is the run's
+    network (bridge and published modes)."""
     limits = spec.limits
     kwargs: dict[str, Any] = {
         "name": spec.name,
@@ -416,47 +302,26 @@ def _create_kwargs(spec: StartSpec) -> dict[str, Any]:
             {"Name": name, "Soft": soft, "Hard": hard} for name, soft, hard in spec.rlimits
         ],
     }
-    if not spec.network:
-        kwargs["network_mode"] = "none"
+    if spec.network in ("none", "host"):
+        kwargs["network_mode"] = spec.network
+    elif network_name is None:
+        raise BenchError(f"{spec.name}: network mode {spec.network} needs the run's network")
+    else:
+        kwargs["network_mode"] = "bridge"
+        kwargs["networks"] = {network_name: {}}
+    if spec.network == "published":
+        # No host port: podman picks a free one on 127.0.0.1.
+        kwargs["ports"] = {f"{port}/tcp": {"ip": LOOPBACK} for port in spec.ports}
     kwargs.update(engine_limit_options(limits))
     if spec.user is not None:
         kwargs["user"] = f"{spec.user[0]}:{spec.user[1]}"
     return kwargs
 
 
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=SERVICE_STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=SERVICE_STOP_TIMEOUT_S)
-
-
-def _stop_pids(pids: list[int]) -> int:
-    """SIGTERM, then SIGKILL after a grace period; how many were running."""
-    import psutil
-
-    processes = []
-    for pid in pids:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process = psutil.Process(pid)
-            process.send_signal(signal.SIGTERM)
-            processes.append(process)
-    _, alive = psutil.wait_procs(processes, timeout=SERVICE_STOP_TIMEOUT_S)
-    for process in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.kill()
-    psutil.wait_procs(alive, timeout=SERVICE_STOP_TIMEOUT_S)
-    return len(processes)
-
-
 def _bench_containers() -> list[str]:
     if shutil.which("podman") is None:
         return []
-    proc = _podman_cli("ps", "--all", "--format", "json")
+    proc = podman_cli("ps", "--all", "--format", "json")
     if proc.returncode != 0:
         raise BenchError(f"`podman ps --all` failed: {proc.stderr.strip()}")
     names: list[str] = []
@@ -471,7 +336,7 @@ def _bench_containers() -> list[str]:
 def _bench_images() -> list[str]:
     if shutil.which("podman") is None:
         return []
-    proc = _podman_cli("images", "--format", "json")
+    proc = podman_cli("images", "--format", "json")
     if proc.returncode != 0:
         raise BenchError(f"`podman images` failed: {proc.stderr.strip()}")
     refs: list[str] = []
@@ -482,48 +347,11 @@ def _bench_images() -> list[str]:
     return sorted(refs)
 
 
-def _owner_alive(owner_pid: int) -> bool:
-    """True while the bench process that started a private service (named in its socket) runs."""
-    return owner_pid == os.getpid() or Path(f"/proc/{owner_pid}").exists()
-
-
-def _stale_sockets() -> list[Path]:
-    stale = []
-    for path in PRIVATE_SOCKET_DIR.glob(f"{PRIVATE_SOCKET_PREFIX}*.sock"):
-        match = _PRIVATE_SOCKET_RE.match(path.name)
-        if match and not _owner_alive(int(match.group(1))):
-            stale.append(path)
-    return sorted(stale)
-
-
-def _stale_service_pids() -> list[int]:
-    """Private podman services whose owning bench process is gone."""
-    import psutil
-
-    stale = []
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info["cmdline"] or []
-        for arg in cmdline:
-            socket_name = arg.rpartition("/")[2]
-            match = _PRIVATE_SOCKET_RE.match(socket_name)
-            if arg.startswith("unix://") and match and not _owner_alive(int(match.group(1))):
-                stale.append(process.pid)
-                break
-    return sorted(stale)
-
-
-def _service_pids_listening_on(base_url: str) -> list[int]:
-    """Pids of `podman system service` processes serving `base_url` (a shared service)."""
-    import psutil
-
-    socket_path = base_url.removeprefix("unix://")
-    pids = []
-    for process in psutil.process_iter(["name", "cmdline"]):
-        cmdline = process.info["cmdline"] or []
-        if process.info["name"] == "podman" and "service" in cmdline:
-            given = [a for a in cmdline if a.startswith("unix://")]
-            if socket_path in (a.removeprefix("unix://") for a in given) or (
-                not given and socket_path == str(SHARED_SOCKET)
-            ):
-                pids.append(process.pid)
-    return pids
+def _stale_networks() -> list[str]:
+    """Networks bench created whose owning process is gone."""
+    if shutil.which("podman") is None:
+        return []
+    proc = podman_cli("network", "ls", "--format", "{{.Name}}")
+    if proc.returncode != 0:
+        raise BenchError(f"`podman network ls` failed: {proc.stderr.strip()}")
+    return sorted(name for name in proc.stdout.split() if stale_network(name))
