@@ -1,0 +1,398 @@
+"""Load from real generators on the host (wrk, sockperf, iperf3), pinned and bounded.
+
+The generator runs as one child of bench, pinned with taskset to CPUs the server does not
+use; bench reads its CPU time from the child's rusage and the client CPUs' busy time from
+/proc/stat, and warns when the client, not the server, was the limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.errors import BenchError, InputError
+from bench.latency import LatencyHistogram, LatencySummary
+from bench.loadparse import WRK_SCRIPT, ParsedLoad, parse_iperf3, parse_sockperf, parse_wrk
+
+KINDS = ("http", "tcp_rr", "tcp_stream")
+MAX_DURATION_S = 600.0
+MAX_CONNECTIONS = 10_000
+# The default cap on requests: 600 s at 100k req/s, above anything measured here (79k).
+MAX_REQUESTS = 60_000_000
+# wrk stops itself at -d and sockperf/iperf3 at -t; past this margin bench kills the group.
+KILL_GRACE_S = 15.0
+# Saturation rule. A normal wrk run against nginx here used 0.67-0.70 of its CPU, whose
+# busy time (with softirqs) was 0.78-0.83; with a CPU hog beside it, the CPU was 1.00 busy
+# and throughput fell from 64k to 24k req/s while wrk's own CPU fell to 0.46. So the client
+# counts as saturated when it used >= 90 % of its CPUs or they had <= 5 % idle time.
+SATURATED_OWN_CPU_FRACTION = 0.90
+SATURATED_BUSY_FRACTION = 0.95
+# An open-loop run that sent less than this share of its schedule fell behind it.
+ON_SCHEDULE_FRACTION = 0.97
+LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+
+
+def parse_cpus(text: str) -> frozenset[int]:
+    """A cpuset list such as "1" or "0,2-3"."""
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            cpus.update(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise InputError(
+            f"client_cpus/server_cpus {text!r}: expected a list like 1 or 0,2-3"
+        ) from None
+    if not cpus or min(cpus) < 0:
+        raise InputError(f"client_cpus/server_cpus {text!r}: expected a list like 1 or 0,2-3")
+    return frozenset(cpus)
+
+
+def format_cpus(cpus: frozenset[int]) -> str:
+    return ",".join(str(cpu) for cpu in sorted(cpus))
+
+
+def default_cpus() -> tuple[str, str]:
+    """(server CPUs, client CPUs): the first usable CPU serves, the others load; on 2 cores
+    server 0 and client 1. On one CPU both share it (and the client will look saturated)."""
+    usable = sorted(os.sched_getaffinity(0))
+    server = usable[:1]
+    client = usable[1:] or usable
+    return format_cpus(frozenset(server)), format_cpus(frozenset(client))
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """One bounded load: what to send, where, for how long, from which CPUs.
+
+    kind: "http" (wrk), "tcp_rr" (sockperf), "tcp_stream" (iperf3). rate_per_s None is
+    closed loop (as fast as `connections` allow); a number is open loop at that rate.
+    host must be loopback unless `host_created_by_run` says the run created that address.
+    """
+
+    kind: str
+    port: int
+    host: str = "127.0.0.1"
+    path: str = "/"
+    connections: int = 16
+    duration_s: float = 5.0
+    rate_per_s: float | None = None
+    client_cpus: str | None = None
+    server_cpus: str | None = None
+    threads: int | None = None
+    message_size_bytes: int = 64
+    request_timeout_s: float = 2.0
+    max_requests: int = MAX_REQUESTS
+    host_created_by_run: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InputError(f"load kind {self.kind!r}: expected one of {', '.join(KINDS)}")
+        try:
+            address = ipaddress.ip_address(self.host)
+        except ValueError:
+            raise InputError(f"load host {self.host!r}: expected an IP address") from None
+        if address not in LOOPBACK and not self.host_created_by_run:
+            raise InputError(
+                f"load host {self.host}: bench sends load only to 127.0.0.1 or to addresses "
+                "the run created (set host_created_by_run for those)"
+            )
+        _check_range("port", self.port, 1, 65_535)
+        _check_range("connections", self.connections, 1, MAX_CONNECTIONS)
+        _check_range("duration_s", self.duration_s, 0.5, MAX_DURATION_S)
+        _check_range("max_requests", self.max_requests, 1, MAX_REQUESTS)
+        _check_range("message_size_bytes", self.message_size_bytes, 14, 65_000)
+        _check_range("request_timeout_s", self.request_timeout_s, 0.001, 60)
+        if self.threads is not None:
+            _check_range("threads", self.threads, 1, self.connections)
+        if self.rate_per_s is not None:
+            _check_range("rate_per_s", self.rate_per_s, 1, 10_000_000)
+            if self.kind != "tcp_rr":
+                raise InputError(
+                    f"load kind {self.kind}: open loop (rate_per_s) needs kind tcp_rr; "
+                    "see docs/load-generators.md for why HTTP is closed loop only"
+                )
+        if not self.path.startswith("/") or any(c.isspace() or ord(c) < 32 for c in self.path):
+            raise InputError(f"load path {self.path!r}: expected /... without spaces")
+        for cpus in (self.client_cpus, self.server_cpus):
+            if cpus is not None:
+                parse_cpus(cpus)
+
+    def resolved_client_cpus(self) -> frozenset[int]:
+        """client_cpus, or every usable CPU the server does not use (default server: CPU 0)."""
+        if self.client_cpus is not None:
+            return parse_cpus(self.client_cpus)
+        usable = frozenset(os.sched_getaffinity(0))
+        server = parse_cpus(self.server_cpus or default_cpus()[0])
+        return (usable - server) or usable
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise InputError(f"load {name} = {value}: expected {low} to {high}")
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What the load achieved, and what it cost the client."""
+
+    spec: LoadSpec
+    argv: tuple[str, ...]
+    requests: int
+    errors: int
+    duration_s: float
+    requests_per_s: float
+    bytes_per_s: float
+    latency: LatencyHistogram | None
+    client_cpus: str
+    client_cpu_s: float
+    client_cpus_busy_fraction: float
+    client_saturated: bool
+    schedule_lag_max_s: float | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def latency_summary(self) -> LatencySummary | None:
+        return None if self.latency is None else self.latency.summary()
+
+
+@dataclass(frozen=True)
+class _Generator:
+    program: str
+    package: str
+    argv: Callable[[LoadSpec, int, Path], list[str]]
+    parse: Callable[[str, LoadSpec, Path], ParsedLoad]
+
+
+def _wrk_argv(spec: LoadSpec, n_cpus: int, workdir: Path) -> list[str]:
+    script = workdir / "bench.lua"
+    script.write_text(WRK_SCRIPT)
+    threads = spec.threads or min(n_cpus, spec.connections)
+    per_thread = max(1, spec.max_requests // threads)
+    url = f"http://{_url_host(spec.host)}:{spec.port}{spec.path}"
+    return [
+        *("-t", str(threads), "-c", str(spec.connections), "-d", f"{spec.duration_s:g}s"),
+        *(
+            "--timeout",
+            f"{spec.request_timeout_s:g}s",
+            "-s",
+            str(script),
+            url,
+            "--",
+            str(per_thread),
+        ),
+    ]
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _sockperf_argv(spec: LoadSpec, n_cpus: int, workdir: Path) -> list[str]:
+    mode = ["ping-pong"] if spec.rate_per_s is None else ["under-load", "--reply-every", "1"]
+    if spec.rate_per_s is not None:
+        mode += ["--mps", str(round(spec.rate_per_s))]
+    return [
+        *mode,
+        *("--tcp", "-i", spec.host, "-p", str(spec.port), "-t", str(round(spec.duration_s))),
+        *("-m", str(spec.message_size_bytes), "--full-rtt", "--full-log", str(workdir / "log.csv")),
+    ]
+
+
+def _iperf3_argv(spec: LoadSpec, n_cpus: int, workdir: Path) -> list[str]:
+    return [
+        *("-c", spec.host, "-p", str(spec.port), "-t", str(round(spec.duration_s))),
+        *("-P", str(spec.connections), "-J"),
+    ]
+
+
+GENERATORS = {
+    "http": _Generator(
+        "wrk", "wrk", _wrk_argv, lambda out, spec, _: parse_wrk(out, spec.connections)
+    ),
+    "tcp_rr": _Generator(
+        "sockperf",
+        "sockperf",
+        _sockperf_argv,
+        lambda out, spec, workdir: parse_sockperf(
+            out, _read_text(workdir / "log.csv"), spec.rate_per_s
+        ),
+    ),
+    "tcp_stream": _Generator(
+        "iperf3", "iperf3", _iperf3_argv, lambda out, _, __: parse_iperf3(out)
+    ),
+}
+
+
+def tcp_server_argv(kind: str, host: str, port: int) -> list[str]:
+    """The server each TCP generator talks to (sockperf server, iperf3 -s), as argv."""
+    if kind == "tcp_rr":
+        return ["sockperf", "server", "--tcp", "-i", host, "-p", str(port)]
+    if kind == "tcp_stream":
+        return ["iperf3", "-s", "-B", host, "-p", str(port)]
+    raise InputError(f"load kind {kind!r}: no TCP server for it")
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def generator_program(kind: str) -> tuple[str, str]:
+    """(program, Debian package) that drives `kind`."""
+    generator = GENERATORS[kind]
+    return generator.program, generator.package
+
+
+def run_load(spec: LoadSpec) -> LoadResult:
+    """Run `spec`'s generator to completion (killed past its duration) and read its output."""
+    generator = GENERATORS[spec.kind]
+    program = shutil.which(generator.program)
+    taskset = shutil.which("taskset")
+    if program is None or taskset is None:
+        missing = generator.package if program is None else "util-linux"
+        raise BenchError(f"{generator.program} is not installed: apt-get install {missing}")
+    cpus = spec.resolved_client_cpus()
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
+        workdir = Path(tmp)
+        argv = [
+            taskset,
+            "-c",
+            format_cpus(cpus),
+            program,
+            *generator.argv(spec, len(cpus), workdir),
+        ]
+        before = psutil.cpu_times(percpu=True)
+        run = _run_child(argv, workdir / "out.txt", spec.duration_s + KILL_GRACE_S)
+        busy = _busy_fraction(before, psutil.cpu_times(percpu=True), cpus)
+        output = _read_text(workdir / "out.txt")
+        if run.killed:
+            raise BenchError(f"{generator.program} ran past its duration and was killed")
+        if run.exit_code != 0:
+            tail = "\n".join(output.strip().splitlines()[-5:])
+            raise BenchError(f"{generator.program} exited with {run.exit_code}:\n{tail}")
+        parsed = generator.parse(output, spec, workdir)
+    return _result(spec, tuple(argv), parsed, cpus, run, busy)
+
+
+def _result(
+    spec: LoadSpec,
+    argv: tuple[str, ...],
+    parsed: ParsedLoad,
+    cpus: frozenset[int],
+    run: _ChildRun,
+    busy: float,
+) -> LoadResult:
+    duration_s = parsed.duration_s or run.wall_s
+    own = run.cpu_s / (run.wall_s * len(cpus)) if run.wall_s > 0 else 0.0
+    requests_per_s = parsed.requests / duration_s if duration_s > 0 else 0.0
+    warnings: list[str] = []
+    if spec.rate_per_s is None:
+        saturated = own >= SATURATED_OWN_CPU_FRACTION or busy >= SATURATED_BUSY_FRACTION
+        if saturated:
+            warnings.append(
+                f"load client saturated: it used {own:.0%} of CPUs {format_cpus(cpus)}, which "
+                f"were {busy:.0%} busy; the numbers measure the client, not the server"
+            )
+    else:
+        # sockperf paces by spinning between sends, so its CPU says nothing; keeping to the
+        # schedule does.
+        saturated = requests_per_s < ON_SCHEDULE_FRACTION * spec.rate_per_s
+        if saturated:
+            warnings.append(
+                f"load client behind schedule: {requests_per_s:.0f} of {spec.rate_per_s:g} "
+                "req/s offered were sent; the client, not the server, set the rate"
+            )
+    return LoadResult(
+        spec=spec,
+        argv=argv,
+        requests=parsed.requests,
+        errors=parsed.errors,
+        duration_s=duration_s,
+        requests_per_s=requests_per_s,
+        bytes_per_s=parsed.bytes_total / duration_s if duration_s > 0 else 0.0,
+        latency=parsed.latency,
+        client_cpus=format_cpus(cpus),
+        client_cpu_s=run.cpu_s,
+        client_cpus_busy_fraction=busy,
+        client_saturated=saturated,
+        schedule_lag_max_s=parsed.schedule_lag_max_s,
+        warnings=tuple(warnings),
+    )
+
+
+def _busy_fraction(before: Sequence[Any], after: Sequence[Any], cpus: frozenset[int]) -> float:
+    """Share of the time CPUs `cpus` were not idle between two psutil per-CPU readings."""
+    busy = total = 0.0
+    for cpu in sorted(cpus):
+        if cpu >= min(len(before), len(after)):
+            continue
+        start, end = before[cpu], after[cpu]
+        span = sum(end) - sum(start)
+        idle = (end.idle - start.idle) + (end.iowait - start.iowait)
+        busy += span - idle
+        total += span
+    return busy / total if total > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _ChildRun:
+    exit_code: int
+    wall_s: float
+    cpu_s: float
+    killed: bool
+
+
+def _run_child(argv: list[str], output: Path, kill_after_s: float) -> _ChildRun:
+    """Run argv in its own process group, output to a file; its rusage from wait4."""
+    with output.open("wb") as sink:
+        started = time.monotonic()
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=output.parent,
+            start_new_session=True,  # one group: a kill reaches anything it started
+        )
+    killed = threading.Event()
+
+    def kill() -> None:
+        killed.set()
+        _kill_group(child.pid)
+
+    timer = threading.Timer(kill_after_s, kill)
+    timer.start()
+    try:
+        _, status, usage = os.wait4(child.pid, 0)
+    except BaseException:
+        _kill_group(child.pid)
+        os.wait4(child.pid, 0)
+        raise
+    finally:
+        timer.cancel()
+    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    _kill_group(child.pid)  # anything the generator left in its group
+    return _ChildRun(
+        exit_code=child.returncode,
+        wall_s=time.monotonic() - started,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        killed=killed.is_set(),
+    )
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

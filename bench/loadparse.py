@@ -1,0 +1,179 @@
+"""Parsers of the load generators' outputs: wrk's Lua dump, sockperf, iperf3."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.errors import BenchError
+from bench.latency import LatencyHistogram
+
+US_PER_S = 1e6
+
+# Printed by WRK_SCRIPT's done(): the run's totals, then one line per latency bucket.
+WRK_SCRIPT = """\
+-- args[1]: the most requests one thread may send (bench's hard cap on the load).
+local sent, cap, req = 0, 0, nil
+init = function(args)
+  cap = tonumber(args[1])
+  req = wrk.format()
+end
+request = function()
+  sent = sent + 1
+  if sent >= cap then wrk.thread:stop() end
+  return req
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH_SUMMARY duration_us=%d requests=%d bytes=%d "
+      .. "connect=%d read=%d write=%d status=%d timeout=%d\\n",
+    summary.duration, summary.requests, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout))
+  for i = 1, #latency do
+    local value_us, count = latency(i)
+    io.write(string.format("BENCH_LATENCY %d %d\\n", value_us, count))
+  end
+end
+"""
+
+
+@dataclass(frozen=True)
+class ParsedLoad:
+    """What one generator run reported, before bench adds the client's CPU figures."""
+
+    requests: int
+    errors: int
+    duration_s: float
+    bytes_total: int
+    latency: LatencyHistogram | None
+    schedule_lag_max_s: float | None = None
+
+
+def _fail(tool: str, why: str, text: str) -> BenchError:
+    tail = "\n".join(text.strip().splitlines()[-5:])
+    return BenchError(f"could not read {tool}'s output ({why}); it ended with:\n{tail}")
+
+
+def parse_wrk(text: str, connections: int) -> ParsedLoad:
+    """wrk 4.1 run with WRK_SCRIPT: totals and the latency histogram as wrk measured it.
+
+    wrk's done() sees its histogram after its coordinated-omission correction, which adds
+    synthetic samples (115,410 counts for 108,240 requests in tests/fixtures). The
+    correction is invertible, so bench keeps the measured one: one count per request.
+    """
+    match = re.search(r"^BENCH_SUMMARY (.*)$", text, re.MULTILINE)
+    if match is None:
+        raise _fail("wrk", "no BENCH_SUMMARY line", text)
+    fields = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
+    buckets = re.findall(r"^BENCH_LATENCY (\d+) (\d+)$", text, re.MULTILINE)
+    values_us = np.array([int(value) for value, _ in buckets], dtype=np.int64)
+    counts = np.array([int(count) for _, count in buckets], dtype=np.int64)
+    requests = fields["requests"]
+    duration_us = fields["duration_us"]
+    raw_counts = uncorrect_wrk_counts(
+        values_us, counts, _wrk_interval_us(duration_us, requests, connections)
+    )
+    errors = sum(fields[key] for key in ("connect", "read", "write", "status", "timeout"))
+    return ParsedLoad(
+        requests=requests,
+        errors=errors,
+        duration_s=duration_us / US_PER_S,
+        bytes_total=fields["bytes"],
+        latency=LatencyHistogram.from_counts_us(values_us.tolist(), raw_counts.tolist()),
+    )
+
+
+def _wrk_interval_us(duration_us: int, requests: int, connections: int) -> int:
+    """The expected interval wrk's correction used (its integer arithmetic); 0: none applied."""
+    per_connection = requests // connections
+    return duration_us // per_connection if per_connection > 0 else 0
+
+
+def uncorrect_wrk_counts(values_us: np.ndarray, counts: np.ndarray, interval_us: int) -> np.ndarray:
+    """Undo wrk's stats_correct(): it added every count at v to v-E, v-2E, ... while above E,
+    so corrected[v] = raw[v] + corrected[v+E] for v > E."""
+    if interval_us <= 0 or len(values_us) == 0:
+        return counts
+    by_value = dict(zip(values_us.tolist(), counts.tolist(), strict=True))
+    raw = np.array(
+        [
+            count - by_value.get(value + interval_us, 0) if value > interval_us else count
+            for value, count in by_value.items()
+        ],
+        dtype=np.int64,
+    )
+    if (raw < 0).any():
+        raise BenchError("wrk's latency histogram is not one its correction produced")
+    return raw
+
+
+_SOCKPERF_VALID = re.compile(
+    r"\[Valid Duration\] RunTime=([\d.]+) sec; SentMessages=(\d+); ReceivedMessages=(\d+)"
+)
+_SOCKPERF_LOSS = re.compile(r"# dropped messages = (\d+); # duplicated messages = (\d+)")
+
+
+def parse_sockperf(text: str, full_log: str, rate_per_s: float | None = None) -> ParsedLoad:
+    """sockperf ping-pong, or under-load at `rate_per_s` with --reply-every 1, both with
+    --full-rtt --full-log: the valid window's counts and each reply's latency.
+
+    Under load, latency counts from the message's slot in the schedule (first send + k/rate):
+    sockperf keeps an absolute schedule and catches up after a late send (the fixture: lag
+    p50 0, max 1.1 ms), so a late send adds its lag instead of hiding it.
+    """
+    valid = _SOCKPERF_VALID.search(text)
+    if valid is None:
+        raise _fail("sockperf", "no [Valid Duration] line", text)
+    loss = _SOCKPERF_LOSS.search(text)
+    log = _sockperf_log(full_log)
+    index, sent_s, received_s = log[:, 0], log[:, 1], log[:, 2]
+    lag_s = np.zeros_like(sent_s)
+    if rate_per_s is not None and len(log):
+        lag_s = np.maximum(sent_s - (sent_s[0] + index / rate_per_s), 0.0)
+    return ParsedLoad(
+        requests=int(valid.group(3)),
+        errors=int(loss.group(1)) if loss else 0,
+        duration_s=float(valid.group(1)),
+        bytes_total=0,
+        latency=LatencyHistogram.from_seconds(received_s - sent_s + lag_s),
+        schedule_lag_max_s=float(lag_s.max()) if rate_per_s is not None and len(log) else None,
+    )
+
+
+def _sockperf_log(full_log: str) -> np.ndarray:
+    """The full log's rows: packet index, send time (s), receive time (s)."""
+    rows: list[tuple[float, float, float]] = []
+    in_table = False
+    for line in full_log.splitlines():
+        if line.startswith("packet, txTime"):
+            in_table = True
+        elif in_table:
+            parts = line.split(",")
+            if len(parts) != 4:
+                break
+            rows.append((float(parts[0]), float(parts[1]), float(parts[2])))
+    return np.array(rows, dtype=np.float64).reshape(-1, 3)
+
+
+def parse_iperf3(text: str) -> ParsedLoad:
+    """iperf3 -J: bytes the receiver got and over how long."""
+    try:
+        report = json.loads(text)
+    except ValueError as exc:
+        raise _fail("iperf3", f"not JSON: {exc}", text) from exc
+    if not isinstance(report, dict) or "error" in report:
+        raise _fail(
+            "iperf3", str(report.get("error") if isinstance(report, dict) else report), text
+        )
+    try:
+        received = report["end"]["sum_received"]
+        seconds, bytes_total = float(received["seconds"]), int(received["bytes"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _fail("iperf3", f"no end.sum_received ({exc})", text) from exc
+    return ParsedLoad(
+        requests=0, errors=0, duration_s=seconds, bytes_total=bytes_total, latency=None
+    )

@@ -1,0 +1,89 @@
+"""LoadSpec's guards, the generators' argv and CPU choice; no load is sent here."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from bench.errors import BenchError, InputError
+from bench.loadgen import GENERATORS, LoadSpec, default_cpus, format_cpus, parse_cpus
+from bench.ready import wait_ready
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"kind": "gopher"}, "expected one of http, tcp_rr, tcp_stream"),
+        ({"host": "example.com"}, "expected an IP address"),
+        ({"host": "10.1.2.3"}, "only to 127.0.0.1 or to addresses the run created"),
+        ({"host": "8.8.8.8"}, "only to 127.0.0.1"),
+        ({"port": 0}, "port = 0"),
+        ({"duration_s": 3600}, "duration_s = 3600"),
+        ({"connections": 0}, "connections = 0"),
+        ({"max_requests": 0}, "max_requests = 0"),
+        ({"rate_per_s": 1000}, "open loop .* needs kind tcp_rr"),
+        ({"path": "/a b"}, "without spaces"),
+        ({"path": "x"}, "expected /"),
+        ({"client_cpus": "one"}, "expected a list like 1 or 0,2-3"),
+        ({"threads": 64}, "threads = 64"),
+    ],
+)
+def test_bad_specs_are_input_errors(changes: dict[str, object], message: str) -> None:
+    fields: dict[str, object] = {"kind": "http", "port": 8080, **changes}
+    with pytest.raises(InputError, match=message):
+        LoadSpec(**fields)  # type: ignore[arg-type]
+
+
+def test_an_address_the_run_created_is_allowed_when_said_so() -> None:
+    spec = LoadSpec("tcp_rr", 9000, host="10.200.0.2", host_created_by_run=True, rate_per_s=500)
+    assert spec.host == "10.200.0.2"
+
+
+def test_cpu_lists_round_trip() -> None:
+    assert parse_cpus("0,2-3") == frozenset({0, 2, 3})
+    assert format_cpus(frozenset({3, 0, 2})) == "0,2,3"
+
+
+def test_default_client_cpus_avoid_the_server_cpu() -> None:
+    server, client = default_cpus()
+    usable = set(os.sched_getaffinity(0))
+    assert parse_cpus(server) <= usable and parse_cpus(client) <= usable
+    if len(usable) > 1:
+        assert not parse_cpus(server) & parse_cpus(client)
+    spec = LoadSpec("http", 8080, server_cpus=server)
+    assert spec.resolved_client_cpus() == parse_cpus(client)
+    assert LoadSpec("http", 8080, client_cpus="0").resolved_client_cpus() == {0}
+
+
+def test_wrk_argv_is_a_list_with_the_request_cap(tmp_path: Path) -> None:
+    spec = LoadSpec("http", 8080, path="/index.html", connections=8, duration_s=3, max_requests=900)
+    argv = GENERATORS["http"].argv(spec, 2, tmp_path)
+    assert argv[:6] == ["-t", "2", "-c", "8", "-d", "3s"]
+    assert "http://127.0.0.1:8080/index.html" in argv
+    assert argv[-2:] == ["--", "450"]  # per thread
+    assert (tmp_path / "bench.lua").read_text().startswith("-- args[1]")
+
+
+def test_sockperf_argv_closed_and_open_loop(tmp_path: Path) -> None:
+    closed = GENERATORS["tcp_rr"].argv(LoadSpec("tcp_rr", 11111), 1, tmp_path)
+    assert closed[0] == "ping-pong" and "--mps" not in closed
+    opened = GENERATORS["tcp_rr"].argv(LoadSpec("tcp_rr", 11111, rate_per_s=2500), 1, tmp_path)
+    assert opened[:5] == ["under-load", "--reply-every", "1", "--mps", "2500"]
+    assert "--full-rtt" in opened
+
+
+def free_closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_wait_ready_gives_up_with_the_reason() -> None:
+    port = free_closed_port()
+    with pytest.raises(BenchError, match=f"127.0.0.1:{port} not ready within 0.2 s .*refused"):
+        wait_ready("127.0.0.1", port, "http", timeout_s=0.2)
+    with pytest.raises(BenchError, match="readiness probe 'smtp'"):
+        wait_ready("127.0.0.1", port, "smtp", timeout_s=0.2)

@@ -1,0 +1,131 @@
+"""Load generator parsers on captured real outputs (tests/fixtures/loadgen, this host)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.errors import BenchError
+from bench.latency import RELATIVE_PRECISION
+from bench.loadparse import parse_iperf3, parse_sockperf, parse_wrk, uncorrect_wrk_counts
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "loadgen"
+# wrk -t1 -c16 -d2s -s <WRK_SCRIPT> against nginx on 127.0.0.1.
+WRK_CONNECTIONS = 16
+
+
+def fixture(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+def wrk_dump() -> tuple[np.ndarray, np.ndarray]:
+    pairs = re.findall(r"^BENCH_LATENCY (\d+) (\d+)$", fixture("wrk-dump.txt"), re.MULTILINE)
+    return np.array([int(v) for v, _ in pairs]), np.array([int(c) for _, c in pairs])
+
+
+def wrk_stats_correct(values_us: np.ndarray, counts: np.ndarray, interval_us: int) -> np.ndarray:
+    """wrk 4.1's stats_correct(), transcribed: the forward correction bench undoes."""
+    data = dict(zip(values_us.tolist(), counts.tolist(), strict=True))
+    top = max(data)
+    corrected = dict(data)
+    for n in range(2 * interval_us, top + 1):
+        count, m = data.get(n, 0), n - interval_us
+        while count and m > interval_us:
+            corrected[m] = corrected.get(m, 0) + count
+            m -= interval_us
+    return np.array([corrected.get(v, 0) for v in values_us.tolist()])
+
+
+def test_wrk_histogram_counts_each_request_once() -> None:
+    parsed = parse_wrk(fixture("wrk-dump.txt"), WRK_CONNECTIONS)
+    text = fixture("wrk-dump.txt")
+    printed = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
+    assert parsed.requests == printed
+    assert parsed.errors == 0
+    assert parsed.duration_s == pytest.approx(2.00463)
+    assert parsed.bytes_total > parsed.requests * 1024  # a 1 KiB body plus headers each
+    assert parsed.latency is not None
+    _, dumped = wrk_dump()
+    assert dumped.sum() > parsed.requests  # wrk's correction added samples...
+    assert parsed.latency.count == parsed.requests  # ...which bench removed again
+    summary = parsed.latency.summary()
+    assert 0 < summary.min_s <= summary.p50_s <= summary.p90_s <= summary.p99_s <= summary.max_s
+    # wrk printed "Latency 367.04us" as its (corrected) mean: the measured one is lower.
+    assert 100e-6 < summary.mean_s < 367.04e-6
+
+
+def test_wrk_uncorrection_is_the_exact_inverse() -> None:
+    values_us, dumped = wrk_dump()
+    interval_us = 2004630 // (108240 // WRK_CONNECTIONS)
+    raw = uncorrect_wrk_counts(values_us, dumped, interval_us)
+    assert (raw >= 0).all()
+    assert np.array_equal(wrk_stats_correct(values_us, raw, interval_us), dumped)
+
+
+def test_wrk_output_that_correction_cannot_produce_is_rejected() -> None:
+    with pytest.raises(BenchError, match="not one its correction produced"):
+        uncorrect_wrk_counts(np.array([400, 700]), np.array([1, 5]), 300)
+
+
+def test_wrk_without_the_summary_line_is_a_clear_error() -> None:
+    with pytest.raises(BenchError, match=r"(?s)no BENCH_SUMMARY line.*unable to connect"):
+        parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n", WRK_CONNECTIONS)
+
+
+def sockperf_printed_percentiles_us(text: str) -> dict[float, float]:
+    found = re.findall(r"percentile (\d+\.\d+) = +([\d.]+)", text)
+    return {float(p): float(v) for p, v in found}
+
+
+@pytest.mark.parametrize("mode", ["ping-pong", "under-load"])
+def test_sockperf_full_log_agrees_with_its_own_percentiles(mode: str) -> None:
+    text = fixture(f"sockperf-{mode}.txt")
+    parsed = parse_sockperf(text, fixture(f"sockperf-{mode}-full-log.csv"))
+    valid = re.search(r"\[Valid Duration\] RunTime=([\d.]+) sec.*ReceivedMessages=(\d+)", text)
+    assert valid is not None
+    assert parsed.requests == int(valid.group(2))
+    assert parsed.duration_s == float(valid.group(1))
+    assert parsed.latency is not None and parsed.latency.count == parsed.requests
+    printed = sockperf_printed_percentiles_us(text)
+    for percentile in (25.0, 50.0, 75.0, 90.0):
+        ours = parsed.latency.percentile_s(percentile) * 1e6
+        # Same samples, timed from the send; sockperf picks its rank a little differently.
+        assert ours == pytest.approx(printed[percentile], rel=0.01), percentile
+
+
+def test_sockperf_latency_from_schedule_adds_the_lag() -> None:
+    text = fixture("sockperf-under-load.txt")
+    log = fixture("sockperf-under-load-full-log.csv")
+    from_schedule = parse_sockperf(text, log, 2000.0).latency
+    from_send = parse_sockperf(text, log, None).latency
+    assert from_schedule is not None and from_send is not None
+    assert from_schedule.count == from_send.count
+    assert from_schedule.percentile_s(99.9) >= from_send.percentile_s(99.9)
+    assert from_schedule.summary().mean_s > from_send.summary().mean_s
+    lag_max_s = parse_sockperf(text, log, 2000.0).schedule_lag_max_s
+    assert lag_max_s is not None and 0 < lag_max_s < 0.01  # 1.1 ms in this capture
+
+
+def test_sockperf_without_a_valid_window_is_a_clear_error() -> None:
+    with pytest.raises(BenchError, match=r"no \[Valid Duration\] line"):
+        parse_sockperf("sockperf: ERROR: connect failed\n", "")
+
+
+def test_iperf3_bytes_and_seconds() -> None:
+    parsed = parse_iperf3(fixture("iperf3.json"))
+    assert parsed.bytes_total == 5827461120
+    assert parsed.duration_s == pytest.approx(2.000226)
+    assert parsed.latency is None
+    assert parsed.bytes_total / parsed.duration_s * 8 == pytest.approx(
+        23307210765.18, rel=RELATIVE_PRECISION
+    )
+
+
+def test_iperf3_error_is_reported_with_its_reason() -> None:
+    with pytest.raises(BenchError, match="unable to connect to server: Connection refused"):
+        parse_iperf3(fixture("iperf3-refused.json"))
+    with pytest.raises(BenchError, match="not JSON"):
+        parse_iperf3("iperf3: error - unable to connect\n")
