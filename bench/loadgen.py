@@ -237,15 +237,6 @@ GENERATORS = {
 }
 
 
-def tcp_server_argv(kind: str, host: str, port: int) -> list[str]:
-    """The server each TCP generator talks to (sockperf server, iperf3 -s), as argv."""
-    if kind == "tcp_rr":
-        return ["sockperf", "server", "--tcp", "-i", host, "-p", str(port)]
-    if kind == "tcp_stream":
-        return ["iperf3", "-s", "-B", host, "-p", str(port)]
-    raise InputError(f"load kind {kind!r}: no TCP server for it")
-
-
 def _read_text(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
-from bench.errors import BenchError, InputError
+from bench.errors import InputError
 from bench.loadgen import GENERATORS, LoadSpec, default_cpus, format_cpus, parse_cpus
-from bench.ready import wait_ready
 
 
 @pytest.mark.parametrize(
@@ -73,17 +71,3 @@ def test_sockperf_argv_closed_and_open_loop(tmp_path: Path) -> None:
     opened = GENERATORS["tcp_rr"].argv(LoadSpec("tcp_rr", 11111, rate_per_s=2500), 1, tmp_path)
     assert opened[:5] == ["under-load", "--reply-every", "1", "--mps", "2500"]
     assert "--full-rtt" in opened
-
-
-def free_closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def test_wait_ready_gives_up_with_the_reason() -> None:
-    port = free_closed_port()
-    with pytest.raises(BenchError, match=f"127.0.0.1:{port} not ready within 0.2 s .*refused"):
-        wait_ready("127.0.0.1", port, "http", timeout_s=0.2)
-    with pytest.raises(BenchError, match="readiness probe 'smtp'"):
-        wait_ready("127.0.0.1", port, "smtp", timeout_s=0.2)
