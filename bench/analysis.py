@@ -1,8 +1,8 @@
 """Notebook API: load result stores into pandas and build overhead/isolation tables.
 
-Reads only the result store (docs/architecture.md). Every table excludes warm-up
-and non-ok trials; medians carry 95 % bootstrap CIs and differences a Mann-Whitney
-p-value (see bench.stats for why).
+Reads only the result store (docs/architecture.md), through bench.frames. Every table
+excludes warm-up and non-ok trials; medians carry 95 % bootstrap CIs and differences a
+Mann-Whitney p-value (see bench.stats for why).
 
     >>> run = load_run("results/2025-01-01T00-00-00-overhead")
     >>> overhead_table(run)
@@ -10,238 +10,24 @@ p-value (see bench.stats for why).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from bench import stats
-from bench.errors import InputError
+from bench.frames import Run as Run
+from bench.frames import load_run as load_run
+from bench.frames import load_runs as load_runs
+from bench.frames import timeseries as timeseries
+from bench.frames import usable_solo as usable_solo
 
 BASELINE_RUNTIME = "bare"
 HARM_THRESHOLD_PCT = 5.0
 CPU_LIMIT_SLACK = 1.05  # accounting granularity: a CFS quota can overshoot by a few percent
-
-REQUIRED_TRIAL_COLUMNS = ("trial_id", "runtime", "workload")
-# Optional trial columns and the value a missing one takes (older or partial writers).
-TRIAL_DEFAULTS: dict[str, Any] = {
-    "oci_runtime": "",
-    "role": "solo",
-    "group_id": "",
-    "repetition": 0,
-    "warmup": False,
-    "status": "ok",
-    "exit_code": np.nan,
-    "wall_s": np.nan,
-    "cpu_s": np.nan,
-    "cpu_user_s": np.nan,
-    "cpu_sys_s": np.nan,
-    "cpu_rusage_s": np.nan,
-    "mem_peak_bytes": np.nan,
-    "mem_peak_from_samples": False,
-    "oom_kills": 0,
-    "cpu_nr_throttled": np.nan,
-    "cpu_throttled_ns": np.nan,
-    "throughput": np.nan,
-    "throughput_unit": "",
-    "start_s": np.nan,
-    "stop_s": np.nan,
-    "runtime_rss_bytes": np.nan,
-    "runtime_pss_bytes": np.nan,
-    "cgroup": "",
-    "error": "",
-    "scenario_isolation_kind": "",
-    "placement": "",
-    # Limits the trial ran under; used to judge whether a limit held in isolation runs.
-    "mem_limit_bytes": np.nan,
-    "pids_limit": np.nan,
-    "cpu_limit_cpus": np.nan,
-}
-STRING_COLUMNS = [
-    "trial_id",
-    "runtime",
-    "oci_runtime",
-    "workload",
-    "role",
-    "group_id",
-    "status",
-    "throughput_unit",
-    "cgroup",
-    "error",
-    "scenario_isolation_kind",
-    "placement",
-]
-BOOL_COLUMNS = ("warmup", "mem_peak_from_samples")
-SAMPLE_COLUMNS = [
-    "cpu_usage_ns",
-    "cpu_user_ns",
-    "cpu_system_ns",
-    "cpu_nr_throttled",
-    "cpu_throttled_ns",
-    "mem_current_bytes",
-    "mem_peak_bytes",
-    "mem_anon_bytes",
-    "mem_file_bytes",
-    "mem_working_set_bytes",
-    "pids_current",
-    "oom_kill_count",
-    "io_read_bytes",
-    "io_write_bytes",
-]
-# Cumulative counters in samples and the divisor turning d(counter)/d(t) into a unit/s rate.
-COUNTERS = {
-    "cpu_usage_ns": 1e9,
-    "cpu_user_ns": 1e9,
-    "cpu_system_ns": 1e9,
-    "cpu_throttled_ns": 1e9,
-    "cpu_nr_throttled": 1.0,
-    "io_read_bytes": 1.0,
-    "io_write_bytes": 1.0,
-    "oom_kill_count": 1.0,
-}
-RATE_ALIASES = {
-    "cpu_rate": "cpu_usage_ns",  # CPU cores in use
-    "cpu_user_rate": "cpu_user_ns",
-    "cpu_system_rate": "cpu_system_ns",
-    "cpu_throttled_rate": "cpu_throttled_ns",
-    "io_read_rate": "io_read_bytes",  # bytes/s
-    "io_write_rate": "io_write_bytes",
-}
-
-
-@dataclass
-class Run:
-    """One run (or several, concatenated by `load_runs`) as pandas frames.
-
-    `trials` gets `run_id`, `label` (runtime, plus "+oci" when one runtime ran under
-    several OCI runtimes) and `usable` (not a warm-up and status ok) columns; warm-ups
-    are kept, flagged by `warmup`.
-    """
-
-    path: Path
-    manifest: dict[str, Any]
-    trials: pd.DataFrame
-    samples: pd.DataFrame
-    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def run_id(self) -> str:
-        return str(self.manifest.get("run_id") or self.path.name)
-
-    @property
-    def run_ids(self) -> list[str]:
-        return list(self.manifests) or [self.run_id]
-
-
-# --- loading ----------------------------------------------------------------------------
-
-
-def _read_manifest(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "manifest.json"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise InputError(
-            f"{run_dir} is not a result store: manifest.json is missing. Pass a "
-            "results/<run-id>/ directory written by `bench run`."
-        ) from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"{path} is not valid JSON ({exc}); the run may have been cut short."
-        ) from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path} must hold a JSON object, not {type(data).__name__}.")
-    return data
-
-
-def _normalise_trials(trials: pd.DataFrame, run_id: str, where: Path) -> pd.DataFrame:
-    missing = [c for c in REQUIRED_TRIAL_COLUMNS if c not in trials.columns]
-    if missing:
-        raise InputError(
-            f"{where} lacks required column(s) {', '.join(missing)}; it was not written by "
-            "a compatible bench version."
-        )
-    trials = trials.copy()
-    for column, default in TRIAL_DEFAULTS.items():
-        if column not in trials.columns:
-            trials[column] = default
-    for column in STRING_COLUMNS:
-        trials[column] = trials[column].fillna("").astype(str)
-    for column in BOOL_COLUMNS:
-        trials[column] = trials[column].fillna(False).astype(bool)
-    for column, default in TRIAL_DEFAULTS.items():
-        if column not in STRING_COLUMNS and column not in BOOL_COLUMNS:
-            trials[column] = pd.to_numeric(trials[column], errors="coerce")
-            if not (isinstance(default, float) and math.isnan(default)):
-                trials[column] = trials[column].fillna(default)
-    blank_group = trials["group_id"] == ""
-    trials.loc[blank_group, "group_id"] = trials.loc[blank_group, "trial_id"]
-    trials.loc[trials["role"] == "", "role"] = "solo"
-    trials.insert(0, "run_id", run_id)
-    trials["usable"] = ~trials["warmup"] & (trials["status"] == "ok")
-    return trials
-
-
-def _normalise_samples(samples: pd.DataFrame, run_id: str, where: Path) -> pd.DataFrame:
-    missing = [c for c in ("trial_id", "t_s") if c not in samples.columns]
-    if missing:
-        raise InputError(f"{where} lacks required column(s) {', '.join(missing)}.")
-    samples = samples.copy()
-    samples["trial_id"] = samples["trial_id"].astype(str)
-    samples.insert(0, "run_id", run_id)
-    return samples
-
-
-def _add_labels(trials: pd.DataFrame) -> pd.DataFrame:
-    variants = trials.groupby("runtime")["oci_runtime"].nunique()
-    several = set(variants[variants > 1].index)
-    label = trials["runtime"].copy()
-    mask = trials["runtime"].isin(several) & (trials["oci_runtime"] != "")
-    label[mask] = trials.loc[mask, "runtime"] + "+" + trials.loc[mask, "oci_runtime"]
-    trials["label"] = label
-    return trials
-
-
-def load_run(path: str | Path) -> Run:
-    """Load results/<run-id>/ (manifest.json, trials.parquet, samples.parquet) into a Run."""
-    run_dir = Path(path)
-    manifest = _read_manifest(run_dir)
-    run_id = str(manifest.get("run_id") or run_dir.name)
-    trials_path = run_dir / "trials.parquet"
-    if not trials_path.exists():
-        raise InputError(f"{trials_path} is missing; the run wrote no trials.")
-    trials = _normalise_trials(pd.read_parquet(trials_path), run_id, trials_path)
-    samples_path = run_dir / "samples.parquet"
-    if samples_path.exists():
-        samples = _normalise_samples(pd.read_parquet(samples_path), run_id, samples_path)
-    else:
-        samples = pd.DataFrame({"run_id": pd.Series(dtype=str), "trial_id": [], "t_s": []})
-    return Run(run_dir, manifest, _add_labels(trials), samples, {run_id: manifest})
-
-
-def load_runs(paths: Iterable[str | Path]) -> Run:
-    """Load several runs into one Run: frames concatenated, told apart by `run_id`.
-
-    Tables on the result pool repetitions of all runs; `manifest["runs"]` lists each run's
-    manifest (also in `.manifests`).
-    """
-    runs = [load_run(p) for p in paths]
-    if not runs:
-        raise InputError("load_runs needs at least one run directory.")
-    ids = [r.run_id for r in runs]
-    if len(set(ids)) != len(ids):
-        raise InputError(f"the same run was given twice: {', '.join(ids)}")
-    trials = pd.concat([r.trials.drop(columns="label") for r in runs], ignore_index=True)
-    samples = pd.concat([r.samples for r in runs], ignore_index=True)
-    manifest = {"run_id": "+".join(ids), "runs": [r.manifest for r in runs]}
-    return Run(
-        runs[0].path, manifest, _add_labels(trials), samples, {r.run_id: r.manifest for r in runs}
-    )
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -283,10 +69,6 @@ def _verdict(test: stats.TestResult, ratio: float, bigger_is_better: bool) -> st
     return "faster" if better else "slower"
 
 
-def _solo(run: Run) -> pd.DataFrame:
-    return run.trials[run.trials["usable"] & (run.trials["role"] == "solo")]
-
-
 KNOWN_ORDER = ("bare", "docker", "podman", "lxc")
 
 
@@ -314,7 +96,7 @@ def overhead_table(
     verdict ("baseline" | "same" | "slower" | "faster" | "no-baseline"). `ratio` is
     new/baseline of the metric: > 1 is faster for throughput, slower for wall_s.
     """
-    solo = _solo(run)
+    solo = usable_solo(run)
     rows: list[dict[str, Any]] = []
     for workload, by_workload in solo.groupby("workload", sort=True):
         metric = primary_metric(by_workload)
@@ -448,7 +230,7 @@ def isolation_table(
     rows: list[dict[str, Any]] = []
     keys = ["label", "scenario_isolation_kind", "placement", "workload"]
     for (label, kind, placement, workload), group in victims.groupby(keys, sort=True):
-        solo = _solo(run)
+        solo = usable_solo(run)
         base = solo[
             (solo["label"] == label)
             & (solo["workload"] == workload)
@@ -496,44 +278,9 @@ def isolation_table(
     return table
 
 
-def timeseries(run: Run, metric: str) -> pd.DataFrame:
-    """Tidy samples of one metric: run_id, trial_id, runtime, workload, role, warmup, t_s, value.
-
-    For a cumulative counter (cpu_usage_ns, io_read_bytes, ...) a `rate` column holds its
-    per-second derivative (ns counters give CPU cores). Rate aliases (`cpu_rate`,
-    `io_read_rate`, ...) return that rate as `value`. Samples that did not read it are left out.
-    """
-    column = RATE_ALIASES.get(metric, metric)
-    samples = run.samples
-    if column not in samples.columns:
-        available = sorted(set(samples.columns) - {"run_id", "trial_id", "t_s"})
-        raise InputError(
-            f"no metric {metric!r} in the samples of {run.run_id}; available: "
-            f"{', '.join(available + sorted(RATE_ALIASES))}"
-        )
-    tidy = samples[["run_id", "trial_id", "t_s", column]].sort_values(["run_id", "trial_id", "t_s"])
-    # Detail metrics are read every sample_detail_interval_ms only: rows where this one was
-    # not read carry <NA> and drop out, so rates span the ticks that did read it.
-    tidy = tidy[tidy[column].notna()].rename(columns={column: "value"})
-    if column in COUNTERS:
-        grouped = tidy.groupby(["run_id", "trial_id"], sort=False)
-        d_value = grouped["value"].diff().astype(float)
-        d_t = grouped["t_s"].diff().astype(float)
-        rate = d_value / d_t / COUNTERS[column]
-        # A negative step is a counter reset (new cgroup), a zero dt a duplicate sample.
-        tidy["rate"] = rate.where((d_value >= 0) & (d_t > 0))
-        if metric in RATE_ALIASES:
-            tidy["value"] = tidy.pop("rate")
-    info = run.trials[["run_id", "trial_id", "label", "workload", "role", "warmup"]]
-    tidy = tidy.merge(info, on=["run_id", "trial_id"], how="left")
-    tidy = tidy.rename(columns={"label": "runtime"})
-    front = ["run_id", "trial_id", "runtime", "workload", "role", "warmup", "t_s", "value"]
-    return tidy[front + [c for c in tidy.columns if c not in front]].reset_index(drop=True)
-
-
 def representative_trial(run: Run, runtime: str, workload: str | None = None) -> str | None:
     """The usable solo trial whose metric is nearest its group's median (for plots)."""
-    solo = _solo(run)
+    solo = usable_solo(run)
     group = solo[solo["label"] == runtime]
     if workload is not None:
         group = group[group["workload"] == workload]
@@ -550,7 +297,7 @@ def representative_trial(run: Run, runtime: str, workload: str | None = None) ->
 
 def startup_table(run: Run) -> pd.DataFrame:
     """Per runtime: start and stop latency medians in ms [95 % CI]; `fastest` marks the best."""
-    solo = _solo(run)
+    solo = usable_solo(run)
     rows = []
     for label in label_order(solo["label"].unique()):
         group = solo[solo["label"] == label]
@@ -583,7 +330,7 @@ def footprint_table(run: Run) -> pd.DataFrame:
     For density steps (N containers started together, `group_size` > 1) also the
     runtime's PSS per container: (PSS with N running - PSS just before) / N, with a CI.
     """
-    solo = _solo(run)
+    solo = usable_solo(run)
     rows = []
     for label in label_order(solo["label"].unique()):
         group = solo[solo["label"] == label]
@@ -609,17 +356,16 @@ def footprint_table(run: Run) -> pd.DataFrame:
 def warnings(run: Run) -> list[stats.StatWarning]:
     """Everything that makes a run's numbers less trustworthy, most general first."""
     out: list[stats.StatWarning] = []
-    for run_id, manifest in (run.manifests or {run.run_id: run.manifest}).items():
-        status = manifest.get("status")
-        if status not in (None, "complete"):
-            out.append(stats.StatWarning("run-incomplete", f"run {run_id} is {status}"))
-        host = manifest.get("host") or {}
-        busy = stats.host_busy_warning(manifest.get("host_load_before"), host.get("cpus"))
+    for run_id, manifest in run.manifests.items():
+        if manifest.status != "complete":
+            out.append(stats.StatWarning("run-incomplete", f"run {run_id} is {manifest.status}"))
+        cpus = manifest.host.cpus if manifest.host else None
+        busy = stats.host_busy_warning(manifest.host_load_before, cpus)
         if busy is not None:
             out.append(busy)
-        for name, info in (manifest.get("runtimes") or {}).items():
-            if isinstance(info, dict) and info.get("available") is False:
-                reason = info.get("reason") or "unavailable"
+        for name, info in manifest.runtimes.items():
+            if not info.available:
+                reason = info.reason or "unavailable"
                 out.append(
                     stats.StatWarning("runtime-skipped", f"{name} was skipped: {reason}", name)
                 )
@@ -648,7 +394,7 @@ def warnings(run: Run) -> list[stats.StatWarning]:
                     metric="mem_peak_bytes",
                 )
             )
-    solo = _solo(run)
+    solo = usable_solo(run)
     for (runtime, workload), group in solo.groupby(["label", "workload"], sort=True):
         metric = primary_metric(group)
         out.extend(

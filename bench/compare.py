@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from bench import stats
-from bench.analysis import Run
+from bench.frames import Run, usable_solo
 
 # metric column -> bigger is better
 METRICS: dict[str, bool] = {
@@ -64,18 +64,13 @@ class Comparison:
         return pd.DataFrame([asdict(c) for c in self.changes])
 
 
-def _usable_solo(run: Run) -> pd.DataFrame:
-    trials = run.trials
-    return trials[trials["usable"] & (trials["role"] == "solo")]
-
-
 def compare_runs(
     base: Run, new: Run, threshold_pct: float = DEFAULT_THRESHOLD_PCT, *, alpha: float = stats.ALPHA
 ) -> Comparison:
     """Compare every runtime x workload present in both runs on throughput, CPU, wall time,
     peak memory and start latency. A regression is significant (Mann-Whitney, alpha) and
     worse by more than `threshold_pct`."""
-    a, b = _usable_solo(base), _usable_solo(new)
+    a, b = usable_solo(base), usable_solo(new)
     changes: list[MetricChange] = []
     pairs_a = set(zip(a["label"], a["workload"], strict=True))
     keys = sorted(pairs_a & set(zip(b["label"], b["workload"], strict=True)))

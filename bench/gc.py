@@ -80,23 +80,6 @@ def not_of_live_runs(names: list[str]) -> list[str]:
     return [name for name in names if not any(prefix in name for prefix in prefixes)]
 
 
-def find_leftovers() -> dict[str, list[str]]:
-    """Leftovers per runtime, for the warning at the start of `bench run`."""
-    found: dict[str, list[str]] = {}
-    for name in RUNTIME_CLASSES:
-        runtime = get_runtime(name)
-        try:
-            if runtime.available().ok:
-                left = not_of_live_runs(runtime.leftovers())
-                if left:
-                    found[name] = left
-        except BenchError:
-            continue
-        finally:
-            runtime.close()
-    return found
-
-
 def collect_garbage(force: bool = False) -> list[str]:
     """Remove leftovers of every runtime; one line of what was done per runtime.
 

@@ -6,16 +6,18 @@ import functools
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from bench.cgroups.model import SNAPSHOT_FIELDS
 from bench.errors import InputError
+from bench.host import HostFacts
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+    import pydantic
 
     from bench.sampler import SampleColumns
 
@@ -77,18 +79,45 @@ class TrialResult:
     output_tail: str = ""
 
 
+@dataclass(frozen=True)
+class ScenarioRef:
+    """The scenario file a run came from; resuming needs the same sha256."""
+
+    name: str
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RuntimeEntry:
+    """A runtime's version when it ran, or why it was skipped or given up."""
+
+    available: bool
+    version: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """The workload image (digest and tag; empty for bare metal only) and binary hashes."""
+
+    digest: str = ""
+    tag: str = ""
+    binaries: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class Manifest:
     """manifest.json: what ran, where, with which versions, and how it ended."""
 
     run_id: str
     status: RunStatus
-    scenario: dict[str, str]
+    scenario: ScenarioRef
     started_at: str
     ended_at: str | None = None
-    host: dict[str, Any] = field(default_factory=dict)
-    runtimes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    image: dict[str, Any] = field(default_factory=dict)
+    host: HostFacts | None = None
+    runtimes: dict[str, RuntimeEntry] = field(default_factory=dict)
+    image: ImageEntry = field(default_factory=ImageEntry)
     bench_version: str = ""
     git_commit: str | None = None
     host_load_before: float | None = None
@@ -101,6 +130,37 @@ class Manifest:
     leftovers: list[str] = field(default_factory=list)
     # Why a run ended `failed`: what kept every measured trial from running.
     failure: str = ""
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        """Read a manifest.json back, checked field by field (InputError naming the field)."""
+        import pydantic
+
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise InputError(
+                f"{path.parent} is not a bench result directory: {path.name} is missing. "
+                "Pass a results/<run-id>/ directory written by `bench run`."
+            ) from None
+        except OSError as exc:
+            raise InputError(f"{path} cannot be read: {exc.strerror}") from None
+        try:
+            parsed = json.loads(data)
+        except ValueError as exc:
+            raise InputError(
+                f"{path} is not valid JSON ({exc}); it was not written by bench or is damaged."
+            ) from None
+        try:
+            return _manifest_adapter().validate_python(parsed)
+        except pydantic.ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            field_part = f", field {where!r}" if where else ""
+            raise InputError(
+                f"{path}{field_part}: {error['msg']}; it was not written by a compatible "
+                "bench version, or was changed afterwards."
+            ) from None
 
 
 def check_run_id(run_id: str) -> str:
@@ -172,10 +232,17 @@ class ResultStore:
 
     def add_trial(self, result: TrialResult, samples: SampleColumns | None) -> None:
         """Persist one finished trial: its samples first, then the trials table."""
-        if samples is not None and len(samples):
-            table = samples_table(result.trial_id, samples)
-            _write_parquet(table, self.run_dir / SAMPLE_PARTS / f"{result.trial_id}.parquet")
-        self.trials = [t for t in self.trials if t.trial_id != result.trial_id] + [result]
+        self.add_trials([(result, samples)])
+
+    def add_trials(self, results: list[tuple[TrialResult, SampleColumns | None]]) -> None:
+        """Persist finished trials: their samples first, then the trials table once."""
+        for result, samples in results:
+            if samples is not None and len(samples):
+                table = samples_table(result.trial_id, samples)
+                _write_parquet(table, self.run_dir / SAMPLE_PARTS / f"{result.trial_id}.parquet")
+        redone = {result.trial_id for result, _ in results}
+        self.trials = [t for t in self.trials if t.trial_id not in redone]
+        self.trials += [result for result, _ in results]
         self._write_trials()
 
     def done_trial_ids(self) -> set[str]:
@@ -260,38 +327,102 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
 
 
 def _read_trial_rows(run_dir: Path) -> list[dict[str, Any]]:
-    import pandas as pd
-
     path = run_dir / TRIALS
     if not path.exists():
         return []
-    frame = pd.read_parquet(path)
+    frame = read_trials(path)
     frame = frame.astype(object).where(frame.notna(), None)
-    return [
-        {k: v for k, v in record.items() if k in _TRIAL_COLUMNS}
-        for record in frame.to_dict(orient="records")
-    ]
+    return [{str(k): v for k, v in record.items()} for record in frame.to_dict(orient="records")]
 
 
-def load_run_files(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """Read a run folder (complete or not): manifest, trials and samples."""
-    import pandas as pd
+# Columns a trials table cannot do without; any other column missing (a store written
+# before it existed) takes TrialResult's default, or the value below for fields without one.
+REQUIRED_TRIAL_COLUMNS = ("trial_id", "runtime", "workload")
+_OLDER_STORE_DEFAULTS: dict[str, object] = {
+    "oci_runtime": "",
+    "role": "solo",
+    "group_id": "",
+    "repetition": 0,
+    "warmup": False,
+    "status": "ok",
+}
 
-    if not (run_dir / MANIFEST).exists():
-        raise InputError(f"{run_dir} is not a bench run folder (no {MANIFEST})")
-    manifest = json.loads((run_dir / MANIFEST).read_text())
-    trials = (
-        pd.read_parquet(run_dir / TRIALS)
-        if (run_dir / TRIALS).exists()
-        else pd.DataFrame(columns=_TRIAL_COLUMNS)
-    )
-    if (run_dir / SAMPLES).exists():
-        samples = pd.read_parquet(run_dir / SAMPLES)
-    else:
-        parts = sorted((run_dir / SAMPLE_PARTS).glob("*.parquet"))
-        samples = (
-            pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-            if parts
-            else _samples_schema().empty_table().to_pandas()
+
+def read_trials(path: Path) -> pd.DataFrame:
+    """trials.parquet as pandas in the store's dtypes; InputError naming what is wrong."""
+    fields = TrialResult.__dataclass_fields__.values()
+    defaults = {f.name: f.default for f in fields if f.default is not MISSING}
+    defaults |= _OLDER_STORE_DEFAULTS
+    table = _conform(_read_parquet(path), _trials_schema(), REQUIRED_TRIAL_COLUMNS, defaults, path)
+    frame: pd.DataFrame = table.to_pandas()
+    return frame
+
+
+def read_samples(path: Path) -> pd.DataFrame:
+    """samples.parquet as pandas: trial_id, t_s and every metric column (Int64, <NA> unread)."""
+    table = _conform(_read_parquet(path), _samples_schema(), ("trial_id", "t_s"), {}, path)
+    frame: pd.DataFrame = table.to_pandas()
+    return frame
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(
+            f"{path} is not a readable Parquet table ({exc}); it was not written by bench "
+            "or is damaged. Rerun the scenario, or remove this run directory."
+        ) from None
+
+
+def _conform(
+    table: pa.Table,
+    schema: pa.Schema,
+    required: tuple[str, ...],
+    defaults: dict[str, object],
+    path: Path,
+) -> pa.Table:
+    """`table` in `schema`'s columns and types: missing optional columns filled with their
+    default, nulls in text and flag columns with the default too, other columns dropped."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    missing = [name for name in required if name not in table.column_names]
+    if missing:
+        raise InputError(
+            f"{path} lacks required column(s) {', '.join(missing)}; it was not written by "
+            "a compatible bench version."
         )
-    return manifest, trials, samples
+    arrays = []
+    for spec in schema:
+        default = defaults.get(spec.name)
+        if spec.name not in table.column_names:
+            arrays.append(pa.array([default] * len(table), spec.type))
+            continue
+        try:
+            column = table[spec.name].cast(spec.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise InputError(
+                f"{path}: column {spec.name!r} holds {table.schema.field(spec.name).type}, "
+                f"bench writes {spec.type} ({exc}); it was not written by a compatible bench."
+            ) from None
+        if default is not None and not _is_number(spec.type):
+            column = pc.fill_null(column, pa.scalar(default, spec.type))
+        arrays.append(column)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_integer(kind) or pa.types.is_floating(kind))
+
+
+@functools.cache
+def _manifest_adapter() -> pydantic.TypeAdapter[Manifest]:
+    import pydantic
+
+    return pydantic.TypeAdapter(Manifest)

@@ -16,7 +16,17 @@ from bench.errors import BenchError, InputError
 from bench.gc import not_of_live_runs, registered
 from bench.host import git_commit, host_facts, resolve_user
 from bench.plan import PlanStep, Trial, build_plan
-from bench.results import Manifest, ResultStore, RunStatus, TrialResult, check_run_id
+from bench.results import (
+    MANIFEST,
+    ImageEntry,
+    Manifest,
+    ResultStore,
+    RunStatus,
+    RuntimeEntry,
+    ScenarioRef,
+    TrialResult,
+    check_run_id,
+)
 from bench.runtimes.base import Availability
 from bench.scenario import Scenario
 from bench.scenario_load import load_scenario
@@ -123,11 +133,7 @@ def run_scenario(
         manifest = Manifest(
             run_id=run_id,
             status="running",
-            scenario={
-                "name": scenario.name,
-                "path": str(scenario_path),
-                "sha256": scenario_sha256,
-            },
+            scenario=ScenarioRef(scenario.name, str(scenario_path), scenario_sha256),
             started_at=_now(),
             bench_version=__version__,
             git_commit=git_commit(),
@@ -135,7 +141,7 @@ def run_scenario(
             sample_detail_interval_ms=scenario.sample_detail_interval_ms,
         )
         facts = host_facts()
-        manifest.host = facts.as_dict()
+        manifest.host = facts
         manifest.host_load_before = facts.load_1m
         store.write_manifest(manifest)
 
@@ -166,16 +172,11 @@ def _plan_and_execute(names: list[str], run: _Run, cpus: int) -> RunStatus:
 
 def _check_same_scenario(run_dir: Path, scenario_sha256: str) -> None:
     """Trial ids come from the scenario: resuming with another one would mix two plans."""
-    import json
-
-    try:
-        recorded = json.loads((run_dir / "manifest.json").read_text()).get("scenario", {})
-    except (OSError, ValueError, AttributeError) as exc:
-        raise InputError(f"{run_dir}/manifest.json is unreadable ({exc}); cannot resume") from None
-    if recorded.get("sha256") != scenario_sha256:
+    recorded = Manifest.load(run_dir / MANIFEST).scenario
+    if recorded.sha256 != scenario_sha256:
         raise InputError(
-            f"{run_dir} was run with scenario {recorded.get('path')!r} "
-            f"(sha256 {str(recorded.get('sha256'))[:12]}), not this file; resume it with "
+            f"{run_dir} was run with scenario {recorded.path!r} "
+            f"(sha256 {recorded.sha256[:12]}), not this file; resume it with "
             "the same scenario file, or start a new run"
         )
 
@@ -228,7 +229,7 @@ def _prepare_runtimes(names: list[str], run: _Run) -> None:
         run.runtimes[name] = runtime
         availability = runtime.available()
         if availability.ok:
-            manifest.runtimes[name] = {"available": True, "version": runtime.version()}
+            manifest.runtimes[name] = RuntimeEntry(available=True, version=runtime.version())
             left = not_of_live_runs(runtime.leftovers())
             if left:
                 progress.note(
@@ -247,7 +248,7 @@ def _prepare_runtimes(names: list[str], run: _Run) -> None:
         progress.note("building the workload image")
         with run.signals.interruptible():  # build_image removes its staging dir on any exception
             image: WorkloadImage = build_image(extra_binaries=extra)
-        manifest.image = {"digest": image.digest, "tag": image.tag, "binaries": image.binaries}
+        manifest.image = ImageEntry(image.digest, image.tag, image.binaries)
         for name in containers:
             run.signals.check()
             try:
@@ -255,14 +256,14 @@ def _prepare_runtimes(names: list[str], run: _Run) -> None:
             except BenchError as exc:
                 _skip_runtime(run, name, f"image import failed: {exc}")
     else:
-        manifest.image = {"binaries": {str(p): _sha256(p) for p in extra}}
+        manifest.image = ImageEntry(binaries={str(p): _sha256(p) for p in extra})
 
 
 def _skip_runtime(run: _Run, name: str, reason: str) -> None:
     """Use `name` no more in this run: its remaining trials are recorded as skipped."""
     run.skipped[name] = reason
-    run.manifest.runtimes[name] = {**run.manifest.runtimes.get(name, {}), "available": False}
-    run.manifest.runtimes[name]["reason"] = reason
+    known = run.manifest.runtimes.get(name)
+    run.manifest.runtimes[name] = RuntimeEntry(False, known.version if known else "", reason)
     run.progress.note(f"skipping {name}: {reason}")
     runtime = run.runtimes.pop(name, None)
     if runtime is not None:

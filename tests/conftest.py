@@ -34,10 +34,30 @@ def no_leftovers_after_the_suite() -> Iterator[None]:
     if not os.environ.get("CI") or os.geteuid() != 0:
         return
     from bench.cgroups.manage import bench_parents, list_bench_cgroups
-    from bench.gc import find_leftovers
 
     parents = set(bench_parents())
     cgroups = [path for path in list_bench_cgroups() if path not in parents]
     assert not cgroups, f"bench cgroups left after the suite: {cgroups[:5]}"
     left = find_leftovers()
     assert not left, f"bench objects left after the suite: {left}"
+
+
+def find_leftovers() -> dict[str, list[str]]:
+    """Objects bench created that every answering runtime still holds, per runtime."""
+    from bench.errors import BenchError
+    from bench.gc import not_of_live_runs
+    from bench.runtimes import RUNTIME_CLASSES, get_runtime
+
+    found: dict[str, list[str]] = {}
+    for name in RUNTIME_CLASSES:
+        runtime = get_runtime(name)
+        try:
+            if runtime.available().ok:
+                left = not_of_live_runs(runtime.leftovers())
+                if left:
+                    found[name] = left
+        except BenchError:
+            continue
+        finally:
+            runtime.close()
+    return found

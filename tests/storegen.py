@@ -1,20 +1,33 @@
 """Write valid synthetic result stores with known, injected effects (for analysis tests).
 
-The layout follows DESIGN.md "Result store": manifest.json, trials.parquet, samples.parquet.
-Values are realistic in size; noise is multiplicative Gaussian so the true ratio of medians
-between two runtimes is exactly the injected factor.
+Written through bench's own ResultStore, Manifest and TrialResult, so a fixture has exactly
+the files, columns and dtypes of a real run. Values are realistic in size; noise is
+multiplicative Gaussian so the true ratio of medians between two runtimes is exactly the
+injected factor.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
+import pyarrow.parquet as pq
+
+from bench.cgroups.model import SNAPSHOT_FIELDS
+from bench.host import HostFacts
+from bench.results import (
+    TRIALS,
+    ImageEntry,
+    Manifest,
+    ResultStore,
+    RuntimeEntry,
+    ScenarioRef,
+    TrialResult,
+)
+from bench.sampler import MISSING, SampleColumns
 
 MiB = 1 << 20
 BASE_THROUGHPUT = {"cpu": 1200.0, "vm": 350.0, "fork": 9000.0, "io": 80.0}
@@ -61,17 +74,16 @@ class StoreSpec:
     host_load_before: float = 0.05
     cpus: int = 2
     seed: int = 0
-    omit_columns: tuple[str, ...] = ()  # simulate an older/partial writer
+    omit_columns: tuple[str, ...] = ()  # simulate a store written before these columns
 
 
 def _samples(
     rng: np.random.Generator,
-    trial_id: str,
     duration_s: float,
     hz: float,
     cpu_cores: float,
     mem_peak: int,
-) -> pd.DataFrame:
+) -> SampleColumns:
     t = np.arange(0.0, duration_s, 1.0 / hz)
     n = t.size
     # Cumulative counters: integrate a jittery rate so they are monotone like the kernel's.
@@ -82,26 +94,27 @@ def _samples(
     mem = (mem_peak * ramp * (1 - 0.01 * rng.random(n))).astype(np.int64)
     mem[-1] = mem_peak
     io = np.cumsum(rng.integers(0, 4096, n)).astype(np.int64)
-    return pd.DataFrame(
-        {
-            "trial_id": trial_id,
-            "t_s": t,
-            "cpu_usage_ns": cpu_ns,
-            "cpu_user_ns": (cpu_ns * 0.9).astype(np.int64),
-            "cpu_system_ns": (cpu_ns * 0.1).astype(np.int64),
-            "cpu_nr_throttled": np.zeros(n, dtype=np.int64),
-            "cpu_throttled_ns": np.zeros(n, dtype=np.int64),
-            "mem_current_bytes": mem,
-            "mem_peak_bytes": np.maximum.accumulate(mem),
-            "mem_anon_bytes": (mem * 0.8).astype(np.int64),
-            "mem_file_bytes": (mem * 0.2).astype(np.int64),
-            "mem_working_set_bytes": (mem * 0.9).astype(np.int64),
-            "pids_current": np.full(n, 2, dtype=np.int64),
-            "oom_kill_count": np.zeros(n, dtype=np.int64),
-            "io_read_bytes": io,
-            "io_write_bytes": io // 2,
-        }
-    )
+    values = {
+        "cpu_usage_ns": cpu_ns,
+        "cpu_user_ns": cpu_ns * 9 // 10,
+        "cpu_system_ns": cpu_ns // 10,
+        "cpu_nr_throttled": np.zeros(n, dtype=np.int64),
+        "cpu_throttled_ns": np.zeros(n, dtype=np.int64),
+        "mem_current_bytes": mem,
+        "mem_peak_bytes": np.maximum.accumulate(mem),
+        "mem_anon_bytes": mem * 8 // 10,
+        "mem_file_bytes": mem * 2 // 10,
+        "mem_working_set_bytes": mem * 9 // 10,
+        "pids_current": np.full(n, 2, dtype=np.int64),
+        "oom_kill_count": np.zeros(n, dtype=np.int64),
+        "io_read_bytes": io,
+        "io_write_bytes": io // 2,
+    }
+    columns = SampleColumns(t0=0.0, t_s=array("d", t.tobytes()))
+    for name in SNAPSHOT_FIELDS:  # metrics not simulated are missing, as on an older kernel
+        column = values.get(name, np.full(n, MISSING, dtype=np.int64))
+        columns.values[name] = array("q", column.astype(np.int64).tobytes())
+    return columns
 
 
 def _trial(
@@ -122,7 +135,7 @@ def _trial(
     placement: str = "",
     oom_kills: int = 0,
     mem_limit_bytes: int | None = None,
-) -> dict[str, Any]:
+) -> TrialResult:
     noise = 1 + spec.noise * rng.standard_normal()
     factor = spec.throughput_factor.get(runtime, 1.0)
     throughput = BASE_THROUGHPUT.get(workload, 500.0) * factor * throughput_scale * noise
@@ -131,46 +144,44 @@ def _trial(
     mem = mem_peak_bytes or int(
         (64 * MiB + spec.mem_extra_bytes.get(runtime, 0)) * (1 + 0.01 * rng.standard_normal())
     )
-    return {
-        "trial_id": trial_id,
-        "runtime": runtime,
-        "oci_runtime": "runc" if runtime in ("docker", "podman") else "",
-        "workload": workload,
-        "role": role,
-        "group_id": group_id,
-        "repetition": repetition,
-        "warmup": warmup,
-        "status": status,
-        "exit_code": 0 if status == "ok" else (137 if status == "oom" else 1),
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "cpu_user_s": cpu * 0.9,
-        "cpu_sys_s": cpu * 0.1,
-        "cpu_rusage_s": cpu if runtime == "bare" else np.nan,
-        "mem_peak_bytes": mem,
-        "mem_peak_from_samples": False,
-        "oom_kills": oom_kills,
-        "cpu_nr_throttled": 0,
-        "cpu_throttled_ns": 0,
-        "throughput": throughput if status == "ok" else np.nan,
-        "throughput_unit": "bogo-ops/s",
-        "start_s": spec.start_s.get(runtime, 0.3) * (1 + 0.05 * rng.standard_normal()),
-        "stop_s": spec.stop_s.get(runtime, 0.2) * (1 + 0.05 * rng.standard_normal()),
-        "runtime_rss_bytes": 0 if runtime == "bare" else 40 * MiB,
-        "runtime_pss_bytes": 0 if runtime == "bare" else 30 * MiB,
-        "cgroup": f"/sys/fs/cgroup/bench-{trial_id}",
-        "error": "" if status == "ok" else "synthetic failure",
-        "scenario_isolation_kind": kind,
-        "placement": placement,
-        # Not yet in DESIGN's column list: the limit the trial ran under (isolation checks).
-        "mem_limit_bytes": mem_limit_bytes,
-    }
+    return TrialResult(
+        trial_id=trial_id,
+        runtime=runtime,
+        oci_runtime="runc" if runtime in ("docker", "podman") else "",
+        workload=workload,
+        role=role,  # type: ignore[arg-type]
+        group_id=group_id,
+        repetition=repetition,
+        warmup=warmup,
+        status=status,  # type: ignore[arg-type]
+        exit_code=0 if status == "ok" else (137 if status == "oom" else 1),
+        wall_s=wall,
+        cpu_s=cpu,
+        cpu_user_s=cpu * 0.9,
+        cpu_sys_s=cpu * 0.1,
+        cpu_rusage_s=cpu if runtime == "bare" else None,
+        mem_peak_bytes=mem,
+        oom_kills=oom_kills,
+        cpu_nr_throttled=0,
+        cpu_throttled_ns=0,
+        throughput=throughput if status == "ok" else None,
+        throughput_unit="bogo-ops/s",
+        start_s=spec.start_s.get(runtime, 0.3) * (1 + 0.05 * rng.standard_normal()),
+        stop_s=spec.stop_s.get(runtime, 0.2) * (1 + 0.05 * rng.standard_normal()),
+        runtime_rss_bytes=0 if runtime == "bare" else 40 * MiB,
+        runtime_pss_bytes=0 if runtime == "bare" else 30 * MiB,
+        cgroup=f"/sys/fs/cgroup/bench-{trial_id}",
+        error="" if status == "ok" else "synthetic failure",
+        scenario_isolation_kind=kind,
+        placement=placement,
+        mem_limit_bytes=mem_limit_bytes,
+    )
 
 
-def build_frames(spec: StoreSpec) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """The manifest, trials and samples of a synthetic run."""
+def build(spec: StoreSpec) -> tuple[Manifest, list[tuple[TrialResult, SampleColumns | None]]]:
+    """The manifest, and the trials with their samples, of a synthetic run."""
     rng = np.random.default_rng(spec.seed)
-    rows: list[dict[str, Any]] = []
+    rows: list[TrialResult] = []
     counter = 0
 
     def next_id() -> str:
@@ -257,59 +268,63 @@ def build_frames(spec: StoreSpec) -> tuple[dict[str, Any], pd.DataFrame, pd.Data
                     status="failed",
                 )
             )
-    trials = pd.DataFrame(rows)
-    trials = trials.drop(columns=[c for c in spec.omit_columns if c in trials.columns])
-
-    sample_frames = [
-        _samples(
-            rng,
-            str(row.trial_id),
-            spec.trial_duration_s,
-            spec.sample_hz,
-            float(row.cpu_s) / float(row.wall_s),
-            int(row.mem_peak_bytes),
+    results: list[tuple[TrialResult, SampleColumns | None]] = [
+        (
+            row,
+            _samples(
+                rng,
+                spec.trial_duration_s,
+                spec.sample_hz,
+                (row.cpu_s or 0.0) / (row.wall_s or 1.0),
+                row.mem_peak_bytes or 0,
+            )
+            if row.status == "ok" or row.role == "aggressor"
+            else None,
         )
-        for row in trials.itertuples()
-        if row.status == "ok" or row.role == "aggressor"
+        for row in rows
     ]
-    samples = pd.concat(sample_frames, ignore_index=True)
-    manifest = {
-        "run_id": spec.run_id,
-        "status": "complete",
-        "scenario": {
-            "name": "synthetic",
-            "path": "scenarios/synthetic.toml",
-            "sha256": hashlib.sha256(spec.run_id.encode()).hexdigest(),
-        },
-        "started_at": "2025-01-01T00:00:00+00:00",
-        "ended_at": "2025-01-01T00:30:00+00:00",
-        "host": {
-            "hostname": "bench-host",
-            "kernel": "6.1.0-synthetic",
-            "cpu_model": "Synthetic CPU @ 3.0GHz",
-            "cpus": spec.cpus,
-            "memory_bytes": 8 << 30,
-            "cgroup_version": "v2",
-        },
-        "runtimes": {
-            r: {"available": True, "version": "" if r == "bare" else f"{r} 1.0", "reason": ""}
+    manifest = Manifest(
+        run_id=spec.run_id,
+        status="complete",
+        scenario=ScenarioRef(
+            "synthetic",
+            "scenarios/synthetic.toml",
+            hashlib.sha256(spec.run_id.encode()).hexdigest(),
+        ),
+        started_at="2025-01-01T00:00:00+00:00",
+        ended_at="2025-01-01T00:30:00+00:00",
+        host=HostFacts(
+            hostname="bench-host",
+            kernel="6.1.0-synthetic",
+            cpu_model="Synthetic CPU @ 3.0GHz",
+            cpus=spec.cpus,
+            memory_bytes=8 << 30,
+            cgroup_version="v2",
+            load_1m=spec.host_load_before,
+        ),
+        runtimes={
+            r: RuntimeEntry(available=True, version="" if r == "bare" else f"{r} 1.0")
             for r in spec.runtimes
         },
-        "image": {"digest": "sha256:" + "0" * 64, "binaries": {"/usr/bin/stress-ng": "ab" * 32}},
-        "bench_version": "0.1.0",
-        "git_commit": "0123456789abcdef0123456789abcdef01234567",
-        "host_load_before": spec.host_load_before,
-    }
-    return manifest, trials, samples
+        image=ImageEntry(digest="sha256:" + "0" * 64, binaries={"/usr/bin/stress-ng": "ab" * 32}),
+        bench_version="0.1.0",
+        git_commit="0123456789abcdef0123456789abcdef01234567",
+        host_load_before=spec.host_load_before,
+        trials_planned=len(results),
+        trials_done=len(results),
+    )
+    return manifest, results
 
 
 def write_store(root: Path, spec: StoreSpec | None = None) -> Path:
-    """Write results/<run-id>/ under root and return that directory."""
+    """Write results/<run-id>/ under root through ResultStore and return that directory."""
     spec = spec or StoreSpec()
-    manifest, trials, samples = build_frames(spec)
-    run_dir = root / spec.run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    trials.to_parquet(run_dir / "trials.parquet", index=False)
-    samples.to_parquet(run_dir / "samples.parquet", index=False)
-    return run_dir
+    manifest, results = build(spec)
+    store = ResultStore(root / spec.run_id)
+    store.write_manifest(manifest)
+    store.add_trials(results)
+    store.finish()
+    if spec.omit_columns:
+        path = store.run_dir / TRIALS
+        pq.write_table(pq.read_table(path).drop_columns(list(spec.omit_columns)), path)
+    return store.run_dir

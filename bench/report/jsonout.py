@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from bench import __version__, analysis, stats
+from bench.frames import usable_solo
 
 if TYPE_CHECKING:
     from bench.report import RunSummary
@@ -70,7 +71,7 @@ def report_dict(summaries: list[RunSummary]) -> dict[str, Any]:
         "runs": [
             {
                 "run_id": s.run.run_id,
-                "manifest": jsonable(s.run.manifest),
+                "manifest": jsonable(asdict(s.run.manifest)),
                 "overhead": _records(s.overhead),
                 "isolation": _records(s.isolation),
                 "startup": _records(s.startup),
@@ -134,16 +135,14 @@ def pytest_benchmark_stats(values: list[float]) -> dict[str, Any]:
 
 
 def _solo_groups(run: analysis.Run) -> list[tuple[str, str, pd.DataFrame]]:
-    trials = run.trials
-    solo = trials[trials["usable"] & (trials["role"] == "solo")]
+    solo = usable_solo(run)
     return [(str(k[0]), str(k[1]), g) for k, g in solo.groupby(["label", "workload"], sort=True)]
 
 
 def to_pytest_benchmark(run: analysis.Run) -> dict[str, Any]:
     """A pytest-benchmark JSON document: `pytest-benchmark compare FILE...` reads it."""
     m = run.manifest
-    host = m.get("host") or {}
-    scenario = str((m.get("scenario") or {}).get("name", "scenario"))
+    host = m.host
     benchmarks = []
     for runtime, workload, group in _solo_groups(run):
         throughput = stats.median_ci(analysis.metric_values(group, "throughput"), resamples=1).value
@@ -156,7 +155,7 @@ def to_pytest_benchmark(run: analysis.Run) -> dict[str, Any]:
                 {
                     "group": f"{workload} {metric}",
                     "name": name,
-                    "fullname": f"bench/{scenario}::{name}",
+                    "fullname": f"bench/{m.scenario.name}::{name}",
                     "params": {"runtime": runtime, "workload": workload},
                     "param": f"{runtime}-{workload}",
                     "extra_info": jsonable(
@@ -168,7 +167,7 @@ def to_pytest_benchmark(run: analysis.Run) -> dict[str, Any]:
             )
     return {
         "machine_info": {
-            "node": str(host.get("hostname", "")),
+            "node": host.hostname if host else "",
             "processor": platform.processor(),
             "machine": platform.machine(),
             "python_compiler": platform.python_compiler(),
@@ -176,20 +175,23 @@ def to_pytest_benchmark(run: analysis.Run) -> dict[str, Any]:
             "python_implementation_version": platform.python_version(),
             "python_version": platform.python_version(),
             "python_build": list(platform.python_build()),
-            "release": str(host.get("kernel", "")),
+            "release": host.kernel if host else "",
             "system": "Linux",
-            "cpu": {"brand_raw": str(host.get("cpu_model", "")), "count": host.get("cpus")},
+            "cpu": {
+                "brand_raw": host.cpu_model if host else "",
+                "count": host.cpus if host else None,
+            },
         },
         "commit_info": {
-            "id": str(m.get("git_commit") or ""),
-            "time": m.get("started_at"),
-            "author_time": m.get("started_at"),
+            "id": m.git_commit or "",
+            "time": m.started_at,
+            "author_time": m.started_at,
             "dirty": False,
             "project": "bench",
             "branch": "",
         },
         "benchmarks": benchmarks,
-        "datetime": str(m.get("started_at") or ""),
+        "datetime": m.started_at,
         "version": PYTEST_BENCHMARK_VERSION,
     }
 

@@ -127,30 +127,29 @@ def startup_rows(table: pd.DataFrame) -> Rows:
 
 def host_rows(summary: RunSummary) -> Rows:
     m = summary.run.manifest
-    host = m.get("host") or {}
-    scenario = m.get("scenario") or {}
-    image = m.get("image") or {}
     rows = [
-        ["run", f"{summary.run.run_id} ({m.get('status', '?')})"],
-        ["scenario", f"{scenario.get('name', '')} {str(scenario.get('sha256', ''))[:12]}"],
-        ["time", f"{m.get('started_at', '')} → {m.get('ended_at', '')}"],
-        ["host", f"{host.get('hostname', '')}, kernel {host.get('kernel', '')}"],
-        ["cpu", f"{host.get('cpu_model', '')}, {host.get('cpus', '')} CPUs"],
-        ["memory", f"{num((host.get('memory_bytes') or math.nan) / (1 << 30), '.1f')} GiB"],
-        ["cgroups", str(host.get("cgroup_version", ""))],
-        ["load before", num(m.get("host_load_before"), ".2f")],
-        ["image", str(image.get("digest", ""))[:19]],
-        ["bench", f"{m.get('bench_version', '')} {str(m.get('git_commit') or '')[:12]}"],
+        ["run", f"{summary.run.run_id} ({m.status})"],
+        ["scenario", f"{m.scenario.name} {m.scenario.sha256[:12]}"],
+        ["time", f"{m.started_at} → {m.ended_at or ''}"],
     ]
-    for name, info in (m.get("runtimes") or {}).items():
-        if isinstance(info, dict):
-            state = info.get("version") or "" if info.get("available") else info.get("reason")
-            rows.append(
-                [
-                    f"runtime {name}",
-                    str(state or ("available" if info.get("available") else "unavailable")),
-                ]
-            )
+    if m.host is not None:
+        host = m.host
+        rows += [
+            ["host", f"{host.hostname}, kernel {host.kernel}"],
+            ["cpu", f"{host.cpu_model}, {host.cpus} CPUs"],
+            ["memory", f"{num(host.memory_bytes / (1 << 30), '.1f')} GiB"],
+            ["cgroups", host.cgroup_version],
+        ]
+    rows += [
+        ["load before", num(m.host_load_before, ".2f")],
+        ["image", m.image.digest[:19]],
+        ["bench", f"{m.bench_version} {(m.git_commit or '')[:12]}"],
+    ]
+    for name, info in m.runtimes.items():
+        state = info.version if info.available else info.reason
+        rows.append(
+            [f"runtime {name}", state or ("available" if info.available else "unavailable")]
+        )
     return ["", ""], rows
 
 

@@ -80,8 +80,8 @@ def test_a_missing_runtime_is_skipped_with_its_reason_and_the_run_goes_on(
     assert "Overhead vs bare metal" in done.stdout and "ratio to bare" in done.stdout
     run_dir = next((tmp_path / "results").iterdir())
     run = load_run(run_dir)
-    docker = run.manifest["runtimes"]["docker"]
-    assert docker["available"] is False and "Fix:" in docker["reason"]
+    docker = run.manifest.runtimes["docker"]
+    assert docker.available is False and "Fix:" in docker.reason
     by_runtime = run.trials.groupby("runtime")["status"].agg(set)
     assert by_runtime["bare"] == {"ok"}
     assert by_runtime["docker"] == {"skipped"}

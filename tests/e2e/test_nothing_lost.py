@@ -44,7 +44,7 @@ def test_resume_finishes_without_redoing_finished_trials(bare_only: None, tmp_pa
     started.process.wait(timeout=20)
     assert started.process.returncode == 1, started.stderr()
     before = load_run(started.run_dir)
-    assert before.manifest["status"] == "incomplete"
+    assert before.manifest.status == "incomplete"
     done = set(before.trials["trial_id"])
     assert 2 <= len(done) < 5
     outputs = {t: (started.run_dir / "trials" / t / "stdout.txt").stat().st_mtime_ns for t in done}

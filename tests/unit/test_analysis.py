@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 
 from bench import analysis
 from bench.errors import InputError
-from tests.storegen import IsolationCase, MiB, StoreSpec, build_frames, write_store
+from tests.storegen import IsolationCase, MiB, StoreSpec, build, write_store
 
 
 def fast(**kwargs: Any) -> StoreSpec:
@@ -23,14 +24,17 @@ def fast(**kwargs: Any) -> StoreSpec:
 
 def test_load_run_round_trip(tmp_path: Path) -> None:
     spec = fast(failed=1)
-    manifest, trials, samples = build_frames(spec)
+    manifest, results = build(spec)
     run = analysis.load_run(write_store(tmp_path, spec))
     assert run.run_id == spec.run_id
     assert run.manifest == manifest
-    assert len(run.trials) == len(trials)
-    assert len(run.samples) == len(samples)
-    assert list(run.trials["trial_id"]) == list(trials["trial_id"])
-    np.testing.assert_allclose(run.trials["throughput"], trials["throughput"])
+    assert len(run.trials) == len(results)
+    assert len(run.samples) == sum(len(samples) for _, samples in results if samples)
+    assert list(run.trials["trial_id"]) == [trial.trial_id for trial, _ in results]
+    throughput = [np.nan if t.throughput is None else t.throughput for t, _ in results]
+    np.testing.assert_allclose(
+        run.trials["throughput"].to_numpy(float, na_value=np.nan), throughput
+    )
     assert (run.trials["run_id"] == spec.run_id).all()
     # Warm-ups are kept but flagged, failed trials are not usable.
     assert run.trials["warmup"].sum() == spec.warmups * len(spec.runtimes) * len(spec.workloads)
@@ -58,12 +62,43 @@ def test_load_run_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"manifest\.json is missing"):
         analysis.load_run(tmp_path)
     (tmp_path / "manifest.json").write_text("{not json")
-    with pytest.raises(InputError, match="not valid JSON"):
+    with pytest.raises(InputError, match=r"manifest\.json is not valid JSON"):
         analysis.load_run(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({"run_id": "x"}))
-    pd.DataFrame({"trial_id": ["a"]}).to_parquet(tmp_path / "trials.parquet")
-    with pytest.raises(InputError, match="runtime, workload"):
+    with pytest.raises(InputError, match=r"manifest\.json, field 'status': Field required"):
         analysis.load_run(tmp_path)
+
+
+def test_load_run_names_the_damaged_file_and_field(tmp_path: Path) -> None:
+    run_dir = write_store(tmp_path, fast())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["host"]["cpus"] = "two"
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match=r"manifest\.json, field 'host\.cpus': Input should"):
+        analysis.load_run(run_dir)
+
+    run_dir = write_store(tmp_path, fast(run_id="columns"))
+    pd.DataFrame({"trial_id": ["a"]}).to_parquet(run_dir / "trials.parquet")
+    with pytest.raises(
+        InputError, match=r"trials\.parquet lacks required column\(s\) runtime, workload"
+    ):
+        analysis.load_run(run_dir)
+    pd.DataFrame(
+        {"trial_id": ["a"], "runtime": ["bare"], "workload": ["cpu"], "wall_s": ["x"]}
+    ).to_parquet(run_dir / "trials.parquet")
+    with pytest.raises(
+        InputError, match=r"trials\.parquet: column 'wall_s' holds .*string, bench writes double"
+    ):
+        analysis.load_run(run_dir)
+
+    for name in ("trials.parquet", "samples.parquet"):
+        run_dir = write_store(tmp_path, fast(run_id=f"cut-{name}"))
+        data = (run_dir / name).read_bytes()
+        (run_dir / name).write_bytes(data[: len(data) // 2])
+        with pytest.raises(
+            InputError, match=re.escape(f"{run_dir / name} is not a readable Parquet table")
+        ):
+            analysis.load_run(run_dir)
 
 
 def test_load_runs_concatenates(tmp_path: Path) -> None:

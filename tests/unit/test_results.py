@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.cgroups.model import CgroupSnapshot, CoreSnapshot
-from bench.results import SAMPLES, TRIALS, Manifest, ResultStore, TrialResult
+from bench.results import SAMPLES, TRIALS, Manifest, ResultStore, ScenarioRef, TrialResult
 from bench.sampler import SampleColumns
 
 
@@ -70,7 +70,9 @@ def test_trials_keep_types_when_values_are_missing(tmp_path: Path) -> None:
 
 def test_resumed_run_replaces_only_redone_trials_samples(tmp_path: Path) -> None:
     store = ResultStore(tmp_path / "run")
-    store.write_manifest(Manifest("run", "incomplete", {}, "2026-11-29T00:00:00Z"))
+    store.write_manifest(
+        Manifest("run", "incomplete", ScenarioRef("s", "s.toml", "0"), "2026-11-29T00:00:00Z")
+    )
     store.add_trial(trial("t1"), columns(3, 1))
     store.add_trial(trial("t2"), columns(3, 1))
     store.finish()
