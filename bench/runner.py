@@ -16,6 +16,7 @@ from bench.errors import BenchError, InputError
 from bench.gc import not_of_live_runs, registered
 from bench.host import git_commit, host_facts, resolve_user
 from bench.plan import PlanStep, Trial, build_plan
+from bench.preflight import check_scenario
 from bench.results import (
     MANIFEST,
     ImageEntry,
@@ -120,6 +121,7 @@ def run_scenario(
         scenario = load_scenario(scenario_path)
         if options.quick:
             scenario = scenario.quickened()
+        check_scenario(scenario, scenario_path)  # before anything is written
         names = _runtime_names(scenario, options.runtimes)
         user = resolve_user(scenario.user)
         scenario_sha256 = hashlib.sha256(scenario_path.read_bytes()).hexdigest()

@@ -69,7 +69,7 @@ def load_scenario(path: Path) -> Scenario:
     duplicate = _duplicate_workload(data)
     if duplicate is not None:
         loc, message = duplicate
-        raise ScenarioError(_located(path, text, data, loc, message))
+        raise ScenarioError(located(path, text, loc, message))
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
@@ -141,10 +141,11 @@ def _validation_message(path: Path, text: str, data: object, exc: ValidationErro
     others = len({_data_loc(data, e["loc"], e["type"]) for e in errors}) - 1
     if others:
         message += f" ({others} more problem{'s' if others > 1 else ''} after this one)"
-    return _located(path, text, data, first_loc, message)
+    return located(path, text, first_loc, message)
 
 
-def _located(path: Path, text: str, data: object, loc: Loc, message: str) -> str:
+def located(path: Path, text: str, loc: Loc, message: str) -> str:
+    """ "FILE:LINE: field: message." for the field at `loc` of the scenario `text`."""
     field = _field_path(loc) or "scenario"
     return f"{path}:{locate_line(text, loc)}: {field}: {message}."
 
