@@ -25,12 +25,14 @@ ONLINE_CPUS = Path("/sys/devices/system/cpu/online")
 DRY_RUN_TIMEOUT_S = 10.0  # a dry run took 16 ms here; only a hung binary takes longer
 STRESS_NG_MESSAGE_MAX_CHARS = 800
 
-# Processes a stress-ng workload has before its first bogo op, measured in a pids cgroup
-# on this host (stress-ng 0.15.06): the main process plus one per worker (`--cpu 2`
-# needs 3); stressors run under --oomable fork one more child per worker (`--vm 1
-# --oomable` needs 3). Below that stress-ng does not fail: it retries fork() forever at
-# full CPU until bench's timeout_s kills it. On top, a runtime may run its own processes
-# in the container's cgroup: LXC's lxc-init and its wrapper shell.
+# Processes a stress-ng workload needs to start, measured in a v1 pids cgroup on this host
+# (stress-ng 0.15.06): its main process plus one per worker (`--cpu 2` runs with pids.max
+# 3, not 2), and under --oomable one more child per worker (`--vm 2 --oomable`: 4211 and
+# 2866 failed forks at pids.max 3 and 4, none at 5). Below that stress-ng does not fail:
+# it retries fork() at full CPU until bench's timeout_s kills it (`--cpu 1` at pids.max 1
+# ran until killed), or it reports success with stressors that never ran (vm).
+# On top, the container runtimes run bench's wrapper shell in the container's cgroup
+# (bench.runtimes._container), and LXC also its lxc-init.
 STRESS_NG_MAIN_PROCESSES = 1
 RUNTIME_INIT_PROCESSES = 2
 
