@@ -1,4 +1,8 @@
-"""Shared test helpers: skip locally when a part is missing, fail in CI instead."""
+"""Suite-wide fixture: nothing bench created may remain after the suite (checked in CI).
+
+Helpers that tests import live in tests/helpers.py; the runtime fixtures in
+tests/integration/conftest.py; the e2e runs in tests/e2e/conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,6 @@ import os
 from collections.abc import Iterator
 
 import pytest
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip (locally) or fail (under CI=true) when `condition` is false.
-
-    CI installs every runtime, so a missing one there is a broken setup, not a skip.
-    """
-    if condition:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"required in CI: {reason}")
-    pytest.skip(reason)
-
-
-def require_root() -> None:
-    require(os.geteuid() == 0, "needs root to create cgroups and run containers")
 
 
 @pytest.fixture(scope="session", autouse=True)

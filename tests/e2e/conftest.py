@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import require, require_root
-from tests.integration.conftest import docker_answers
+from tests.helpers import RealRun, bench, docker_answers, require, require_root
 
-REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 180
 
 # 3 measured repetitions of a 1 s cpu stressor (+1 discarded warm-up, which absorbs the
@@ -41,28 +36,6 @@ workers = 1
 duration_s = 1
 options = {{ cpu-method = "matrixprod" }}
 """
-
-
-@dataclass(frozen=True)
-class RealRun:
-    """A finished `bench run` of the tiny scenario."""
-
-    run_dir: Path
-    run_id: str
-    runtimes: tuple[str, ...]
-    scenario: Path
-
-
-def bench(*args: str, cwd: Path = REPO, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI (`python -m bench`) and capture its output; never raises on exit codes."""
-    return subprocess.run(
-        [sys.executable, "-m", "bench", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="session")

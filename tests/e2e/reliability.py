@@ -21,10 +21,8 @@ from pathlib import Path
 import psutil
 
 from bench.naming import object_prefix
-from tests.conftest import require, require_root
-from tests.e2e.conftest import bench as bench
+from tests.helpers import REPO, require, require_root
 
-REPO = Path(__file__).resolve().parents[2]
 LXCPATH = Path("/var/lib/bench-lxc")
 PRIVATE_PODMAN_SOCKETS = Path("/run")
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import psutil
 
 from bench.analysis import load_run
-from tests.conftest import require
 from tests.e2e import reliability as rel
+from tests.helpers import REPO, require
 
 SLEEP_2S = ["/bin/busybox", "sleep", "2"]
 RUN_TIMEOUT_S = 120
@@ -56,7 +56,7 @@ def _finish(started: rel.Started) -> tuple[int, dict[str, object], str]:
 
 def _restart_services() -> None:
     done = subprocess.run(
-        ["bash", str(rel.REPO / "scripts" / "start-services.sh")],
+        ["bash", str(REPO / "scripts" / "start-services.sh")],
         capture_output=True,
         text=True,
         timeout=120,

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.analysis import load_run
-from tests.conftest import require, require_root
-from tests.e2e.conftest import bench
+from tests.helpers import bench, require, require_root
 
 NO_DAEMON = "unix:///nonexistent/bench-test-docker.sock"
 

@@ -17,8 +17,7 @@ from bench.analysis import (
     overhead_table,
     startup_table,
 )
-from tests.conftest import require_root
-from tests.e2e.conftest import bench
+from tests.helpers import bench, require, require_root
 
 ALL_RUNTIMES = ("bare", "docker", "podman", "lxc")
 pytestmark = pytest.mark.slow
@@ -36,8 +35,6 @@ def run_shipped(name: str, results_dir: Path, runtimes: tuple[str, ...] = ALL_RU
     outcome = json.loads(done.stdout)
     skipped = outcome["skipped_runtimes"]
     if skipped:
-        from tests.conftest import require
-
         require(False, f"runtimes unavailable: {skipped}")
     return load_run(Path(outcome["run_dir"]))
 

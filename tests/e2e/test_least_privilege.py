@@ -1,8 +1,9 @@
 """Scenario key `user`: workloads run as that user (no supplementary groups) under every runtime.
 
 The container defaults (no capabilities, no new privileges, read-only rootfs, network
-off) are checked per runtime by tests/integration/container_contract.py
-(check_hardening, EXIT_CASES' read-only touch, check_network_off_and_workdir).
+off) are checked per runtime by tests/integration/test_container_contract.py (EXIT_CASES'
+read-only touch, test_network_is_off_and_workdir_is_the_io_dir) and by
+tests.helpers.check_hardening in each runtime's own module.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from bench.analysis import load_run
-from tests.conftest import require_root
 from tests.e2e import reliability as rel
+from tests.helpers import bench, require_root
 
 ID_ARGV = ["/bin/busybox", "sh", "-c", "id -u; id -g; id -G; touch mine"]
 
@@ -33,7 +34,7 @@ def test_workloads_run_as_the_scenario_user(tmp_path: Path) -> None:
     nobody = pwd.getpwnam("nobody")
     runtimes = [name for name, why_not in rel.answering().items() if not why_not]
     scenario = _scenario(tmp_path, runtimes, '"nobody"')
-    done = rel.bench("run", str(scenario), "--results-dir", str(tmp_path / "r"), "--json")
+    done = bench("run", str(scenario), "--results-dir", str(tmp_path / "r"), "--json")
     assert done.returncode == 0, done.stderr
     run_dir = Path(json.loads(done.stdout)["run_dir"])
     trials = load_run(run_dir).trials
@@ -53,7 +54,7 @@ def test_workloads_run_as_the_scenario_user(tmp_path: Path) -> None:
 def test_bad_user_exits_2(tmp_path: Path, user: str, message: str) -> None:
     require_root()
     scenario = _scenario(tmp_path, ["bare"], user)
-    done = rel.bench("run", str(scenario), "--results-dir", str(tmp_path / "r"))
+    done = bench("run", str(scenario), "--results-dir", str(tmp_path / "r"))
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "r").exists()

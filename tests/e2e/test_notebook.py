@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from tests.conftest import require
-from tests.e2e.conftest import REPO, RealRun
+from tests.helpers import REPO, RealRun, require
 
 NOTEBOOK = REPO / "reports" / "compare-runtimes.ipynb"
 CELL_TIMEOUT_S = 120

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from bench.analysis import load_run
-from tests.conftest import require_root
 from tests.e2e import reliability as rel
+from tests.helpers import REPO, bench, require_root
 
 SLEEP_1S = ["/bin/busybox", "sleep", "1"]
 
@@ -49,7 +49,7 @@ def test_resume_finishes_without_redoing_finished_trials(bare_only: None, tmp_pa
     assert 2 <= len(done) < 5
     outputs = {t: (started.run_dir / "trials" / t / "stdout.txt").stat().st_mtime_ns for t in done}
 
-    resumed = rel.bench("run", str(scenario), "--resume", str(started.run_dir), "--json")
+    resumed = bench("run", str(scenario), "--resume", str(started.run_dir), "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["status"] == "complete"
     after = load_run(started.run_dir)
@@ -68,10 +68,10 @@ def test_resume_finishes_without_redoing_finished_trials(bare_only: None, tmp_pa
 
 def test_resume_with_another_scenario_is_refused(bare_only: None, tmp_path: Path) -> None:
     scenario = rel.scenario_file(tmp_path, ["bare"], [("true", ["/bin/true"])])
-    first = rel.bench("run", str(scenario), "--results-dir", str(tmp_path / "r"), "--run-id", "a")
+    first = bench("run", str(scenario), "--results-dir", str(tmp_path / "r"), "--run-id", "a")
     assert first.returncode == 0, first.stderr
     scenario.write_text(scenario.read_text().replace("repetitions = 1", "repetitions = 2"))
-    again = rel.bench("run", str(scenario), "--resume", str(tmp_path / "r" / "a"))
+    again = bench("run", str(scenario), "--resume", str(tmp_path / "r" / "a"))
     assert again.returncode == 2, again.stderr
     assert "same scenario file" in again.stderr and "Traceback" not in again.stderr
 
@@ -79,9 +79,9 @@ def test_resume_with_another_scenario_is_refused(bare_only: None, tmp_path: Path
 def test_existing_run_dir_is_never_overwritten(bare_only: None, tmp_path: Path) -> None:
     scenario = rel.scenario_file(tmp_path, ["bare"], [("true", ["/bin/true"])])
     args = ("run", str(scenario), "--results-dir", str(tmp_path / "r"), "--run-id", "once")
-    assert rel.bench(*args).returncode == 0
+    assert bench(*args).returncode == 0
     before = _tree_digest(tmp_path / "r")
-    again = rel.bench(*args)
+    again = bench(*args)
     assert again.returncode == 2, again.stderr
     assert "never overwrites" in again.stderr and "Traceback" not in again.stderr
     assert _tree_digest(tmp_path / "r") == before
@@ -93,7 +93,7 @@ def test_existing_run_dir_is_never_overwritten(bare_only: None, tmp_path: Path) 
 def test_hostile_run_ids_are_refused(bare_only: None, tmp_path: Path, run_id: str) -> None:
     scenario = rel.scenario_file(tmp_path, ["bare"], [("true", ["/bin/true"])])
     results = tmp_path / "work" / "results"
-    done = rel.bench("run", str(scenario), "--results-dir", str(results), "--run-id", run_id)
+    done = bench("run", str(scenario), "--results-dir", str(results), "--run-id", run_id)
     assert done.returncode == 2, done.stderr
     assert "is not allowed" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "work").exists()  # not even the results dir was created
@@ -108,7 +108,7 @@ def test_nothing_is_written_outside_the_results_dir(bare_only: None, tmp_path: P
     repo_status = _git_status()
     outside_before = _tree_digest(tmp_path)
     started = time.time()
-    done = rel.bench("run", str(scenario), "--results-dir", str(results), "--json", cwd=cwd)
+    done = bench("run", str(scenario), "--results-dir", str(results), "--json", cwd=cwd)
     assert done.returncode == 0, done.stderr
     run_dir = Path(json.loads(done.stdout)["run_dir"])
     assert run_dir.resolve().parent == results.resolve()
@@ -124,7 +124,7 @@ def test_nothing_is_written_outside_the_results_dir(bare_only: None, tmp_path: P
 def _git_status() -> str:
     return subprocess.run(
         ["git", "status", "--porcelain", "--ignored", "results", "reports"],
-        cwd=rel.REPO,
+        cwd=REPO,
         capture_output=True,
         text=True,
         check=False,

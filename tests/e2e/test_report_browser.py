@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from tests.conftest import require
-from tests.e2e.conftest import RealRun, bench
+from tests.helpers import RealRun, bench, require
 
 BROWSER_TIMEOUT_S = 60
 WINDOW = (1400, 3200)  # px: tall enough to hold the tables and every plot of a small run

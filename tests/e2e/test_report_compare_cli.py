@@ -6,16 +6,13 @@ import csv
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import require
-from tests.e2e.conftest import RealRun, bench
+from tests.helpers import PYTEST_BENCHMARK, RealRun, bench, pytest_benchmark_compare, require
 
 INJECTED_LOSS = 0.10  # the regression compare must catch: throughput x 0.9
 INJECTED_REPETITIONS = 10
@@ -66,18 +63,10 @@ def test_pytest_benchmark_compare_reads_the_export(real_run: RealRun, tmp_path: 
     done = bench("report", str(real_run.run_dir), "--out", str(out), "--format", "json")
     assert done.returncode == 0, done.stderr
     export = out / f"pytest-benchmark-{real_run.run_id}.json"
-    tool = Path(sys.executable).with_name("pytest-benchmark")
-    require(tool.exists(), "pytest-benchmark is not installed in the venv")
+    require(PYTEST_BENCHMARK.exists(), "pytest-benchmark is not installed in the venv")
     table = tmp_path / "compare"
-    done = subprocess.run(
-        [str(tool), "compare", str(export), f"--csv={table}", "--columns=min,median,max,rounds"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
+    columns = "--columns=min,median,max,rounds"
+    pytest_benchmark_compare([str(export), f"--csv={table}", columns], tmp_path)
     (written,) = tmp_path.glob("compare*.csv")
     with written.open() as f:
         rows = list(csv.DictReader(f))

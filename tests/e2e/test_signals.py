@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from bench.analysis import load_run
-from tests.conftest import require_root
 from tests.e2e import reliability as rel
+from tests.helpers import bench, require_root
 
 EXIT_WITHIN_S = 10.0
 SEED = 6
@@ -95,7 +95,7 @@ def test_sigkill_then_warning_then_gc(runtimes: list[str], tmp_path: Path) -> No
         with_leftovers = sorted({owners.get(kind, kind) for kind, names in left.items() if names})
 
         quick = rel.scenario_file(tmp_path, with_leftovers, [("true", ["/bin/true"])])
-        second = rel.bench(
+        second = bench(
             "run", str(quick), "--results-dir", str(tmp_path / "results"), "--run-id", "after"
         )
         assert second.returncode == 0, second.stderr
@@ -120,7 +120,7 @@ def _gc_when_no_other_run_is_live(timeout_s: float = 120) -> subprocess.Complete
     shared host; never in CI, where the suite runs alone)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        gc = rel.bench("gc")
+        gc = bench("gc")
         if "in progress" not in gc.stderr or time.monotonic() > deadline:
             return gc
         time.sleep(5)
@@ -133,7 +133,7 @@ def test_gc_leaves_a_live_run_alone(tmp_path: Path) -> None:
     started = rel.start_run(scenario, tmp_path / "results", run_id)
     try:
         rel.wait_for_workload(run_id)
-        gc = rel.bench("gc")
+        gc = bench("gc")
         assert gc.returncode == 1, gc.stdout + gc.stderr
         assert f"{run_id} (pid {started.process.pid})" in gc.stderr
         assert "--force" in gc.stderr and "Traceback" not in gc.stderr

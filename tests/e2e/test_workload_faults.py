@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bench.analysis import load_run
-from tests.conftest import require_root
 from tests.e2e import reliability as rel
+from tests.helpers import bench, require_root
 
 SCENARIO = """\
 name = "bench-workload-faults"
@@ -67,7 +67,7 @@ def fault_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]
     directory = tmp_path_factory.mktemp("workload-faults")
     scenario = directory / "faults.toml"
     scenario.write_text(SCENARIO.format(runtimes=json.dumps(runtimes)))
-    done = rel.bench("run", str(scenario), "--results-dir", str(directory / "r"), "--json")
+    done = bench("run", str(scenario), "--results-dir", str(directory / "r"), "--json")
     assert done.returncode == 0, done.stderr  # faults are measurements: the run is complete
     assert "Traceback" not in done.stderr
     assert json.loads(done.stdout)["status"] == "complete"

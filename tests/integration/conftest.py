@@ -1,25 +1,30 @@
-"""Integration fixtures: the workload image (built once per session) and a running dockerd."""
+"""Runtime fixtures: the workload image, dockerd, and each container runtime ready to start.
+
+`container_runtime` is every container runtime in turn (docker, podman, lxc) for the
+checks all of them must pass (test_container_contract.py). A runtime that is missing
+skips its tests with the reason, and fails them under CI=true (tests.helpers.require).
+"""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import require, require_root
+from tests.helpers import ensure_dockerd, require, require_root
 
 if TYPE_CHECKING:
     from bench.image import WorkloadImage
+    from bench.runtimes._container import ContainerHandle
+    from bench.runtimes.base import Runtime
     from bench.runtimes.docker import DockerRuntime
+    from bench.runtimes.lxc import LxcRuntime
+    from bench.runtimes.podman import PodmanRuntime
 
-DOCKER_SOCKET = Path("/var/run/docker.sock")
-DOCKERD_READY_TIMEOUT_S = 60.0
+CONTAINER_RUNTIMES = ("docker", "podman", "lxc")
 
 
 @pytest.fixture(scope="session")
@@ -30,55 +35,6 @@ def workload_image(tmp_path_factory: pytest.TempPathFactory) -> WorkloadImage:
     require(shutil.which("stress-ng") is not None, "stress-ng is not installed")
     require(Path("/bin/busybox").is_file(), "busybox-static is not installed")
     return build_image(cache_dir=tmp_path_factory.mktemp("bench-image-cache"))
-
-
-def docker_answers() -> bool:
-    from bench.runtimes.docker import DockerRuntime
-
-    runtime = DockerRuntime()
-    try:
-        return runtime.available().ok
-    finally:
-        runtime.close()
-
-
-def ensure_dockerd(log_path: Path, timeout_s: float = DOCKERD_READY_TIMEOUT_S) -> str:
-    """Start dockerd in the background unless a daemon already answers; "" or why not.
-
-    The daemon is left running: CI starts it before the tests anyway, and stopping it
-    would break anyone else using it. Its log goes to `log_path`.
-    """
-    if docker_answers():
-        return ""
-    if os.environ.get("DOCKER_HOST"):
-        return f"DOCKER_HOST={os.environ['DOCKER_HOST']} does not answer"
-    dockerd = shutil.which("dockerd")
-    if dockerd is None:
-        return "dockerd is not installed (apt-get install docker.io)"
-    if os.geteuid() != 0:
-        return "dockerd is not running and only root can start it"
-    # Someone else may be starting it right now: give an existing dockerd time first.
-    if not _dockerd_process_exists():
-        with log_path.open("ab") as log:
-            subprocess.Popen(
-                [dockerd],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # survives the test session; CI may reuse it
-            )
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if DOCKER_SOCKET.exists() and docker_answers():
-            return ""
-        time.sleep(0.5)
-    return f"dockerd did not answer within {timeout_s:.0f} s; see {log_path}"
-
-
-def _dockerd_process_exists() -> bool:
-    import psutil
-
-    return any(p.info["name"] == "dockerd" for p in psutil.process_iter(["name"]))
 
 
 @pytest.fixture(scope="session")
@@ -104,3 +60,68 @@ def docker_runtime(dockerd: None, workload_image: WorkloadImage) -> Iterator[Doc
     left = runtime.leftovers()
     runtime.close()
     assert left == [], f"docker objects left behind by the tests: {left}"
+
+
+@pytest.fixture(scope="module")
+def podman_runtime(workload_image: WorkloadImage) -> Iterator[PodmanRuntime]:
+    """PodmanRuntime with the image imported; teardown removes and asserts no leftovers."""
+    from bench.runtimes.podman import PodmanRuntime
+
+    require_root()
+    require(shutil.which("podman") is not None, "podman is not installed (apt-get install podman)")
+    runtime = PodmanRuntime()
+    availability = runtime.available()
+    require(availability.ok, availability.reason)
+    runtime.prepare(workload_image)
+    service_pids = runtime.service_pids()
+    yield runtime
+    runtime.close()
+    runtime.remove_leftovers()
+    left = runtime.leftovers()
+    assert left == [], f"podman objects left behind by the tests: {left}"
+    assert not any(Path(f"/proc/{pid}").exists() for pid in service_pids), "service still runs"
+
+
+@pytest.fixture(scope="module")
+def lxc_runtime(
+    workload_image: WorkloadImage, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LxcRuntime]:
+    """LxcRuntime on a private lxcpath; teardown removes and asserts no leftovers."""
+    from bench.runtimes.lxc import LxcRuntime
+
+    require_root()
+    require(shutil.which("lxc-execute") is not None, "lxc is not installed (apt-get install lxc)")
+    lxcpath = tmp_path_factory.mktemp("lxcpath") / "bench-lxc"
+    runtime = LxcRuntime(lxcpath=lxcpath)
+    availability = runtime.available()
+    require(availability.ok, availability.reason)
+    runtime.prepare(workload_image)
+    yield runtime
+    runtime.close()
+    assert not lxcpath.exists(), "close() left the empty private lxcpath"
+    runtime.remove_leftovers()
+    left = runtime.leftovers()
+    assert left == [], f"lxc objects left behind by the tests: {left}"
+
+
+@pytest.fixture(scope="module", params=CONTAINER_RUNTIMES)
+def container_runtime(request: pytest.FixtureRequest) -> Runtime:
+    """Each container runtime in turn, through its own fixture above (skips when missing)."""
+    runtime: Runtime = request.getfixturevalue(f"{request.param}_runtime")
+    return runtime
+
+
+@pytest.fixture
+def io_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "io"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def started() -> Iterator[list[ContainerHandle]]:
+    """Handles a test started; each is stopped even when the test fails."""
+    handles: list[ContainerHandle] = []
+    yield handles
+    for handle in handles:
+        handle.stop()

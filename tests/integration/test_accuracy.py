@@ -39,8 +39,7 @@ import pytest
 from bench.runner import RunOptions, run_scenario
 from bench.scenario_load import load_scenario
 from bench.workloads import build_argv
-from tests.conftest import require, require_root
-from tests.integration import test_bare
+from tests.helpers import require, require_root, runexec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -120,7 +119,7 @@ def measure(name: str, tmp_path: Path) -> Totals:
     def runexec_once(i: int) -> None:
         workdir = tmp_path / f"runexec{i}"  # stress-ng writes its --yaml file here
         workdir.mkdir()
-        values = test_bare.runexec(argv, cwd=workdir)
+        values = runexec(argv, cwd=workdir)
         totals.ref_cpu_s.append(float(values["cputime"].rstrip("s")))
         totals.ref_peak_bytes.append(int(values["memory"].rstrip("B")))
 
@@ -161,7 +160,7 @@ def totals(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Totals]:
 def memory_resolution_bytes() -> int:
     """The smallest peak runexec reports at all (for /bin/true): the counter's resolution."""
     require_root()
-    return min(int(test_bare.runexec(["/bin/true"])["memory"].rstrip("B")) for _ in range(3))
+    return min(int(runexec(["/bin/true"])["memory"].rstrip("B")) for _ in range(3))
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import resource
 import shutil
-import subprocess
 import tempfile
 import time
 import timeit
@@ -23,7 +22,6 @@ import pytest
 from bench.cgroups import (
     CgroupGone,
     CgroupSnapshot,
-    create_cgroup,
     list_bench_cgroups,
     open_reader,
 )
@@ -32,15 +30,11 @@ from bench.errors import BenchError, CgroupError
 from bench.runtimes.bare import BareRuntime
 from bench.runtimes.base import ExitInfo
 from bench.spec import STDOUT_FILE, Limits, StartSpec
-from tests.conftest import require, require_root
+from tests.helpers import CGROUP_PREFIX, IN_VM, MIB, require, require_root, runexec
 
 pytestmark = pytest.mark.integration
 
-IN_VM = os.environ.get("BENCH_V2VM") == "1"
-RUNEXEC = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "runexec"
-MIB = 1 << 20
-# Other sessions may run bench on this host meanwhile: this module's cgroups carry its pid.
-PREFIX = f"bench-t{os.getpid()}-"
+PREFIX = CGROUP_PREFIX  # this module's cgroups: other sessions' runs are not counted
 
 
 @pytest.fixture(autouse=True)
@@ -93,36 +87,6 @@ def run_bare(tmp_path: Path, argv: list[str], limits: Limits | None = None) -> R
         reader.read()
     reader.close()
     return Run(exit_info, final, wall_s, (io_dir / STDOUT_FILE).read_text())
-
-
-def runexec(argv: list[str], cwd: Path | None = None) -> dict[str, str]:
-    """BenchExec's measurement of the same command (run in `cwd`): its key=value lines.
-
-    On v2 without systemd BenchExec needs a cgroup of its own that it may split: it gets
-    a fresh bench cgroup (removed with whatever BenchExec made inside it).
-    """
-    require(RUNEXEC.exists(), f"{RUNEXEC} missing: pip install benchexec")
-    own = create_cgroup(f"{PREFIX}runexec", Limits())
-    try:
-        proc = subprocess.run(
-            [str(RUNEXEC), "--no-container", "--output", "/dev/null", "--", *argv],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            cwd=cwd,
-            preexec_fn=own.join_current_process,
-        )
-    finally:
-        own.kill_all()
-        own.remove()  # with the child cgroups BenchExec made inside it
-    values = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
-    if proc.returncode != 0 or "memory" not in values or "cputime" not in values:
-        reason = f"runexec failed (rc {proc.returncode}): {proc.stderr.strip()[-400:]}"
-        if IN_VM:
-            pytest.skip(reason)
-        pytest.fail(reason)
-    return values
 
 
 def test_memory_peak_is_read(tmp_path: Path) -> None:

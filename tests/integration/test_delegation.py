@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from bench.cgroups.locate import cgroup_mounts, host_cgroup_version
-from tests.conftest import require, require_root
+from tests.helpers import require, require_root
 
 pytestmark = pytest.mark.integration
 

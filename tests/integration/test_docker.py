@@ -1,4 +1,7 @@
-"""DockerRuntime against a real dockerd: limits hold, counters survive, nothing is left."""
+"""DockerRuntime against a real dockerd: its own view, the stats API, OCI runtimes.
+
+The checks every container runtime passes are in test_container_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -12,29 +15,17 @@ from bench.errors import BenchError
 from bench.runtimes._container import ContainerHandle
 from bench.runtimes.docker import DockerRuntime
 from bench.spec import Limits
-from tests.integration import container_contract as contract
-from tests.integration.container_contract import io_dir, started
+from tests.helpers import (
+    MIB,
+    availability_without_daemon,
+    check_engine_inspect,
+    check_hardening,
+    make_spec,
+    start,
+    start_sleeper,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-__all__ = ["io_dir", "started"]  # fixtures shared with the other runtimes' tests
-
-
-def test_cpu_workload_runs_with_throughput(
-    docker_runtime: DockerRuntime, io_dir: Path, started: list[ContainerHandle]
-) -> None:
-    contract.check_cpu_workload(docker_runtime, io_dir, started)
-
-
-def test_cpu_quota_half_a_cpu(
-    docker_runtime: DockerRuntime, io_dir: Path, started: list[ContainerHandle]
-) -> None:
-    contract.check_cpu_quota_half(docker_runtime, io_dir, started)
-
-
-def test_memory_limit_oom_kills_are_counted(
-    docker_runtime: DockerRuntime, io_dir: Path, started: list[ContainerHandle]
-) -> None:
-    contract.check_oom_counted(docker_runtime, io_dir, started)
 
 
 def test_cgroup_is_the_one_docker_reports(
@@ -42,32 +33,16 @@ def test_cgroup_is_the_one_docker_reports(
 ) -> None:
     import docker
 
-    spec = contract.make_spec(io_dir, ["/bin/busybox", "sleep", "30"], limits=Limits(pids=64))
-    handle = contract.start(docker_runtime, started, spec)
+    spec, handle = start_sleeper(docker_runtime, started, io_dir, limits=Limits(pids=64))
     client = docker.from_env()
     try:
         container = client.containers.get(spec.name)
-        assert container.attrs["State"]["Pid"] == handle.pid
-        assert container.labels.get("bench") == "1"
+        check_engine_inspect(container.attrs, handle)
         assert container.attrs["HostConfig"]["PidsLimit"] == 64
-        # Located from /proc/<pid>/cgroup, yet every controller dir is docker's own.
-        for controller, directory in handle.cgroup.dirs.items():
-            assert container.id in str(directory), (controller, directory)
         assert container.id in Path(f"/proc/{handle.pid}/cgroup").read_text()
     finally:
         client.close()
-    contract.check_hardening(handle, spec)
-
-
-@pytest.mark.parametrize(("argv", "expected"), contract.EXIT_CASES)
-def test_exit_codes_pass_through(
-    docker_runtime: DockerRuntime,
-    io_dir: Path,
-    started: list[ContainerHandle],
-    argv: list[str],
-    expected: int,
-) -> None:
-    contract.check_exit_code(docker_runtime, io_dir, started, argv, expected)
+    check_hardening(handle, spec)
 
 
 def test_explicit_oci_runtime_is_used(
@@ -75,8 +50,8 @@ def test_explicit_oci_runtime_is_used(
 ) -> None:
     import docker
 
-    spec = contract.make_spec(io_dir, ["/bin/busybox", "true"], oci_runtime="runc")
-    handle = contract.start(docker_runtime, started, spec)
+    spec = make_spec(io_dir, ["/bin/busybox", "true"], oci_runtime="runc")
+    handle = start(docker_runtime, started, spec)
     exit_info = handle.wait(timeout_s=30)
     assert exit_info is not None and exit_info.exit_code == 0
     client = docker.from_env()
@@ -86,32 +61,8 @@ def test_explicit_oci_runtime_is_used(
         client.close()
 
 
-def test_network_is_off_and_workdir_is_the_io_dir(
-    docker_runtime: DockerRuntime, io_dir: Path, started: list[ContainerHandle]
-) -> None:
-    contract.check_network_off_and_workdir(docker_runtime, io_dir, started)
-
-
-def test_wait_times_out_while_the_workload_runs(
-    docker_runtime: DockerRuntime, io_dir: Path, started: list[ContainerHandle]
-) -> None:
-    spec = contract.make_spec(io_dir, ["/bin/busybox", "sleep", "30"])
-    handle = contract.start(docker_runtime, started, spec)
-    began = time.monotonic()
-    assert handle.wait(timeout_s=1.5) is None
-    assert 1.4 < time.monotonic() - began < 5
-
-
-def test_wait_notices_a_container_killed_from_outside(
-    docker_runtime: DockerRuntime, io_dir: Path, started: list[ContainerHandle]
-) -> None:
-    assert contract.check_wait_notices_outside_kill(docker_runtime, io_dir, started) == 137
-
-
 def test_failed_start_leaves_no_container(docker_runtime: DockerRuntime, io_dir: Path) -> None:
-    spec = contract.make_spec(
-        io_dir, ["/bin/busybox", "true"], oci_runtime="bench-no-such-oci-runtime"
-    )
+    spec = make_spec(io_dir, ["/bin/busybox", "true"], oci_runtime="bench-no-such-oci-runtime")
     with pytest.raises(BenchError, match=spec.name):
         docker_runtime.start(spec)
     assert not any(spec.name in item for item in docker_runtime.leftovers())
@@ -125,12 +76,9 @@ def test_footprint_and_version(docker_runtime: DockerRuntime) -> None:
 
 
 def test_missing_daemon_is_unavailable_with_a_reason(tmp_path: Path) -> None:
-    socket = tmp_path / "no-docker.sock"
-    runtime = DockerRuntime(base_url=f"unix://{socket}")
-    availability = runtime.available()
-    runtime.close()
+    socket, availability = availability_without_daemon(DockerRuntime, tmp_path)
     assert not availability.ok
-    assert str(socket) in availability.reason
+    assert socket in availability.reason
     assert "dockerd" in availability.fix
 
 
@@ -148,8 +96,8 @@ def test_numbers_match_docker_stats(
     from bench.image import STRESS_NG
 
     argv = [str(STRESS_NG), "--vm", "1", "--vm-bytes", "64m", "--vm-keep", "--timeout", "20s"]
-    spec = contract.make_spec(io_dir, argv, limits=Limits(cpus=0.5, pids=64))
-    handle = contract.start(docker_runtime, started, spec)
+    spec = make_spec(io_dir, argv, limits=Limits(cpus=0.5, pids=64))
+    handle = start(docker_runtime, started, spec)
     reader = open_reader(handle.cgroup)
     client = docker.from_env()
     try:
@@ -177,4 +125,4 @@ def test_numbers_match_docker_stats(
     inactive_key = "total_inactive_file" if handle.cgroup.version == "v1" else "inactive_file"
     working_set = memory["usage"] - memory["stats"][inactive_key]
     assert within(working_set, before.mem_working_set_bytes, after.mem_working_set_bytes), seen
-    assert after.mem_current_bytes > 64 * contract.MIB, seen
+    assert after.mem_current_bytes > 64 * MIB, seen

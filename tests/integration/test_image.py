@@ -22,7 +22,7 @@ from bench.image import (
     parse_ldd,
     remove_image_cache,
 )
-from tests.conftest import require, require_root
+from tests.helpers import require, require_root
 
 pytestmark = pytest.mark.integration
 

@@ -1,13 +1,13 @@
-"""LxcRuntime with the real lxc-* tools: limits hold, counters survive, nothing is left."""
+"""LxcRuntime with the real lxc-* tools: its own view, monitor, lxcpath entries and tools.
+
+The checks every container runtime passes are in test_container_contract.py.
+"""
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import psutil
 import pytest
@@ -16,63 +16,27 @@ from bench.errors import BenchError
 from bench.runtimes._container import ContainerHandle
 from bench.runtimes.lxc import LOG_FILE, LxcRuntime
 from bench.spec import Limits
-from tests.conftest import require, require_root
-from tests.integration import container_contract as contract
-from tests.integration.container_contract import io_dir, started
-
-if TYPE_CHECKING:
-    from bench.image import WorkloadImage
+from tests.helpers import check_hardening, limit_file, make_spec, start, start_sleeper
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-__all__ = ["io_dir", "started"]  # fixtures shared with the other runtimes' tests
 
 
-@pytest.fixture(scope="module")
-def lxc_runtime(
-    workload_image: WorkloadImage, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LxcRuntime]:
-    """LxcRuntime on a private lxcpath; teardown removes and asserts no leftovers."""
-    require_root()
-    require(shutil.which("lxc-execute") is not None, "lxc is not installed (apt-get install lxc)")
-    lxcpath = tmp_path_factory.mktemp("lxcpath") / "bench-lxc"
-    runtime = LxcRuntime(lxcpath=lxcpath)
-    availability = runtime.available()
-    require(availability.ok, availability.reason)
-    runtime.prepare(workload_image)
-    yield runtime
-    runtime.close()
-    assert not lxcpath.exists(), "close() left the empty private lxcpath"
-    runtime.remove_leftovers()
-    left = runtime.leftovers()
-    assert left == [], f"lxc objects left behind by the tests: {left}"
-
-
-def test_cpu_workload_runs_and_writes_metrics(
+def test_stopped_container_leaves_no_monitor(
     lxc_runtime: LxcRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
-    handle = contract.check_cpu_workload(lxc_runtime, io_dir, started)
+    handle = start(lxc_runtime, started, make_spec(io_dir, ["/bin/busybox", "true"]))
+    exit_info = handle.wait(timeout_s=30)
+    assert exit_info is not None and exit_info.exit_code == 0
+    handle.stop()
     # Stopped: its config and directory in the lxcpath are gone, its monitor too.
     assert not any(handle.name in item for item in lxc_runtime.leftovers())
     assert lxc_runtime.footprint_pids() == []
 
 
-def test_cpu_quota_half_a_cpu(
-    lxc_runtime: LxcRuntime, io_dir: Path, started: list[ContainerHandle]
-) -> None:
-    contract.check_cpu_quota_half(lxc_runtime, io_dir, started)
-
-
-def test_memory_limit_oom_kills_are_counted(
-    lxc_runtime: LxcRuntime, io_dir: Path, started: list[ContainerHandle]
-) -> None:
-    contract.check_oom_counted(lxc_runtime, io_dir, started)
-
-
 def test_cgroup_is_the_one_lxc_reports(
     lxc_runtime: LxcRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
-    spec = contract.make_spec(io_dir, ["/bin/busybox", "sleep", "30"], limits=Limits(pids=64))
-    handle = contract.start(lxc_runtime, started, spec)
+    spec, handle = start_sleeper(lxc_runtime, started, io_dir, limits=Limits(pids=64))
     info = subprocess.run(
         ["lxc-info", "-P", str(lxc_runtime.lxcpath), "-n", spec.name, "-p", "-H"],
         capture_output=True,
@@ -87,9 +51,9 @@ def test_cgroup_is_the_one_lxc_reports(
         assert directory.name == f"lxc.payload.{spec.name}", (controller, directory)
         for child in children:
             assert str(child.pid) in (directory / "cgroup.procs").read_text().split()
-    assert contract.limit_file(handle.cgroup, "pids", "pids.max", "pids.max") == "64"
+    assert limit_file(handle.cgroup, "pids", "pids.max", "pids.max") == "64"
     (wrapper,) = children
-    contract.check_hardening(handle, spec, pid=wrapper.pid)
+    check_hardening(handle, spec, pid=wrapper.pid)
     # lxc-init keeps its own capabilities but has an empty bounding set: nothing it
     # starts (the wrapper, the workload) can have any.
     init_status = Path(f"/proc/{handle.pid}/status").read_text()
@@ -100,34 +64,9 @@ def test_cgroup_is_the_one_lxc_reports(
     assert f"lxc container {spec.name}" in lxc_runtime.leftovers()
 
 
-@pytest.mark.parametrize(("argv", "expected"), contract.EXIT_CASES)
-def test_exit_codes_pass_through(
-    lxc_runtime: LxcRuntime,
-    io_dir: Path,
-    started: list[ContainerHandle],
-    argv: list[str],
-    expected: int,
-) -> None:
-    contract.check_exit_code(lxc_runtime, io_dir, started, argv, expected)
-
-
-def test_network_is_off_and_workdir_is_the_io_dir(
-    lxc_runtime: LxcRuntime, io_dir: Path, started: list[ContainerHandle]
-) -> None:
-    contract.check_network_off_and_workdir(lxc_runtime, io_dir, started)
-
-
-def test_wait_notices_a_container_killed_from_outside(
-    lxc_runtime: LxcRuntime, io_dir: Path, started: list[ContainerHandle]
-) -> None:
-    exit_code = contract.check_wait_notices_outside_kill(lxc_runtime, io_dir, started)
-    # lxc-execute reports its own failure status, not a signal number, after lxc-stop -k.
-    assert exit_code != 0
-
-
 def test_failed_start_leaves_nothing(lxc_runtime: LxcRuntime, io_dir: Path) -> None:
     # A cpuset no CPU has: LXC cannot write the cgroup, so the container never runs.
-    spec = contract.make_spec(io_dir, ["/bin/busybox", "true"], limits=Limits(cpuset="4095"))
+    spec = make_spec(io_dir, ["/bin/busybox", "true"], limits=Limits(cpuset="4095"))
     with pytest.raises(BenchError, match=spec.name):
         lxc_runtime.start(spec)
     assert not any(spec.name in item for item in lxc_runtime.leftovers())

@@ -1,4 +1,7 @@
-"""PodmanRuntime against a real podman service: limits hold, counters survive, nothing is left."""
+"""PodmanRuntime against a real podman service: its own view, private services, OCI runtimes.
+
+The checks every container runtime passes are in test_container_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -19,102 +20,41 @@ from bench.errors import BenchError
 from bench.runtimes._container import ContainerHandle
 from bench.runtimes.podman import PRIVATE_SOCKET_DIR, PodmanRuntime, default_oci_runtime
 from bench.spec import Limits
-from tests.conftest import require, require_root
-from tests.integration import container_contract as contract
-from tests.integration.container_contract import io_dir, started
-
-if TYPE_CHECKING:
-    from bench.image import WorkloadImage
+from tests.helpers import (
+    availability_without_daemon,
+    check_engine_inspect,
+    check_hardening,
+    limit_file,
+    make_spec,
+    require,
+    require_root,
+    start,
+    start_sleeper,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-__all__ = ["io_dir", "started"]  # fixtures shared with the other runtimes' tests
-
-
-@pytest.fixture(scope="module")
-def podman_runtime(workload_image: WorkloadImage) -> Iterator[PodmanRuntime]:
-    """PodmanRuntime with the image imported; teardown removes and asserts no leftovers."""
-    require_root()
-    require(shutil.which("podman") is not None, "podman is not installed (apt-get install podman)")
-    runtime = PodmanRuntime()
-    availability = runtime.available()
-    require(availability.ok, availability.reason)
-    runtime.prepare(workload_image)
-    service_pids = runtime.service_pids()
-    yield runtime
-    runtime.close()
-    runtime.remove_leftovers()
-    left = runtime.leftovers()
-    assert left == [], f"podman objects left behind by the tests: {left}"
-    assert not any(Path(f"/proc/{pid}").exists() for pid in service_pids), "service still runs"
-
-
-def test_cpu_workload_runs_and_writes_metrics(
-    podman_runtime: PodmanRuntime, io_dir: Path, started: list[ContainerHandle]
-) -> None:
-    contract.check_cpu_workload(podman_runtime, io_dir, started)
-
-
-def test_cpu_quota_half_a_cpu(
-    podman_runtime: PodmanRuntime, io_dir: Path, started: list[ContainerHandle]
-) -> None:
-    contract.check_cpu_quota_half(podman_runtime, io_dir, started)
-
-
-def test_memory_limit_oom_kills_are_counted(
-    podman_runtime: PodmanRuntime, io_dir: Path, started: list[ContainerHandle]
-) -> None:
-    contract.check_oom_counted(podman_runtime, io_dir, started)
 
 
 def test_cgroup_is_the_one_podman_reports(
     podman_runtime: PodmanRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
-    spec = contract.make_spec(io_dir, ["/bin/busybox", "sleep", "30"], limits=Limits(pids=64))
-    handle = contract.start(podman_runtime, started, spec)
+    spec, handle = start_sleeper(podman_runtime, started, io_dir, limits=Limits(pids=64))
     proc = subprocess.run(
         ["podman", "inspect", spec.name], capture_output=True, text=True, check=True
     )
     (inspect,) = yaml.safe_load(proc.stdout)  # JSON is YAML
-    assert inspect["State"]["Pid"] == handle.pid
-    assert inspect["Config"]["Labels"].get("bench") == "1"
+    check_engine_inspect(inspect, handle)
     assert inspect["OCIRuntime"] == default_oci_runtime()
-    for controller, directory in handle.cgroup.dirs.items():
-        assert inspect["Id"] in str(directory), (controller, directory)
-    assert contract.limit_file(handle.cgroup, "pids", "pids.max", "pids.max") == "64"
-    contract.check_hardening(handle, spec)
+    assert limit_file(handle.cgroup, "pids", "pids.max", "pids.max") == "64"
+    check_hardening(handle, spec)
     # The container's monitor (conmon) counts in the footprint, apart from the service.
     assert inspect["State"]["ConmonPid"] in podman_runtime.monitor_pids()
     assert set(podman_runtime.service_pids()) <= set(podman_runtime.footprint_pids())
 
 
-@pytest.mark.parametrize(("argv", "expected"), contract.EXIT_CASES)
-def test_exit_codes_pass_through(
-    podman_runtime: PodmanRuntime,
-    io_dir: Path,
-    started: list[ContainerHandle],
-    argv: list[str],
-    expected: int,
-) -> None:
-    contract.check_exit_code(podman_runtime, io_dir, started, argv, expected)
-
-
-def test_network_is_off_and_workdir_is_the_io_dir(
-    podman_runtime: PodmanRuntime, io_dir: Path, started: list[ContainerHandle]
-) -> None:
-    contract.check_network_off_and_workdir(podman_runtime, io_dir, started)
-
-
-def test_wait_notices_a_container_killed_from_outside(
-    podman_runtime: PodmanRuntime, io_dir: Path, started: list[ContainerHandle]
-) -> None:
-    assert contract.check_wait_notices_outside_kill(podman_runtime, io_dir, started) == 137
-
-
 def test_failed_start_leaves_no_container(podman_runtime: PodmanRuntime, io_dir: Path) -> None:
     # The workload's own rlimit above what podman itself may grant: runc refuses to start.
-    spec = contract.make_spec(
-        io_dir, ["/bin/busybox", "true"], rlimits=(("nproc", 1 << 30, 1 << 30),)
-    )
+    spec = make_spec(io_dir, ["/bin/busybox", "true"], rlimits=(("nproc", 1 << 30, 1 << 30),))
     with pytest.raises(BenchError, match=spec.name):
         podman_runtime.start(spec)
     assert not any(spec.name in item for item in podman_runtime.leftovers())
@@ -124,15 +64,15 @@ def test_failed_start_leaves_no_container(podman_runtime: PodmanRuntime, io_dir:
 def test_oci_runtime_per_container_gets_its_own_service(
     podman_runtime: PodmanRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
-    """crun on a hybrid host fails cleanly (HOST-NOTES); elsewhere it runs under crun."""
+    """crun on a hybrid host fails cleanly (docs/host-notes.md); elsewhere it runs under crun."""
     require(shutil.which("crun") is not None, "crun is not installed")
-    spec = contract.make_spec(io_dir, ["/bin/busybox", "true"], oci_runtime="crun")
+    spec = make_spec(io_dir, ["/bin/busybox", "true"], oci_runtime="crun")
     if host_cgroup_version() == "hybrid":
         with pytest.raises(BenchError, match="crun"):
             podman_runtime.start(spec)
         assert not any(spec.name in item for item in podman_runtime.leftovers())
     else:
-        handle = contract.start(podman_runtime, started, spec)
+        handle = start(podman_runtime, started, spec)
         exit_info = handle.wait(timeout_s=30)
         assert exit_info is not None and exit_info.exit_code == 0
     # A second service (podman --runtime crun) serves it; the default one still runs.
@@ -146,12 +86,9 @@ def test_version_names_podman_and_oci_runtime(podman_runtime: PodmanRuntime) -> 
 
 
 def test_service_down_is_unavailable_with_a_reason(tmp_path: Path) -> None:
-    socket = tmp_path / "no-podman.sock"
-    runtime = PodmanRuntime(base_url=f"unix://{socket}")
-    availability = runtime.available()
-    runtime.close()
+    socket, availability = availability_without_daemon(PodmanRuntime, tmp_path)
     assert not availability.ok
-    assert str(socket) in availability.reason
+    assert socket in availability.reason
     assert "podman system service" in availability.fix
 
 

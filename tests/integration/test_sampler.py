@@ -19,7 +19,7 @@ from bench.cgroups.manage import can_create_cgroups
 from bench.cgroups.model import CORE_FIELDS, SNAPSHOT_FIELDS
 from bench.sampler import MISSING, SampleColumns, Sampler
 from bench.spec import Limits
-from tests.conftest import require, require_root
+from tests.helpers import require, require_root
 
 pytestmark = pytest.mark.integration
 

@@ -101,3 +101,49 @@ def test_comments_point_only_into_the_repository() -> None:
 )
 def test_outside_pattern(text: str, bad: bool) -> None:
     assert bool(OUTSIDE_REPO.search(text)) is bad
+
+
+def imported_test_modules(source: str) -> list[str]:
+    """Modules under tests/ that `source` imports and that are test modules or conftests."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module is not None:
+            names.append(node.module)
+            names += [f"{node.module}.{alias.name}" for alias in node.names]
+    return [
+        name
+        for name in dict.fromkeys(names)
+        if name.split(".")[0] == "tests"
+        and any(part == "conftest" or part.startswith("test_") for part in name.split(".")[1:])
+    ]
+
+
+def test_no_test_imports_another_test_module() -> None:
+    """Shared code lives in helper modules (tests/helpers.py, tests/storegen.py, ...).
+
+    Importing a test module runs its module-level code and can collect its tests twice;
+    importing a conftest bypasses pytest's own fixture loading.
+    """
+    wrong = {
+        str(path.relative_to(REPO)): found
+        for folder in ("tests", "benchmarks")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        if (found := imported_test_modules(path.read_text()))
+    }
+    assert not wrong, wrong
+
+
+@pytest.mark.parametrize(
+    ("source", "bad"),
+    [
+        ("from tests.conftest import require", True),
+        ("from tests.integration import test_bare", True),
+        ("import tests.e2e.conftest", True),
+        ("from tests.helpers import require", False),
+        ("from tests.e2e import reliability as rel", False),
+    ],
+)
+def test_imported_test_modules(source: str, bad: bool) -> None:
+    assert bool(imported_test_modules(source)) is bad

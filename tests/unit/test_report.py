@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -15,9 +13,8 @@ from bench import analysis
 from bench.errors import InputError
 from bench.report import build_report
 from bench.report.jsonout import pytest_benchmark_stats
+from tests.helpers import pytest_benchmark_compare
 from tests.storegen import IsolationCase, StoreSpec, write_store
-
-VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -101,20 +98,6 @@ def test_report_json(single: Path) -> None:
     harmed = [r for r in run["isolation"] if r["victim_harmed"]]
     assert [(r["runtime"], r["kind"]) for r in harmed] == [("docker", "cpu")]
     assert {w["kind"] for w in run["warnings"]} >= {"failed-trials"}
-
-
-def pytest_benchmark_compare(args: list[str], cwd: Path) -> str:
-    """`pytest-benchmark compare ARGS`: its stdout, after checking it loaded every file."""
-    proc = subprocess.run(
-        [str(VENV_BIN / "pytest-benchmark"), "compare", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "Failed to load" not in proc.stdout + proc.stderr
-    return proc.stdout
 
 
 def test_pytest_benchmark_compare_accepts_export(single: Path) -> None:

@@ -21,7 +21,7 @@ from bench.workloads import (
     last_lines,
     parse_metrics,
 )
-from tests.conftest import require
+from tests.helpers import require
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "stress-ng"
 STRESS_NG = shutil.which("stress-ng")

@@ -23,24 +23,26 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require, require_root
+from tests.helpers import require, require_root
 
 pytestmark = [pytest.mark.v2vm, pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_IN_VM = REPO / "tests" / "v2vm" / "run-in-v2-vm.sh"
-VM_MEMORY_MIB = 2048  # dockerd + podman + the workloads' 256-400 MiB (HOST-NOTES)
+VM_MEMORY_MIB = 2048  # dockerd + podman + the workloads' 256-400 MiB (docs/host-notes.md)
 VM_TIMEOUT_S = 600  # boot to power-off: 140-254 s idle, 452 s seen under a benchmark's load
 
-# Per container runtime: the cpu.max limit, the OOM count plus memory.peak, the cgroup
-# identity. Bare: the whole module (it asserts behaviour, not speed, under BENCH_V2VM),
-# and delegation to an unprivileged user (v2 only: skipped on this host).
+# Per container runtime: the cpu.max limit, the OOM count plus memory.peak (both in
+# test_container_contract.py, once per runtime), the cgroup identity (test_<runtime>.py).
+# Bare: the whole module (it asserts behaviour, not speed, under BENCH_V2VM), and
+# delegation to an unprivileged user (v2 only: skipped on this host).
 CONTAINER_CHECKS = "cpu_quota_half_a_cpu or oom_kills_are_counted or cgroup_is_the_one"
 GUEST_TESTS = [
     "tests/unit/test_cgroup_readers.py",
     "tests/integration/test_bare.py",
     "tests/integration/test_sampler.py",
     "tests/integration/test_delegation.py",
+    "tests/integration/test_container_contract.py",
     "tests/integration/test_docker.py",
     "tests/integration/test_podman.py",
     "tests/integration/test_lxc.py",

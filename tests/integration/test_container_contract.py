@@ -1,15 +1,14 @@
-"""Checks every container runtime must pass, shared by the podman and lxc integration tests.
+"""Checks every container runtime must pass, run against each of docker, podman and lxc.
 
-Each check starts real containers through `runtime` and reads their cgroup files.
+Each check starts real containers through `container_runtime` (tests/integration/
+conftest.py) and reads their cgroup files. What only one runtime has is tested in its own
+module (test_docker.py, test_podman.py, test_lxc.py).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import time
-import uuid
-from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 
@@ -17,69 +16,39 @@ import pytest
 import yaml
 
 from bench.cgroups import open_reader
-from bench.cgroups.model import CgroupLocation, CgroupSnapshot
 from bench.image import STRESS_NG
 from bench.runtimes._container import ContainerHandle
 from bench.runtimes.base import Runtime
-from bench.spec import CPU_PERIOD_US, Limits, StartSpec
+from bench.spec import CPU_PERIOD_US, Limits
+from tests.helpers import (
+    MIB,
+    kernel_at_least,
+    limit_file,
+    make_spec,
+    snapshot,
+    start,
+    start_sleeper,
+)
 
-MIB = 1 << 20
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 EXIT_CASES = [
     (["/bin/busybox", "sh", "-c", "exit 3"], 3),
     (["/usr/bin/bench-not-in-image"], 127),
     (["/bin/busybox", "sh", "-c", "kill -9 $$"], 137),
     (["/bin/busybox", "touch", "/read-only-rootfs"], 1),
 ]
+# The exit code wait() reports for a container killed from outside; None: any non-zero
+# (lxc-execute reports its own failure status, not a signal number, after lxc-stop -k).
+KILLED_EXIT_CODE = {"docker": 137, "podman": 137, "lxc": None}
 
 
-@pytest.fixture
-def io_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "io"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def started() -> Iterator[list[ContainerHandle]]:
-    """Handles a test started; each is stopped even when the test fails."""
-    handles: list[ContainerHandle] = []
-    yield handles
-    for handle in handles:
-        handle.stop()
-
-
-def make_spec(io_dir: Path, argv: list[str], **kwargs: object) -> StartSpec:
-    name = f"bench-test-{uuid.uuid4().hex[:10]}"
-    return StartSpec(name=name, argv=tuple(argv), io_dir=io_dir, **kwargs)  # type: ignore[arg-type]
-
-
-def start(runtime: Runtime, started: list[ContainerHandle], spec: StartSpec) -> ContainerHandle:
-    handle = runtime.start(spec)
-    assert isinstance(handle, ContainerHandle)
-    started.append(handle)
-    return handle
-
-
-def snapshot(location: CgroupLocation) -> CgroupSnapshot:
-    reader = open_reader(location)
-    try:
-        return reader.read()
-    finally:
-        reader.close()
-
-
-def limit_file(location: CgroupLocation, controller: str, v1_name: str, v2_name: str) -> str:
-    directory = location.dir_for(controller)
-    assert directory is not None
-    return (directory / (v1_name if location.version == "v1" else v2_name)).read_text().strip()
-
-
-def check_cpu_workload(
-    runtime: Runtime, io_dir: Path, started: list[ContainerHandle]
-) -> ContainerHandle:
+def test_cpu_workload_runs_and_writes_metrics(
+    container_runtime: Runtime, io_dir: Path, started: list[ContainerHandle]
+) -> None:
     """A cpu stressor exits 0, writes metrics.yaml, and the cgroup agrees on CPU time."""
     argv = [str(STRESS_NG), "--cpu", "1", "--timeout", "2s", "--metrics", "--yaml", "metrics.yaml"]
-    handle = start(runtime, started, make_spec(io_dir, argv, limits=Limits(cpus=1.0)))
+    handle = start(container_runtime, started, make_spec(io_dir, argv, limits=Limits(cpus=1.0)))
     exit_info = handle.wait(timeout_s=60)
     assert exit_info is not None and exit_info.exit_code == 0, (io_dir / "stderr.txt").read_text()
     # The wrapper keeps the container and its cgroup alive: final counters are readable.
@@ -89,8 +58,9 @@ def check_cpu_workload(
     bogo_ops_per_s = float(cpu["bogo-ops-per-second-real-time"])
     stop_s = handle.stop()
     print(
-        f"\n{runtime.name} cpu: {bogo_ops_per_s:.1f} bogo-ops/s, cgroup cpu {cpu_s:.2f} s, "
-        f"start {handle.start_latency_s * 1000:.0f} ms, stop {stop_s * 1000:.0f} ms"
+        f"\n{container_runtime.name} cpu: {bogo_ops_per_s:.1f} bogo-ops/s, cgroup cpu "
+        f"{cpu_s:.2f} s, start {handle.start_latency_s * 1000:.0f} ms, "
+        f"stop {stop_s * 1000:.0f} ms"
     )
     assert bogo_ops_per_s > 0
     # The cgroup holds the worker, so it counts at least the worker's own seconds, plus the
@@ -105,13 +75,16 @@ def check_cpu_workload(
     assert handle.stop() == 0.0
     assert not any(directory.exists() for directory in handle.cgroup.dirs.values())
     assert not (io_dir / "ctl").exists()
-    return handle
+    # Stopped: nothing of the container is left (LXC: its config and lxcpath directory).
+    assert not any(handle.name in item for item in container_runtime.leftovers())
 
 
-def check_cpu_quota_half(runtime: Runtime, io_dir: Path, started: list[ContainerHandle]) -> None:
+def test_cpu_quota_half_a_cpu(
+    container_runtime: Runtime, io_dir: Path, started: list[ContainerHandle]
+) -> None:
     """cpus=0.5 writes quota/period and one busy worker gets 0.5 CPU ± 0.05."""
     argv = [str(STRESS_NG), "--cpu", "1", "--timeout", "6s"]
-    handle = start(runtime, started, make_spec(io_dir, argv, limits=Limits(cpus=0.5)))
+    handle = start(container_runtime, started, make_spec(io_dir, argv, limits=Limits(cpus=0.5)))
     if handle.cgroup.version == "v1":
         quota = limit_file(handle.cgroup, "cpu", "cpu.cfs_quota_us", "")
         period = limit_file(handle.cgroup, "cpu", "cpu.cfs_period_us", "")
@@ -130,7 +103,7 @@ def check_cpu_quota_half(runtime: Runtime, io_dir: Path, started: list[Container
     rates = [(u1 - u0) / 1e9 / (t1 - t0) for (u0, t0), (u1, t1) in pairwise(points)]
     overall = (points[-1][0] - points[0][0]) / 1e9 / (points[-1][1] - points[0][1])
     print(
-        f"\n{runtime.name} cpus=0.5: CPU rate {overall:.3f} over 4 s "
+        f"\n{container_runtime.name} cpus=0.5: CPU rate {overall:.3f} over 4 s "
         f"(1 s windows: {', '.join(f'{r:.3f}' for r in rates)})"
     )
     # The cap holds in every window; other load on a small host can only take CPU away,
@@ -139,13 +112,15 @@ def check_cpu_quota_half(runtime: Runtime, io_dir: Path, started: list[Container
     assert max(rates) == pytest.approx(0.5, abs=0.05), f"load average {os.getloadavg()}"
 
 
-def check_oom_counted(runtime: Runtime, io_dir: Path, started: list[ContainerHandle]) -> None:
+def test_memory_limit_oom_kills_are_counted(
+    container_runtime: Runtime, io_dir: Path, started: list[ContainerHandle]
+) -> None:
     """400 MiB of vm stressor in a 256 MiB cgroup without swap: oom_kill > 0 after wait."""
     argv = [
         str(STRESS_NG), "--vm", "1", "--vm-bytes", "400m", "--oomable", "--timeout", "10s",
     ]  # fmt: skip
     spec = make_spec(io_dir, argv, limits=Limits(memory_bytes=256 * MIB))
-    handle = start(runtime, started, spec)
+    handle = start(container_runtime, started, spec)
     limit = limit_file(handle.cgroup, "memory", "memory.limit_in_bytes", "memory.max")
     assert int(limit) == 256 * MIB
     memory_dir = handle.cgroup.dir_for("memory")
@@ -159,7 +134,7 @@ def check_oom_counted(runtime: Runtime, io_dir: Path, started: list[ContainerHan
     assert exit_info is not None, "stress-ng did not finish"
     final = snapshot(handle.cgroup)
     print(
-        f"\n{runtime.name} 256 MiB vs 400 MiB: {final.oom_kill_count} oom kills, "
+        f"\n{container_runtime.name} 256 MiB vs 400 MiB: {final.oom_kill_count} oom kills, "
         f"peak {final.mem_peak_bytes} bytes, exit {exit_info.exit_code}"
     )
     assert final.oom_kill_count > 0
@@ -170,55 +145,51 @@ def check_oom_counted(runtime: Runtime, io_dir: Path, started: list[ContainerHan
     assert final.mem_peak_bytes is None or 0.9 * 256 * MIB <= final.mem_peak_bytes <= 256 * MIB
 
 
-def kernel_at_least(major: int, minor: int) -> bool:
-    release = re.match(r"(\d+)\.(\d+)", os.uname().release)
-    return release is not None and (int(release[1]), int(release[2])) >= (major, minor)
-
-
-def check_hardening(handle: ContainerHandle, spec: StartSpec, pid: int | None = None) -> None:
-    """No capabilities, no new privileges, the caller's rlimits, the pid in its cgroup.
-
-    `pid` is the workload's process when it is not the container's init (lxc-execute).
-    """
-    pid = handle.pid if pid is None else pid
-    for directory in handle.cgroup.dirs.values():
-        assert str(pid) in (directory / "cgroup.procs").read_text().split()
-    status = Path(f"/proc/{pid}/status").read_text()
-    assert re.search(r"^CapEff:\s+0+$", status, re.M), "capabilities were not all dropped"
-    assert re.search(r"^NoNewPrivs:\s+1$", status, re.M)
-    limits = Path(f"/proc/{pid}/limits").read_text()
-    for name, soft, hard in spec.rlimits:
-        label = {"nofile": "Max open files", "nproc": "Max processes"}[name]
-        assert re.search(rf"^{label}\s+{soft}\s+{hard}\s", limits, re.M), (name, limits)
-
-
-def check_exit_code(
-    runtime: Runtime, io_dir: Path, started: list[ContainerHandle], argv: list[str], expected: int
+@pytest.mark.parametrize(("argv", "expected"), EXIT_CASES)
+def test_exit_codes_pass_through(
+    container_runtime: Runtime,
+    io_dir: Path,
+    started: list[ContainerHandle],
+    argv: list[str],
+    expected: int,
 ) -> None:
-    handle = start(runtime, started, make_spec(io_dir, argv))
+    handle = start(container_runtime, started, make_spec(io_dir, argv))
     exit_info = handle.wait(timeout_s=30)
     assert exit_info is not None and exit_info.exit_code == expected
 
 
-def check_network_off_and_workdir(
-    runtime: Runtime, io_dir: Path, started: list[ContainerHandle]
+def test_network_is_off_and_workdir_is_the_io_dir(
+    container_runtime: Runtime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
     """Only loopback, and it is up (IFF_UP|IFF_LOOPBACK = 0x9): loopback stressors work."""
     script = 'ls /sys/class/net; cat /sys/class/net/lo/flags; pwd; echo "$0" > out.txt'
     argv = ["/bin/busybox", "sh", "-c", script, "hello"]
-    handle = start(runtime, started, make_spec(io_dir, argv))
+    handle = start(container_runtime, started, make_spec(io_dir, argv))
     exit_info = handle.wait(timeout_s=30)
     assert exit_info is not None and exit_info.exit_code == 0
     assert (io_dir / "stdout.txt").read_text().split() == ["lo", "0x9", "/bench"]
     assert (io_dir / "out.txt").read_text() == "hello\n"
 
 
-def check_wait_notices_outside_kill(
-    runtime: Runtime, io_dir: Path, started: list[ContainerHandle]
-) -> int:
+def test_wait_times_out_while_the_workload_runs(
+    container_runtime: Runtime, io_dir: Path, started: list[ContainerHandle]
+) -> None:
+    _, handle = start_sleeper(container_runtime, started, io_dir)
+    began = time.monotonic()
+    assert handle.wait(timeout_s=1.5) is None
+    assert 1.4 < time.monotonic() - began < 5
+
+
+def test_wait_notices_a_container_killed_from_outside(
+    container_runtime: Runtime, io_dir: Path, started: list[ContainerHandle]
+) -> None:
     """Killing the container from outside (no "E" line ever comes) still ends wait()."""
-    handle = start(runtime, started, make_spec(io_dir, ["/bin/busybox", "sleep", "30"]))
+    _, handle = start_sleeper(container_runtime, started, io_dir)
     handle.kill()
     exit_info = handle.wait(timeout_s=15)
     assert exit_info is not None
-    return exit_info.exit_code
+    expected = KILLED_EXIT_CODE[container_runtime.name]
+    if expected is None:
+        assert exit_info.exit_code != 0
+    else:
+        assert exit_info.exit_code == expected
