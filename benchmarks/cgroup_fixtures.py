@@ -85,7 +85,7 @@ def sleeping_containers(count: int, tag: str) -> Iterator[list[Any]]:
         client = docker.from_env()
         client.ping()
     except Exception as exc:
-        pytest.skip(f"no dockerd answers ({exc}); start it as HOST-NOTES says")
+        pytest.skip(f"no dockerd answers ({exc}); start it with scripts/start-services.sh")
     image = f"{PREFIX}busybox-{tag}:1"
     repository, _, version = image.partition(":")
     client.api.import_image_from_data(

@@ -1,4 +1,4 @@
-"""Benchmark: every shipped scenario, full size, under all four runtimes (issue 4: ≤ 10 min).
+"""Benchmark: every shipped scenario, full size, under all four runtimes (≤ 10 min each).
 
 Opt-in and long (about 40 minutes for all eight): `nox -s benchmarks -- -k full_run`.
 """

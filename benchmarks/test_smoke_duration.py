@@ -1,4 +1,4 @@
-"""Benchmark: `bench run smoke` under all four runtimes (target: under 90 s, issue 3)."""
+"""Benchmark: `bench run smoke` under all four runtimes (target: under 90 s)."""
 
 from __future__ import annotations
 

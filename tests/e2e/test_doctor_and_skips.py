@@ -41,7 +41,7 @@ def test_doctor_reports_host_cgroups_and_every_runtime() -> None:
     for engine in ("docker", "podman"):
         assert checks[engine]["default_oci_runtime"] in ("runc", "crun"), checks[engine]
     if report["host"]["cgroup_version"] == "hybrid":
-        # crun refuses hybrid hosts (HOST-NOTES): the working default must be runc.
+        # crun refuses hybrid hosts (docs/host-notes.md): the working default must be runc.
         assert checks["podman"]["default_oci_runtime"] == "runc"
     tools = {tool["name"]: tool for tool in report["tools"]}
     assert "nginx-static server" in tools and "postgres server" in tools

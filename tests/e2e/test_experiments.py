@@ -1,4 +1,4 @@
-"""The shipped experiments, run for real in quick mode under every runtime (issue 4)."""
+"""The shipped experiments, run for real in quick mode under every runtime."""
 
 from __future__ import annotations
 

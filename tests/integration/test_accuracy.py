@@ -2,7 +2,7 @@
 
 Each workload runs both ways, alternating: `bench.runner.run_scenario` (runtime "bare")
 and `runexec --no-container` on the very same argv. Fixed work (stress-ng --*-ops), so
-both measure the same amount of work. Bounds (issue 7): cpu_s within 1 %, mem_peak_bytes
+both measure the same amount of work. Bounds: cpu_s within 1 %, mem_peak_bytes
 within 2 %. Both read the same kernel counters (v1: cpuacct.usage and
 memory.max_usage_in_bytes, which equals memsw.max_usage_in_bytes without swap), and
 each launcher's own charge between fork and exec is below what they resolve: /bin/true
@@ -55,18 +55,18 @@ WORKLOADS = {
     "fork": 'stressor = "fork"\noptions = { fork-ops = 3000 }',
 }
 
-# Not met on this shared host (issue 7): the minima of 15 alternating rounds still land
+# Not met on this shared host: the minima of 15 alternating rounds still land
 # more than 1 % apart, with either side lower. Three runs of this file at load 1.3-2.5
 # (bench vs runexec): cpu +0.68 / -1.66 / +1.51 %, vm +1.88 / -10.3 / +1.75 %, fork
 # -7.9 / -1.4 / +1.06 %. No fixed difference between the launchers was found (module
 # docstring), so this is the host's noise, not bench's error. XPASS when met.
-CPU_NOISE = "issue 7: host noise moves the minima of 10-15 rounds more than 1 % apart"
+CPU_NOISE = "host noise moves the minima of 10-15 rounds more than 1 % apart"
 # The fork stressor's peak is timing-dependent: how many of its short-lived children,
 # with kernel memory that is freed only after reaping (and an RCU grace period), are
 # charged at the same moment. 7.7-17 MB between runs of either launcher; the minima of
 # 15 rounds were -2.3 / +7.6 / -0.9 % apart in the three runs above (the resolution
 # covers 2.3 %, not 7.6 %).
-FORK_PEAK = "issue 7: the fork stressor's peak is timing-dependent, 7.7-17 MB per run"
+FORK_PEAK = "the fork stressor's peak is timing-dependent, 7.7-17 MB per run"
 
 
 @dataclass

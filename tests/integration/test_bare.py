@@ -152,7 +152,7 @@ def test_cpu_quota_throttles_to_half_a_cpu(tmp_path: Path) -> None:
 
 
 def test_memory_limit_counts_oom_kills(tmp_path: Path) -> None:
-    # stress-ng respawns OOM-killed workers and exits 0 (HOST-NOTES): the cgroup tells.
+    # stress-ng respawns OOM-killed workers and exits 0 (docs/host-notes.md): the cgroup tells.
     argv = [stress_ng(), "--vm", "1", "--vm-bytes", "200m", "--vm-keep", "--timeout", "3s"]
     run = run_bare(tmp_path, argv, Limits(memory_bytes=64 * MIB))
     assert run.final.oom_kill_count > 0

@@ -15,7 +15,7 @@
 #   overrides all live on the read-only root: /var/lib/containers (storage, volumes),
 #   /etc/cni/net.d or /etc/containers/networks (network config, written even for
 #   --network none), and journald (events; no journald in the guest). cgroupfs because
-#   no systemd runs there. Verified by ../shared/recipes/guest-examples/guest-podman.sh.
+#   no systemd runs there. See docs/host-notes.md.
 # - lxc needs nothing: bench's LxcRuntime takes a private lxcpath.
 # Refuses to run outside the VM (BENCH_V2VM unset): it would start a second dockerd.
 set -euo pipefail

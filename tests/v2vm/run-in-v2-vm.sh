@@ -1,7 +1,7 @@
 #!/bin/bash
 # Run a command from the repo root inside a throw-away QEMU VM whose stock Debian kernel
 # boots with a pure cgroup v2 hierarchy (cpu, memory, pids, io, cpuset); its exit status
-# comes back as this script's. Adapted from ../shared/recipes/cgroup-v2-vm.sh.
+# comes back as this script's. See docs/host-notes.md, "The cgroup v2 test VM".
 #
 # Usage (from anywhere):
 #   tests/v2vm/run-in-v2-vm.sh ".venv/bin/python -m pytest -m 'not docker and not podman and not lxc' tests/integration/test_bare.py tests/unit"
