@@ -159,7 +159,7 @@ def availability_without_daemon(
 
 # --- BenchExec, the reference for bare-metal numbers -------------------------------------
 
-RUNEXEC = REPO / ".venv" / "bin" / "runexec"
+RUNEXEC = Path(sys.executable).with_name("runexec")  # the venv running the tests
 
 
 def runexec(argv: list[str], cwd: Path | None = None) -> dict[str, str]:
