@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.preflight import host_limits
-from tests.conftest import require
-from tests.e2e.conftest import bench
+from tests.helpers import bench, require
 from tests.storegen import StoreSpec, write_store
 
 SCENARIO = """\

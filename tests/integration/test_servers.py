@@ -26,7 +26,7 @@ from bench.servers import (
     server_user,
 )
 from bench.spec import STDERR_FILE, StartSpec
-from tests.conftest import require, require_root
+from tests.helpers import require, require_root
 
 pytestmark = pytest.mark.integration
 

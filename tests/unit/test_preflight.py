@@ -10,7 +10,7 @@ import pytest
 from bench.preflight import HostLimits, check_scenario, parse_cpuset, pids_needed
 from bench.scenario import WorkloadModel
 from bench.scenario_load import SCENARIOS_DIR, ScenarioError, load_scenario
-from tests.conftest import require
+from tests.helpers import require
 
 ONE_CPU = HostLimits(cpus=frozenset({0}), memory_bytes=4 << 30)
 

@@ -28,7 +28,7 @@ from bench.servers import (
     server_user,
     static_body,
 )
-from tests.conftest import require
+from tests.helpers import require
 
 
 @pytest.mark.parametrize("name", sorted(SERVERS))
