@@ -158,7 +158,7 @@ class DockerRuntime:
             "ulimits": [Ulimit(name=n, soft=soft, hard=hard) for n, soft, hard in spec.rlimits],
             "security_opt": ["no-new-privileges"],
             # Neither busybox sh nor stress-ng's cpu/vm stressors need a capability
-            # (tests/integration/test_docker.py runs both with none).
+            # (tests/integration/test_container_contract.py runs both with none).
             "cap_drop": ["ALL"],
             "auto_remove": False,
         }

@@ -41,7 +41,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 PID_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 TOOL_TIMEOUT_S = 30.0
-# lxc-init and the wrapper need no capability (tests/integration/test_lxc.py runs the cpu
+# lxc-init and the wrapper need no capability (test_container_contract.py runs the cpu
 # and vm stressors with none), so drop all, as docker and podman do with --cap-drop ALL.
 CAP_KEEP = "none"
 # host: the host's own stack (lxc.net.0.type = none); bridge: a veth on a bridge bench

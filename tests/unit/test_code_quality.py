@@ -49,7 +49,8 @@ OUTSIDE_REPO = re.compile(
     r"HOST-NOTES|\bDESIGN\b|\bnotes/|(?i:\bissue #?\d+)"
     r"|(?:\.\./|/)shared/|\bshared/[\w./-]+\.(?:md|sh|py|txt)\b|\bshared/recipes"
 )
-DOCS_REF = re.compile(r"\bdocs/[\w./-]*\w")
+# Files of the repository a comment names (docs, tests, benchmarks) must exist.
+DOCS_REF = re.compile(r"\b(?:docs|tests|benchmarks)/[\w./-]*\w")
 
 
 def comments_and_docstrings(path: Path) -> list[tuple[int, str]]:
