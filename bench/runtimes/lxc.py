@@ -129,16 +129,21 @@ def network_lines(
     return ["lxc.net.0.type = empty", "lxc.net.0.flags = up"]
 
 
+def memsw_supported() -> bool:
+    """Whether the host's v1 memory controller limits memory+swap (not with swapaccount=0)."""
+    memory_dir = cgroup_mounts().get("memory")
+    return memory_dir is not None and (memory_dir / "memory.memsw.limit_in_bytes").exists()
+
+
 def container_config(
     spec: StartSpec,
     rootfs: Path,
     cgroup_version: str,
+    memsw: bool,
     bridge: str | None = None,
     address: IPv4Interface | None = None,
 ) -> str:
-    """The whole LXC config of one application container."""
-    memory_dir = cgroup_mounts().get("memory")
-    memsw = memory_dir is not None and (memory_dir / "memory.memsw.limit_in_bytes").exists()
+    """The whole LXC config of one application container (`memsw`: memsw_supported())."""
     net = network_lines(spec, bridge, address)
     lines = [
         f"lxc.uts.name = {_config_value(spec.name)}",
@@ -224,7 +229,9 @@ class LxcRuntime:
             address = self._bridge.lease()
         bridge = self._bridge.name if self._bridge is not None else None
         try:
-            config = container_config(spec, self._rootfs, host_cgroup_version(), bridge, address)
+            config = container_config(
+                spec, self._rootfs, host_cgroup_version(), memsw_supported(), bridge, address
+            )
             return start_container(
                 spec, lambda command: self._launch(spec, config, command, address)
             )
