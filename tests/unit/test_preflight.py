@@ -88,3 +88,16 @@ def test_pids_needed_grows_with_workers() -> None:
     forking = WorkloadModel(name="c", stressor="vm", workers=4)
     assert pids_needed(four) - pids_needed(one) == 3
     assert pids_needed(forking) - pids_needed(four) == 4  # --oomable: one more child each
+
+
+def test_aggressor_options_go_through_stress_ng(tmp_path: Path) -> None:
+    require(shutil.which("stress-ng") is not None, "stress-ng is not installed")
+    text = ISOLATION.format(memory="128m")
+    text += '\n[[isolation.aggressors]]\nname = "spin"\nkind = "cpu"\n'
+    text += 'options = { cpu-method = "bogus" }\n'
+    path = scenario_file(tmp_path, text)
+    with pytest.raises(ScenarioError) as caught:
+        check_scenario(load_scenario(path), path, HostLimits(frozenset({0, 1}), 4 << 30))
+    message = str(caught.value)
+    assert message.startswith(f"{path}:19: isolation.aggressors[1].options.cpu-method: stress-ng")
+    assert "cpu-method must be one of" in message
