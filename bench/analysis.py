@@ -24,8 +24,8 @@ from bench.frames import load_run as load_run
 from bench.frames import load_runs as load_runs
 from bench.frames import timeseries as timeseries
 from bench.frames import usable_solo as usable_solo
+from bench.runtimes import registry
 
-BASELINE_RUNTIME = "bare"
 HARM_THRESHOLD_PCT = 5.0
 CPU_LIMIT_SLACK = 1.05  # accounting granularity: a CFS quota can overshoot by a few percent
 
@@ -69,33 +69,29 @@ def _verdict(test: stats.TestResult, ratio: float, bigger_is_better: bool) -> st
     return "faster" if better else "slower"
 
 
-KNOWN_ORDER = ("bare", "docker", "podman", "lxc")
-
-
-def label_order(labels: Iterable[str], baseline: str = BASELINE_RUNTIME) -> list[str]:
-    """Runtime labels for display: baseline, known runtimes in usual order, then the rest."""
-
-    def key(label: str) -> tuple[bool, int, str]:
-        runtime = label.split("+")[0]
-        rank = KNOWN_ORDER.index(runtime) if runtime in KNOWN_ORDER else len(KNOWN_ORDER)
-        return (label != baseline, rank, label)
-
-    return sorted(set(labels), key=key)
+def label_order(labels: Iterable[str], baseline: str | None = None) -> list[str]:
+    """Runtime labels for display: the baseline (default: the registry's), then the
+    registered runtimes in their order, then the rest."""
+    base = registry.baseline() if baseline is None else baseline
+    return sorted(set(labels), key=lambda label: (label != base, registry.rank(label), label))
 
 
 # --- tables -----------------------------------------------------------------------------
 
 
 def overhead_table(
-    run: Run, *, baseline: str = BASELINE_RUNTIME, alpha: float = stats.ALPHA
+    run: Run, *, baseline: str | None = None, alpha: float = stats.ALPHA
 ) -> pd.DataFrame:
     """Runtime x workload: median metric [95 % CI], ratio to `baseline` [CI], verdict.
+
+    `baseline` is a runtime label; None is the registry's baseline runtime (bare metal).
 
     Columns: runtime, workload, n, metric, unit, median, median_low, median_high, ratio,
     ratio_low, ratio_high, cpu_s_ratio, mem_peak_delta_bytes, start_ms, stop_ms, p_value,
     verdict ("baseline" | "same" | "slower" | "faster" | "no-baseline"). `ratio` is
     new/baseline of the metric: > 1 is faster for throughput, slower for wall_s.
     """
+    baseline = registry.baseline() if baseline is None else baseline
     solo = usable_solo(run)
     rows: list[dict[str, Any]] = []
     for workload, by_workload in solo.groupby("workload", sort=True):
@@ -325,14 +321,19 @@ def startup_table(run: Run) -> pd.DataFrame:
 
 
 def footprint_table(run: Run) -> pd.DataFrame:
-    """Per runtime: median RSS and PSS of the runtime's own processes (daemon, shim).
+    """Per runtime with processes of its own: median RSS and PSS of them (daemon, shim).
 
     For density steps (N containers started together, `group_size` > 1) also the
     runtime's PSS per container: (PSS with N running - PSS just before) / N, with a CI.
+    Runtimes that declare none (bare metal) are left out: their footprint is no
+    measurement, only zero.
     """
     solo = usable_solo(run)
     rows = []
     for label in label_order(solo["label"].unique()):
+        known = registry.of_label(label)
+        if known is not None and not known.capabilities.own_processes:
+            continue
         group = solo[solo["label"] == label]
         row: dict[str, object] = {
             "runtime": label,

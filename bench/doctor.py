@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.cgroups.locate import cgroup_mounts
 from bench.host import host_facts
-from bench.runtimes import RUNTIME_CLASSES, get_runtime
+from bench.runtimes import registry
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -61,7 +61,7 @@ def controllers() -> list[str]:
 
 
 def check_runtime(name: str) -> RuntimeCheck:
-    runtime = get_runtime(name)
+    runtime = registry.get_runtime(name)
     try:
         availability = runtime.available()
         check = RuntimeCheck(
@@ -69,9 +69,7 @@ def check_runtime(name: str) -> RuntimeCheck:
         )
         if availability.ok:
             check.version = runtime.version()
-            default_oci = getattr(runtime, "default_oci_runtime", None)
-            if callable(default_oci):
-                check.default_oci_runtime = str(default_oci())
+            check.default_oci_runtime = runtime.default_oci_runtime() or ""
         return check
     finally:
         runtime.close()
@@ -99,6 +97,6 @@ def run_doctor() -> DoctorReport:
         can_create_cgroups=ok,
         cgroup_detail=detail,
     )
-    report.runtimes = [check_runtime(name) for name in RUNTIME_CLASSES]
+    report.runtimes = [check_runtime(name) for name in registry.names()]
     report.tools = check_tools()
     return report

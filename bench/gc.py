@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.naming import object_prefix
-from bench.runtimes import RUNTIME_CLASSES, get_runtime
+from bench.runtimes import registry
 
 
 def runs_dir() -> Path:
@@ -95,8 +95,8 @@ def collect_garbage(force: bool = False) -> list[str]:
             "`bench gc --force`."
         )
     lines = []
-    for name in RUNTIME_CLASSES:
-        runtime = get_runtime(name)
+    for name in registry.names():
+        runtime = registry.get_runtime(name)
         try:
             if not runtime.available().ok:
                 lines.append(f"{name}: not available, nothing to check")

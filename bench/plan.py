@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from bench.errors import InputError
 from bench.results import Role
+from bench.runtimes import registry
 from bench.scenario import AggressorModel, Scenario, WorkloadModel
 from bench.spec import Limits
 
-CONTAINER_ENGINES = ("docker", "podman")
 # Placement -> (victim cpuset, aggressor cpuset); None keeps the scenario's own.
 PLACEMENT_CPUSETS: dict[str, tuple[str | None, str | None]] = {
     "any": (None, None),
@@ -59,10 +59,11 @@ class _StepShape:
 
 
 def runtime_axes(scenario: Scenario, runtimes: list[str]) -> list[tuple[str, str]]:
-    """(runtime, OCI runtime) pairs; the OCI axis applies to docker and podman only."""
+    """(runtime, OCI runtime) pairs; the OCI axis applies to runtimes that declare it."""
     axes: list[tuple[str, str]] = []
     for runtime in runtimes:
-        if runtime in CONTAINER_ENGINES and scenario.oci_runtimes:
+        axis = registry.entry(runtime).capabilities.oci_runtime_axis
+        if axis and scenario.oci_runtimes:
             axes.extend((runtime, oci) for oci in scenario.oci_runtimes)
         else:
             axes.append((runtime, ""))

@@ -221,7 +221,7 @@ def _prepare_runtimes(names: list[str], run: _Run) -> None:
     Each runtime goes into run.runtimes before it is used, so the final clean-up closes
     it (and stops a private service it started) even when a signal arrives mid-way.
     """
-    from bench.runtimes import get_runtime
+    from bench.runtimes import get_runtime, registry
     from bench.workloads import binaries
 
     manifest, progress = run.manifest, run.progress
@@ -243,7 +243,7 @@ def _prepare_runtimes(names: list[str], run: _Run) -> None:
             reason = availability.reason + (f" Fix: {availability.fix}" if availability.fix else "")
             _skip_runtime(run, name, reason)
     extra = sorted({path for w in run.scenario.workloads for path in binaries(w)})
-    containers = [name for name in run.runtimes if name != "bare"]
+    containers = [n for n in run.runtimes if registry.entry(n).capabilities.needs_image]
     if containers:
         from bench.image import build_image
 

@@ -15,10 +15,9 @@ from pydantic import (
     model_validator,
 )
 
+from bench.runtimes import registry
 from bench.spec import Limits
 
-RuntimeName = Literal["bare", "docker", "podman", "lxc"]
-RUNTIME_NAMES: tuple[RuntimeName, ...] = ("bare", "docker", "podman", "lxc")
 OciRuntime = Literal["runc", "crun"]
 
 # stress-ng stressors bench knows how to run and parse; kept explicit so a typo in a
@@ -56,6 +55,16 @@ def parse_size_bytes(value: int | str) -> int:
 
 
 T = TypeVar("T")
+
+
+def _registered_runtime(name: str) -> str:
+    """A runtime name the registry knows (checked at load time, so plugins count)."""
+    if name not in registry.names():
+        raise ValueError(registry.unknown_message(name))
+    return name
+
+
+RuntimeName = Annotated[str, AfterValidator(_registered_runtime)]
 
 
 def unique_entries(values: list[T]) -> list[T]:
@@ -262,7 +271,7 @@ class Scenario(StrictModel):
     name: str
     description: str = ""
     runtimes: Annotated[list[RuntimeName], AfterValidator(unique_entries)] = Field(
-        default_factory=lambda: list(RUNTIME_NAMES), min_length=1
+        default_factory=lambda: list(registry.names()), min_length=1
     )
     oci_runtimes: Annotated[list[OciRuntime], AfterValidator(unique_entries)] = Field(
         default_factory=list

@@ -34,10 +34,10 @@ def find_leftovers() -> dict[str, list[str]]:
     """Objects bench created that every answering runtime still holds, per runtime."""
     from bench.errors import BenchError
     from bench.gc import not_of_live_runs
-    from bench.runtimes import RUNTIME_CLASSES, get_runtime
+    from bench.runtimes import get_runtime, names
 
     found: dict[str, list[str]] = {}
-    for name in RUNTIME_CLASSES:
+    for name in names():
         runtime = get_runtime(name)
         try:
             if runtime.available().ok:

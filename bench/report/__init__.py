@@ -9,6 +9,7 @@ import pandas as pd
 
 from bench import analysis, stats
 from bench.errors import InputError
+from bench.runtimes import registry
 
 FORMATS = frozenset({"html", "md", "json"})
 
@@ -23,13 +24,16 @@ class RunSummary:
     startup: pd.DataFrame
     footprint: pd.DataFrame
     warnings: list[stats.StatWarning]
+    baseline: str  # the runtime label overhead ratios are taken against
 
 
-def summarize(run: analysis.Run) -> RunSummary:
-    """Compute the tables and warnings of one run."""
+def summarize(run: analysis.Run, baseline: str | None = None) -> RunSummary:
+    """Compute the tables and warnings of one run; `baseline` defaults to the registry's."""
+    baseline = registry.baseline() if baseline is None else baseline
     return RunSummary(
         run=run,
-        overhead=analysis.overhead_table(run),
+        baseline=baseline,
+        overhead=analysis.overhead_table(run, baseline=baseline),
         isolation=analysis.isolation_table(run),
         startup=analysis.startup_table(run),
         footprint=analysis.footprint_table(run),

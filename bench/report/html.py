@@ -21,12 +21,14 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from bench import analysis
 from bench.report.markdown import (
     Rows,
+    baseline_title,
     host_rows,
     isolation_rows,
     overhead_rows,
     side_by_side_rows,
     startup_rows,
 )
+from bench.runtimes import registry
 
 if TYPE_CHECKING:
     from bench.report import RunSummary
@@ -41,7 +43,7 @@ RC: dict[Any, Any] = {
 }
 # None drops each key, and with it the whole RDF <metadata> block (about 0.5 kB per plot).
 SVG_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
-COLORS = {"bare": "#4c4c4c", "docker": "#1f77b4", "podman": "#8c564b", "lxc": "#2ca02c"}
+UNKNOWN_COLOUR = "#9467bd"  # a runtime the registry does not know (an older run's)
 CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1600px}
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em}
@@ -58,7 +60,8 @@ figure{margin:.5em 0}svg{max-width:100%;height:auto}
 
 
 def _color(label: str) -> str:
-    return COLORS.get(label.split("+")[0], "#9467bd")
+    known = registry.of_label(label)
+    return UNKNOWN_COLOUR if known is None else known.colour
 
 
 def _svg(fig: Figure) -> str:
@@ -92,8 +95,8 @@ def downsample(
     return t[starts], np.add.reduceat(v, starts) / counts
 
 
-def overhead_plot(table: pd.DataFrame) -> str | None:
-    """Ratio to bare per runtime with CI whiskers, one panel per workload."""
+def overhead_plot(table: pd.DataFrame, baseline: str) -> str | None:
+    """Ratio to the baseline per runtime with CI whiskers, one panel per workload."""
     table = table[np.isfinite(table["ratio"].astype(float))]
     if table.empty:
         return None
@@ -114,8 +117,8 @@ def overhead_plot(table: pd.DataFrame) -> str | None:
         metric = str(t["metric"].iloc[0])
         better = "higher" if metric == "throughput" else "lower"
         # Two lines: side-by-side panels must not run their titles into each other.
-        ax.set_title(f"{workload}: {metric} vs bare\n({better} is better)", fontsize=9)
-        ax.set_ylabel(f"{metric} ratio to bare (x)")
+        ax.set_title(f"{workload}: {metric} vs {baseline}\n({better} is better)", fontsize=9)
+        ax.set_ylabel(f"{metric} ratio to {baseline} (x)")
         low = float(np.nanmin(t["ratio_low"].to_numpy(float), initial=1.0))
         ax.set_ylim(max(0.0, min(0.8, low - 0.05)), None)
     return _svg(fig)
@@ -279,9 +282,15 @@ def _run_section(s: RunSummary) -> str:
     parts = [f"<section><h2>Run {escape(run.run_id)}</h2>"]
     parts.append("<h3>Host and versions</h3>" + _key_value_table(host_rows(s)))
     parts.append(_warnings_html(s))
-    parts.append("<h3>Overhead vs bare metal</h3>" + _table(overhead_rows(s.overhead), 10))
     parts.append(
-        _figure_html(overhead_plot(s.overhead), "Ratio to bare, 95 % bootstrap CI whiskers")
+        f"<h3>Overhead vs {escape(baseline_title(s.baseline))}</h3>"
+        + _table(overhead_rows(s.overhead, s.baseline), 10)
+    )
+    parts.append(
+        _figure_html(
+            overhead_plot(s.overhead, s.baseline),
+            f"Ratio to {s.baseline}, 95 % bootstrap CI whiskers",
+        )
     )
     if len(s.isolation):
         parts.append("<h3>Isolation</h3>" + _table(isolation_rows(s.isolation)))
@@ -305,7 +314,8 @@ def render_html(summaries: list[RunSummary]) -> str:
     body = [f"<h1>bench report: {escape(ids)}</h1>"]
     if len(summaries) > 1:
         body.append(
-            "<h2>Overhead side by side (ratio to bare)</h2>" + _table(side_by_side_rows(summaries))
+            f"<h2>Overhead side by side (ratio to {escape(summaries[0].baseline)})</h2>"
+            + _table(side_by_side_rows(summaries))
         )
     columns = f"grid-template-columns:repeat({len(summaries)},minmax(0,1fr))"
     body.append(f'<div class="runs" style="{columns}">')

@@ -7,10 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from bench.runtimes import registry
+
 if TYPE_CHECKING:
     from bench.report import RunSummary
 
 Rows = tuple[list[str], list[list[str]]]
+FOOTPRINT_TITLE = "Runtime footprint (its own processes while the containers run)"
 
 
 def num(value: Any, spec: str = ".4g") -> str:
@@ -44,13 +47,19 @@ def yes_no(value: Any) -> str:
     return "yes" if bool(value) else "no"
 
 
-def overhead_rows(table: pd.DataFrame) -> Rows:
+def baseline_title(baseline: str) -> str:
+    """How headings name a comparison's baseline: "bare metal" for bare, else its label."""
+    known = registry.of_label(baseline)
+    return known.heading if known is not None and known.name == baseline else baseline
+
+
+def overhead_rows(table: pd.DataFrame, baseline: str) -> Rows:
     headers = [
         "runtime",
         "workload",
         "n",
         "median [95% CI]",
-        "ratio to bare [95% CI]",
+        f"ratio to {baseline} [95% CI]",
         "CPU-s ratio",
         "peak mem Δ MiB",
         "start ms",
@@ -125,6 +134,28 @@ def startup_rows(table: pd.DataFrame) -> Rows:
     return headers, rows
 
 
+def footprint_rows(table: pd.DataFrame) -> Rows:
+    """Runtime RSS/PSS, and PSS per container for density runs (analysis.footprint_table)."""
+    headers = ["runtime", "RSS MiB", "PSS MiB", "PSS MiB per container [95% CI]"]
+    rows = []
+    for _, row in table.iterrows():
+        per_container = "-"
+        if "pss_per_container_bytes" in row:
+            value, low, high = (
+                row[f"pss_per_container{s}_bytes"] / 2**20 for s in ("", "_low", "_high")
+            )
+            per_container = with_ci(value, low, high, ".2f") or "-"
+        rows.append(
+            [
+                str(row["runtime"]),
+                num(row["runtime_rss_bytes"] / 2**20, ".1f"),
+                num(row["runtime_pss_bytes"] / 2**20, ".1f"),
+                per_container,
+            ]
+        )
+    return headers, rows
+
+
 def host_rows(summary: RunSummary) -> Rows:
     m = summary.run.manifest
     rows = [
@@ -154,7 +185,7 @@ def host_rows(summary: RunSummary) -> Rows:
 
 
 def side_by_side_rows(summaries: list[RunSummary]) -> Rows:
-    """Ratio to bare per runtime x workload, one column per run."""
+    """Ratio to each run's baseline per runtime x workload, one column per run."""
     frames = []
     for s in summaries:
         t = s.overhead
@@ -198,7 +229,7 @@ def render_markdown(summaries: list[RunSummary]) -> str:
     out = [f"# bench report: {ids}\n"]
     if len(summaries) > 1:
         out += [
-            "## Overhead side by side (ratio to bare)\n",
+            f"## Overhead side by side (ratio to {summaries[0].baseline})\n",
             md_table(*side_by_side_rows(summaries)),
         ]
     for s in summaries:
@@ -206,7 +237,10 @@ def render_markdown(summaries: list[RunSummary]) -> str:
         if len(summaries) > 1:
             out.append(f"## Run `{s.run.run_id}`\n")
         out += [f"{h} Host and versions\n", md_table(*host_rows(s))]
-        out += [f"{h} Overhead vs bare metal\n", md_table(*overhead_rows(s.overhead))]
+        out += [
+            f"{h} Overhead vs {baseline_title(s.baseline)}\n",
+            md_table(*overhead_rows(s.overhead, s.baseline)),
+        ]
         if len(s.isolation):
             out += [f"{h} Isolation\n", md_table(*isolation_rows(s.isolation))]
         out += [f"{h} Start and stop latency\n", md_table(*startup_rows(s.startup))]

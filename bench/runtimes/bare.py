@@ -107,6 +107,9 @@ class BareRuntime:
     def version(self) -> str:
         return platform.release()
 
+    def default_oci_runtime(self) -> None:
+        """No OCI runtime: the workload is the host's own process."""
+
     def prepare(self, image: WorkloadImage) -> None:
         """Nothing to import: the bare run executes the host's files directly."""
 

@@ -1,4 +1,4 @@
-"""The one protocol every runtime implements (bare, docker, podman, lxc)."""
+"""The one protocol every runtime implements, and the capabilities each one declares."""
 
 from __future__ import annotations
 
@@ -8,7 +8,21 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from bench.cgroups.model import CgroupLocation
     from bench.image import WorkloadImage
-    from bench.spec import StartSpec
+    from bench.spec import NetworkMode, StartSpec
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a runtime needs and offers; planning and reports ask these, never its name."""
+
+    # Whether the workload image must be built and prepare()d before its first trial.
+    needs_image: bool
+    # Whether a scenario's `oci_runtimes` multiply this runtime's trials (runc, crun).
+    oci_runtime_axis: bool
+    network_modes: frozenset[NetworkMode]
+    # Whether it runs daemons, shims or monitors of its own whose memory is measured
+    # (footprint_pids); without them the footprint table leaves it out.
+    own_processes: bool
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,10 @@ class Runtime(Protocol):
     def available(self) -> Availability: ...
 
     def version(self) -> str: ...
+
+    def default_oci_runtime(self) -> str | None:
+        """The OCI runtime used when a scenario names none; None without an OCI axis."""
+        ...
 
     def prepare(self, image: WorkloadImage) -> None:
         """Import the workload image (no-op for bare metal)."""

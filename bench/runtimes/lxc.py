@@ -207,6 +207,9 @@ class LxcRuntime:
         proc = _tool("lxc-execute", "--version")
         return f"lxc {proc.stdout.strip() or '?'}"
 
+    def default_oci_runtime(self) -> None:
+        """No OCI runtime: lxc-execute sets the container up itself."""
+
     def prepare(self, image: WorkloadImage) -> None:
         """LXC runs the image's rootfs directory in place, mounted read-only."""
         if not (image.rootfs_dir / "bin" / "busybox").exists():

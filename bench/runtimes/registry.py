@@ -1,0 +1,165 @@
+"""The one list of runtimes: where each lives, how it is shown, what it can do.
+
+Planning, analysis and reports read entries here instead of importing the runtime modules
+(the docker and podman SDKs take about a second to import) or testing names. A new
+runtime is its module plus one entry in ENTRIES.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bench.errors import InputError
+from bench.runtimes.base import Capabilities
+
+if TYPE_CHECKING:
+    from bench.runtimes.base import Runtime
+
+# A label names one runtime and, when the scenario had an OCI axis, the OCI runtime under
+# it: "docker+crun" in analysis tables, "docker-crun" in trial and group ids.
+LABEL_SEPARATORS = ("+", "-")
+UNKNOWN_ORDER = 1_000_000
+
+
+@dataclass(frozen=True)
+class RuntimeEntry:
+    """One runtime: its implementation (imported on first use), display, capabilities."""
+
+    name: str
+    module: str
+    class_name: str
+    order: int  # position in tables and plots, smallest first
+    colour: str  # of its bars and lines in the HTML report
+    capabilities: Capabilities
+    title: str = ""  # in headings ("Overhead vs bare metal"); the name when empty
+    # The runtime every other is compared with when a comparison names no baseline.
+    baseline: bool = False
+
+    @property
+    def heading(self) -> str:
+        return self.title or self.name
+
+
+_CONTAINER = Capabilities(
+    needs_image=True,
+    oci_runtime_axis=True,
+    network_modes=frozenset({"none"}),
+    own_processes=True,
+)
+
+_ENTRIES: dict[str, RuntimeEntry] = {
+    entry.name: entry
+    for entry in (
+        RuntimeEntry(
+            "bare",
+            "bench.runtimes.bare",
+            "BareRuntime",
+            order=0,
+            colour="#4c4c4c",
+            capabilities=Capabilities(
+                needs_image=False,
+                oci_runtime_axis=False,
+                network_modes=frozenset({"none", "host"}),
+                own_processes=False,
+            ),
+            title="bare metal",
+            baseline=True,
+        ),
+        RuntimeEntry(
+            "docker",
+            "bench.runtimes.docker",
+            "DockerRuntime",
+            order=10,
+            colour="#1f77b4",
+            capabilities=_CONTAINER,
+        ),
+        RuntimeEntry(
+            "podman",
+            "bench.runtimes.podman",
+            "PodmanRuntime",
+            order=20,
+            colour="#8c564b",
+            capabilities=_CONTAINER,
+        ),
+        RuntimeEntry(
+            "lxc",
+            "bench.runtimes.lxc",
+            "LxcRuntime",
+            order=30,
+            colour="#2ca02c",
+            # lxc-execute sets the container up itself: no OCI runtime to choose.
+            capabilities=Capabilities(
+                needs_image=True,
+                oci_runtime_axis=False,
+                network_modes=frozenset({"none"}),
+                own_processes=True,
+            ),
+        ),
+    )
+}
+
+
+def names() -> tuple[str, ...]:
+    """Every registered runtime, in display order."""
+    return tuple(e.name for e in sorted(_ENTRIES.values(), key=lambda e: (e.order, e.name)))
+
+
+def entry(name: str) -> RuntimeEntry:
+    """The entry of runtime `name`; InputError listing the known ones when there is none."""
+    found = _ENTRIES.get(name)
+    if found is None:
+        raise InputError(unknown_message(name))
+    return found
+
+
+def unknown_message(name: str) -> str:
+    return f"unknown runtime {name!r}; known: {', '.join(names())}"
+
+
+def of_label(label: str) -> RuntimeEntry | None:
+    """The entry a table label or trial id prefix belongs to ("docker+crun" -> docker)."""
+    if label in _ENTRIES:
+        return _ENTRIES[label]
+    # The longest matching name wins, so "bare-alias-runc" is bare-alias, not bare.
+    for name in sorted(_ENTRIES, key=len, reverse=True):
+        if any(label.startswith(name + sep) for sep in LABEL_SEPARATORS):
+            return _ENTRIES[name]
+    return None
+
+
+def rank(label: str) -> int:
+    """Display position of a label's runtime; unknown runtimes after every known one."""
+    found = of_label(label)
+    return UNKNOWN_ORDER if found is None else found.order
+
+
+def baseline() -> str:
+    """The runtime a comparison is made against when it names none."""
+    for name in names():
+        if _ENTRIES[name].baseline:
+            return name
+    return names()[0]
+
+
+def get_runtime(name: str) -> Runtime:
+    """A new instance of the runtime called `name`."""
+    found = entry(name)
+    runtime: Runtime = getattr(importlib.import_module(found.module), found.class_name)()
+    # A second entry may reuse a class (another name for the same runtime): the instance
+    # answers to the name it was asked by.
+    runtime.name = found.name
+    return runtime
+
+
+def register(new: RuntimeEntry) -> None:
+    """Add a runtime (plugins, tests); a name already registered is refused."""
+    if new.name in _ENTRIES:
+        raise ValueError(f"runtime {new.name!r} is already registered")
+    _ENTRIES[new.name] = new
+
+
+def unregister(name: str) -> None:
+    """Remove a runtime added with register()."""
+    _ENTRIES.pop(name, None)
