@@ -24,7 +24,7 @@ UNKNOWN_ORDER = 1_000_000
 
 
 @dataclass(frozen=True)
-class RuntimeEntry:
+class Entry:
     """One runtime: its implementation (imported on first use), display, capabilities."""
 
     name: str
@@ -49,10 +49,10 @@ _CONTAINER = Capabilities(
     own_processes=True,
 )
 
-_ENTRIES: dict[str, RuntimeEntry] = {
+_ENTRIES: dict[str, Entry] = {
     entry.name: entry
     for entry in (
-        RuntimeEntry(
+        Entry(
             "bare",
             "bench.runtimes.bare",
             "BareRuntime",
@@ -67,7 +67,7 @@ _ENTRIES: dict[str, RuntimeEntry] = {
             title="bare metal",
             baseline=True,
         ),
-        RuntimeEntry(
+        Entry(
             "docker",
             "bench.runtimes.docker",
             "DockerRuntime",
@@ -75,7 +75,7 @@ _ENTRIES: dict[str, RuntimeEntry] = {
             colour="#1f77b4",
             capabilities=_CONTAINER,
         ),
-        RuntimeEntry(
+        Entry(
             "podman",
             "bench.runtimes.podman",
             "PodmanRuntime",
@@ -83,7 +83,7 @@ _ENTRIES: dict[str, RuntimeEntry] = {
             colour="#8c564b",
             capabilities=_CONTAINER,
         ),
-        RuntimeEntry(
+        Entry(
             "lxc",
             "bench.runtimes.lxc",
             "LxcRuntime",
@@ -106,7 +106,7 @@ def names() -> tuple[str, ...]:
     return tuple(e.name for e in sorted(_ENTRIES.values(), key=lambda e: (e.order, e.name)))
 
 
-def entry(name: str) -> RuntimeEntry:
+def entry(name: str) -> Entry:
     """The entry of runtime `name`; InputError listing the known ones when there is none."""
     found = _ENTRIES.get(name)
     if found is None:
@@ -118,7 +118,7 @@ def unknown_message(name: str) -> str:
     return f"unknown runtime {name!r}; known: {', '.join(names())}"
 
 
-def of_label(label: str) -> RuntimeEntry | None:
+def of_label(label: str) -> Entry | None:
     """The entry a table label or trial id prefix belongs to ("docker+crun" -> docker)."""
     if label in _ENTRIES:
         return _ENTRIES[label]
@@ -153,7 +153,7 @@ def get_runtime(name: str) -> Runtime:
     return runtime
 
 
-def register(new: RuntimeEntry) -> None:
+def register(new: Entry) -> None:
     """Add a runtime (plugins, tests); a name already registered is refused."""
     if new.name in _ENTRIES:
         raise ValueError(f"runtime {new.name!r} is already registered")

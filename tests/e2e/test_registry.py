@@ -30,7 +30,7 @@ ALIAS_COLOUR = "#e377c2"
 
 
 @pytest.fixture
-def alias() -> Iterator[registry.RuntimeEntry]:
+def alias() -> Iterator[registry.Entry]:
     entry = dataclasses.replace(
         registry.entry("bare"),
         name=ALIAS,
@@ -47,7 +47,7 @@ def alias() -> Iterator[registry.RuntimeEntry]:
 
 
 def test_a_runtime_registered_alone_runs_is_analysed_reported_and_checked(
-    alias: registry.RuntimeEntry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    alias: registry.Entry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     require_root()
     require(shutil.which("stress-ng") is not None, "stress-ng is not installed")
@@ -59,7 +59,7 @@ def test_a_runtime_registered_alone_runs_is_analysed_reported_and_checked(
     assert not outcome.skipped_runtimes
 
     run = analysis.load_run(outcome.run_dir)
-    assert run.manifest["runtimes"][ALIAS]["available"] is True
+    assert run.manifest.runtimes[ALIAS].available
     measured = run.trials[~run.trials["warmup"]]
     assert measured.groupby("runtime")["status"].agg(set).to_dict() == {
         "bare": {"ok"},

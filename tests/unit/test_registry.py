@@ -20,7 +20,7 @@ SHIPPED = ("bare", "docker", "podman", "lxc")
 
 
 @pytest.fixture
-def engine_alias() -> Iterator[registry.RuntimeEntry]:
+def engine_alias() -> Iterator[registry.Entry]:
     """A second name for docker, registered for one test only."""
     alias = dataclasses.replace(registry.entry("docker"), name="docker-alias", order=15)
     registry.register(alias)
@@ -75,7 +75,7 @@ def test_colour_and_order_of_a_label_follow_its_runtime() -> None:
 
 
 def test_a_registered_name_is_planned_ordered_and_refused_twice(
-    engine_alias: registry.RuntimeEntry,
+    engine_alias: registry.Entry,
 ) -> None:
     assert registry.names() == ("bare", "docker", "docker-alias", "podman", "lxc")
     # Its entry, not its name, decides: the longest registered name owns a label.
