@@ -9,33 +9,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import RealRun, bench, docker_answers, require, require_root
+from tests.helpers import (
+    TINY_SCENARIO,
+    RealRun,
+    bench,
+    docker_answers,
+    require,
+    require_root,
+)
 
 RUN_TIMEOUT_S = 180
-
-# 3 measured repetitions of a 1 s cpu stressor (+1 discarded warm-up, which absorbs the
-# first docker start and a cold page cache) per runtime: about 15 s with bare + docker.
-TINY_SCENARIO = """\
-name = "bench-e2e-tiny"
-description = "e2e tests: 1 s cpu stressor x 3 repetitions"
-runtimes = {runtimes}
-repetitions = 3
-warmups = 1
-sample_interval_ms = 100
-timeout_s = 30
-
-[limits]
-cpus = 1
-memory = "256m"
-pids = 256
-
-[[workloads]]
-name = "cpu"
-stressor = "cpu"
-workers = 1
-duration_s = 1
-options = {{ cpu-method = "matrixprod" }}
-"""
 
 
 @pytest.fixture(scope="session")

@@ -22,8 +22,7 @@ from bench.report import build_report
 from bench.runner import RunOptions, run_scenario
 from bench.runtimes import registry
 from bench.summary import print_run_summary
-from tests.conftest import require, require_root
-from tests.e2e.conftest import TINY_SCENARIO
+from tests.helpers import TINY_SCENARIO, require, require_root
 
 ALIAS = "bare-alias"
 ALIAS_COLOUR = "#e377c2"
