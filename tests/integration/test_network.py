@@ -24,7 +24,7 @@ from bench.errors import BenchError
 from bench.runtimes import get_runtime
 from bench.runtimes._network import NETWORK_PREFIX, listening
 from bench.spec import NAME_PREFIX, StartSpec
-from tests.conftest import require, require_root
+from tests.helpers import require, require_root
 
 if TYPE_CHECKING:
     from bench.image import WorkloadImage
