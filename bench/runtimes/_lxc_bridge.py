@@ -104,9 +104,16 @@ def stale_bridges() -> list[str]:
 def ports_of(bridge: str) -> list[str]:
     """Interfaces (veths) still attached to `bridge`."""
     proc = _run("ip", "-j", "link", "show", "master", bridge)
-    return (
-        [link["ifname"] for link in json.loads(proc.stdout or "[]")] if proc.returncode == 0 else []
-    )
+    return link_names(proc.stdout) if proc.returncode == 0 else []
+
+
+def link_names(ip_json: str) -> list[str]:
+    """Interface names in `ip -j link show ...` output.
+
+    iproute2 6.1 prints an empty object for every link a filter leaves out: with no bridge
+    (the cgroup v2 test VM) `ip -j link show type bridge` gave `[{},{},{},{},{}]`.
+    """
+    return [str(link["ifname"]) for link in json.loads(ip_json or "[]") if "ifname" in link]
 
 
 def _stale(name: str) -> bool:
@@ -168,11 +175,7 @@ def _bridges() -> list[str]:
     proc = _run("ip", "-j", "link", "show", "type", "bridge")
     if proc.returncode != 0:
         return []
-    return [
-        link["ifname"]
-        for link in json.loads(proc.stdout or "[]")
-        if BRIDGE_RE.match(link["ifname"])
-    ]
+    return [name for name in link_names(proc.stdout) if BRIDGE_RE.match(name)]
 
 
 def _link_exists(name: str) -> bool:
