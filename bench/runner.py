@@ -79,7 +79,7 @@ class RunOutcome:
     status: RunStatus
     trials: list[TrialResult]
     skipped_runtimes: dict[str, str] = field(default_factory=dict)
-    # Why the run failed, when it did (said once more at the end of the CLI's output).
+    # Why the run failed, when it did (the CLI says it after the summary).
     failure: str = ""
 
 
@@ -294,9 +294,7 @@ def _execute(plan: list[PlanStep], run: _Run) -> RunStatus:
             run.manifest.missed_sample_ticks = sampler.missed_ticks
             store.write_manifest(run.manifest)
     status, run.manifest.failure = run_verdict(store.trials, run.gave_up)
-    if run.manifest.failure:
-        progress.note(f"run failed: {run.manifest.failure}")
-    return status
+    return status  # the CLI says the failure last, after the summary
 
 
 def _step_results(step: PlanStep, run: _Run, sampler: Sampler) -> StepResults:
