@@ -86,3 +86,22 @@ def test_a_missing_runtime_is_skipped_with_its_reason_and_the_run_goes_on(
     assert by_runtime["docker"] == {"skipped"}
     skipped = run.trials[run.trials["runtime"] == "docker"]
     assert skipped["error"].str.contains("Fix:").all()
+
+
+def test_a_run_whose_only_runtime_is_missing_fails_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing measured for a reason of the host's: not `complete` with exit 0."""
+    monkeypatch.setenv("DOCKER_HOST", NO_DAEMON)
+    scenario = tmp_path / "docker-only.toml"
+    scenario.write_text(SCENARIO.replace('["bare", "docker"]', '["docker"]'))
+    done = bench("run", str(scenario), "--results-dir", str(tmp_path / "results"), "--json")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    out = json.loads(done.stdout)
+    assert out["status"] == "failed"
+    assert "none of the 2 measured trial(s) ran" in out["failure"]
+    assert NO_DAEMON.removeprefix("unix://") in out["failure"]
+    assert f"error: {out['failure']}" in done.stderr
+    run = load_run(Path(out["run_dir"]))
+    assert run.manifest.status == "failed" and run.manifest.failure == out["failure"]
