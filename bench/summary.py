@@ -52,9 +52,9 @@ def print_run_summary(run_dir: Path, skipped: dict[str, str]) -> None:
     if (trials["role"] == "victim").any():
         title = "Isolation: victim loss vs the victim alone [95% CI]"
         _table(console, title, isolation_rows(isolation_table(run)))
-    solo = trials[trials["role"] == "solo"]
-    if "group_size" in solo and (solo["group_size"].fillna(1) > 1).any():
-        _table(console, FOOTPRINT_TITLE, footprint_rows(footprint_table(run)))
+    footprint = footprint_table(run)
+    if len(footprint):
+        _table(console, FOOTPRINT_TITLE, footprint_rows(footprint))
     not_ok = trials[(trials["status"] != "ok") & (trials["status"] != "skipped")]
     for _, row in not_ok.iterrows():
         console.print(f"{row['trial_id']}: {row['status']} {row['error']}", highlight=False)

@@ -20,8 +20,10 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bench import analysis
 from bench.report.markdown import (
+    FOOTPRINT_TITLE,
     Rows,
     baseline_title,
+    footprint_rows,
     host_rows,
     isolation_rows,
     overhead_rows,
@@ -297,6 +299,7 @@ def _run_section(s: RunSummary) -> str:
         parts.append(_figure_html(isolation_plot(s.isolation), "Victim loss vs its solo baseline"))
     parts.append("<h3>Start and stop latency</h3>" + _table(startup_rows(s.startup)))
     parts.append(_figure_html(latency_plot(run), "Per-trial latency, log scale"))
+    parts.append(f"<h3>{escape(FOOTPRINT_TITLE)}</h3>" + _table(footprint_rows(s.footprint)))
     parts.append("<h3>Over time</h3>")
     for workload in sorted(run.trials.loc[run.trials["role"] == "solo", "workload"].unique()):
         parts.append(

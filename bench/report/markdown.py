@@ -244,6 +244,7 @@ def render_markdown(summaries: list[RunSummary]) -> str:
         if len(s.isolation):
             out += [f"{h} Isolation\n", md_table(*isolation_rows(s.isolation))]
         out += [f"{h} Start and stop latency\n", md_table(*startup_rows(s.startup))]
+        out += [f"{h} {FOOTPRINT_TITLE}\n", md_table(*footprint_rows(s.footprint))]
         out.append(f"{h} Warnings\n")
         if s.warnings:
             out.append("\n".join(f"- **{w.kind}**: {w.message}" for w in s.warnings) + "\n")

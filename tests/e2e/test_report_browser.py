@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from bench.report.markdown import FOOTPRINT_TITLE
+from bench.runtimes.registry import entry
 from tests.helpers import RealRun, bench, require
 
 BROWSER_TIMEOUT_S = 60
 WINDOW = (1400, 3200)  # px: tall enough to hold the tables and every plot of a small run
-# The report's runtime colours (bench.report.html.COLORS) as 0-255 RGB.
-RUNTIME_RGB = {"bare": (0x4C, 0x4C, 0x4C), "docker": (0x1F, 0x77, 0xB4)}
+# Each runtime's colour in the report (its registry entry's "#rrggbb") as 0-255 RGB.
+RUNTIME_RGB = {name: tuple(bytes.fromhex(entry(name).colour[1:])) for name in ("bare", "docker")}
 # The report has no scripts: any console line, error or not, means something went wrong.
 CONSOLE = re.compile(r":CONSOLE[:(\d]|Uncaught|Refused to|Failed to load resource")
 
@@ -113,7 +115,8 @@ def test_dom_has_rendered_plots(real_run: RealRun, report_page: Path, tmp_path: 
     assert console_problems(done.stderr) == []
     dom = done.stdout
     assert f"bench report: {real_run.run_id}" in dom
-    for heading in ("Host and versions", "Overhead vs bare metal", "Start and stop latency"):
+    headings = ("Host and versions", "Overhead vs bare metal", "Start and stop latency")
+    for heading in (*headings, FOOTPRINT_TITLE):
         assert heading in dom
     for runtime in real_run.runtimes:
         assert f"<td>{runtime}</td>" in dom

@@ -13,6 +13,8 @@ from bench import analysis
 from bench.errors import InputError
 from bench.report import build_report
 from bench.report.jsonout import pytest_benchmark_stats
+from bench.report.markdown import FOOTPRINT_TITLE
+from bench.summary import print_run_summary
 from tests.helpers import pytest_benchmark_compare
 from tests.storegen import IsolationCase, StoreSpec, write_store
 
@@ -98,6 +100,52 @@ def test_report_json(single: Path) -> None:
     harmed = [r for r in run["isolation"] if r["victim_harmed"]]
     assert [(r["runtime"], r["kind"]) for r in harmed] == [("docker", "cpu")]
     assert {w["kind"] for w in run["warnings"]} >= {"failed-trials"}
+
+
+# storegen gives every runtime but bare 40 MiB RSS and 30 MiB PSS of its own processes.
+FOOTPRINT_ROWS = {"docker": ("40.0", "30.0"), "podman": ("40.0", "30.0"), "lxc": ("40.0", "30.0")}
+
+
+def test_footprint_table_in_markdown(single: Path) -> None:
+    md = (single / "report.md").read_text()
+    section = md.split(f"## {FOOTPRINT_TITLE}\n", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split(" | ")[0].strip("| "): line for line in section.splitlines()[3:] if line}
+    # Bare metal has no processes of its own to measure: no row, rather than a zero.
+    assert set(rows) == set(FOOTPRINT_ROWS)
+    for runtime, (rss, pss) in FOOTPRINT_ROWS.items():
+        assert rows[runtime].startswith(f"| {runtime} | {rss} | {pss} |")
+
+
+def test_footprint_table_in_html(single: Path) -> None:
+    root = ET.fromstring((single / "index.html").read_text())
+    headings = [el for el in root.iter("h3") if el.text == FOOTPRINT_TITLE]
+    assert len(headings) == 1
+    (section,) = root.iter("section")
+    children = list(section)
+    table = children[children.index(headings[0]) + 1].find("table")
+    assert table is not None
+    cells = [[td.text for td in tr.iter("td")] for tr in table.iter("tr")][1:]
+    assert {row[0]: (row[1], row[2]) for row in cells} == FOOTPRINT_ROWS
+
+
+def test_footprint_table_in_json(single: Path) -> None:
+    footprint = json.loads((single / "report.json").read_text())["runs"][0]["footprint"]
+    assert {r["runtime"]: (r["runtime_rss_bytes"], r["runtime_pss_bytes"]) for r in footprint} == {
+        name: (float(rss) * 2**20, float(pss) * 2**20)
+        for name, (rss, pss) in FOOTPRINT_ROWS.items()
+    }
+
+
+def test_footprint_table_in_terminal_summary(
+    runs: list[analysis.Run], capsys: pytest.CaptureFixture[str]
+) -> None:
+    print_run_summary(runs[0].path, {})
+    out = capsys.readouterr().out
+    assert FOOTPRINT_TITLE in out
+    section = out.split(FOOTPRINT_TITLE, 1)[1]
+    for runtime, (rss, pss) in FOOTPRINT_ROWS.items():
+        assert re.search(rf"{runtime}\s+│\s+{rss}\s+│\s+{pss}\s+│", section), runtime
+    assert not re.search(r"│ bare\s", section)
 
 
 def test_pytest_benchmark_compare_accepts_export(single: Path) -> None:
