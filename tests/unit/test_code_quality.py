@@ -148,3 +148,39 @@ def test_no_test_imports_another_test_module() -> None:
 )
 def test_imported_test_modules(source: str, bad: bool) -> None:
     assert bool(imported_test_modules(source)) is bad
+
+
+def runtime_names_used(source: str, names: tuple[str, ...]) -> list[int]:
+    """Lines where a string literal is exactly a runtime's name (a decision by name)."""
+    return sorted(
+        node.lineno
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant) and node.value in names
+    )
+
+
+def test_nothing_outside_the_runtimes_names_a_runtime() -> None:
+    """What differs between runtimes is asked of the registry, never decided by name."""
+    from bench.runtimes.registry import names
+
+    runtimes_dir = REPO / "bench" / "runtimes"
+    wrong = {
+        str(path.relative_to(REPO)): lines
+        for path in sorted((REPO / "bench").rglob("*.py"))
+        if runtimes_dir not in path.parents
+        if (lines := runtime_names_used(path.read_text(), names()))
+    }
+    assert not wrong, wrong
+
+
+@pytest.mark.parametrize(
+    ("source", "bad"),
+    [
+        ('if runtime != "bare":\n    pass\n', True),
+        ('ENGINES = ("docker", "podman")\n', True),
+        ('"""Runs on bare metal."""\ntitle = "bare metal"\n', False),
+        ("if entry(name).capabilities.needs_image:\n    pass\n", False),
+    ],
+)
+def test_runtime_names_used(source: str, bad: bool) -> None:
+    assert bool(runtime_names_used(source, ("bare", "docker", "podman", "lxc"))) is bad
