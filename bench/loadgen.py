@@ -1,4 +1,4 @@
-"""Load from real generators on the host (wrk, sockperf, iperf3), pinned and bounded.
+"""Load from real generators on the host (wrk, sockperf, iperf3, redis-benchmark), bounded.
 
 The generator runs as one child of bench, pinned with taskset to CPUs the server does not
 use; bench reads its CPU time from the child's rusage and the client CPUs' busy time from
@@ -25,13 +25,24 @@ import psutil
 
 from bench.errors import BenchError, InputError
 from bench.latency import LatencyHistogram, LatencySummary
-from bench.loadparse import WRK_SCRIPT, ParsedLoad, parse_iperf3, parse_sockperf, parse_wrk
+from bench.loadparse import (
+    WRK_SCRIPT,
+    ParsedLoad,
+    parse_iperf3,
+    parse_redis_benchmark,
+    parse_sockperf,
+    parse_wrk,
+)
 
-KINDS = ("http", "tcp_rr", "tcp_stream")
+KINDS = ("http", "tcp_rr", "tcp_stream", "redis")
 MAX_DURATION_S = 600.0
 MAX_CONNECTIONS = 10_000
 # The default cap on requests: 600 s at 100k req/s, above anything measured here (79k).
 MAX_REQUESTS = 60_000_000
+# redis-benchmark runs a request count, not a duration; its own default count.
+REDIS_DEFAULT_REQUESTS = 100_000
+REDIS_TESTS = ("ping_inline", "ping_mbulk", "set", "get", "incr", "lpush", "rpush", "lpop",
+               "rpop", "sadd", "hset", "spop", "zadd", "zpopmin", "lrange_100", "mset")  # fmt: skip
 # wrk stops itself at -d and sockperf/iperf3 at -t; past this margin bench kills the group.
 KILL_GRACE_S = 15.0
 # Saturation rule. A normal wrk run against nginx here used 0.67-0.70 of its CPU, whose
@@ -78,8 +89,10 @@ def default_cpus() -> tuple[str, str]:
 class LoadSpec:
     """One bounded load: what to send, where, for how long, from which CPUs.
 
-    kind: "http" (wrk), "tcp_rr" (sockperf), "tcp_stream" (iperf3). rate_per_s None is
-    closed loop (as fast as `connections` allow); a number is open loop at that rate.
+    kind: "http" (wrk), "tcp_rr" (sockperf), "tcp_stream" (iperf3), "redis"
+    (redis-benchmark `redis_test`, which runs max_requests, default 100k, not a duration:
+    duration_s then bounds it). rate_per_s None is closed loop (as fast as `connections`
+    allow); a number is open loop at that rate.
     host must be loopback unless `host_created_by_run` says the run created that address.
     """
 
@@ -95,7 +108,8 @@ class LoadSpec:
     threads: int | None = None
     message_size_bytes: int = 64
     request_timeout_s: float = 2.0
-    max_requests: int = MAX_REQUESTS
+    max_requests: int | None = None
+    redis_test: str = "get"
     host_created_by_run: bool = False
 
     def __post_init__(self) -> None:
@@ -113,7 +127,12 @@ class LoadSpec:
         _check_range("port", self.port, 1, 65_535)
         _check_range("connections", self.connections, 1, MAX_CONNECTIONS)
         _check_range("duration_s", self.duration_s, 0.5, MAX_DURATION_S)
-        _check_range("max_requests", self.max_requests, 1, MAX_REQUESTS)
+        if self.max_requests is not None:
+            _check_range("max_requests", self.max_requests, 1, MAX_REQUESTS)
+        if self.redis_test not in REDIS_TESTS:
+            raise InputError(
+                f"redis_test {self.redis_test!r}: expected one of {', '.join(REDIS_TESTS)}"
+            )
         _check_range("message_size_bytes", self.message_size_bytes, 14, 65_000)
         _check_range("request_timeout_s", self.request_timeout_s, 0.001, 60)
         if self.threads is not None:
@@ -181,7 +200,7 @@ def _wrk_argv(spec: LoadSpec, n_cpus: int, workdir: Path) -> list[str]:
     script = workdir / "bench.lua"
     script.write_text(WRK_SCRIPT)
     threads = spec.threads or min(n_cpus, spec.connections)
-    per_thread = max(1, spec.max_requests // threads)
+    per_thread = max(1, (spec.max_requests or MAX_REQUESTS) // threads)
     url = f"http://{_url_host(spec.host)}:{spec.port}{spec.path}"
     return [
         *("-t", str(threads), "-c", str(spec.connections), "-d", f"{spec.duration_s:g}s"),
@@ -219,6 +238,15 @@ def _iperf3_argv(spec: LoadSpec, n_cpus: int, workdir: Path) -> list[str]:
     ]
 
 
+def _redis_argv(spec: LoadSpec, n_cpus: int, workdir: Path) -> list[str]:
+    requests = spec.max_requests or REDIS_DEFAULT_REQUESTS
+    return [
+        *("-h", spec.host, "-p", str(spec.port), "-c", str(spec.connections)),
+        *("-n", str(requests), "-t", spec.redis_test, "-d", str(spec.message_size_bytes)),
+        *("--threads", str(spec.threads or 1), "--precision", "3"),
+    ]
+
+
 GENERATORS = {
     "http": _Generator(
         "wrk", "wrk", _wrk_argv, lambda out, spec, _: parse_wrk(out, spec.connections)
@@ -233,6 +261,9 @@ GENERATORS = {
     ),
     "tcp_stream": _Generator(
         "iperf3", "iperf3", _iperf3_argv, lambda out, _, __: parse_iperf3(out)
+    ),
+    "redis": _Generator(
+        "redis-benchmark", "redis-tools", _redis_argv, lambda out, _, __: parse_redis_benchmark(out)
     ),
 }
 

@@ -1,4 +1,4 @@
-"""Parsers of the load generators' outputs: wrk's Lua dump, sockperf, iperf3."""
+"""Parsers of the load generators' outputs: wrk's Lua dump, sockperf, iperf3, redis-benchmark."""
 
 from __future__ import annotations
 
@@ -176,4 +176,35 @@ def parse_iperf3(text: str) -> ParsedLoad:
         raise _fail("iperf3", f"no end.sum_received ({exc})", text) from exc
     return ParsedLoad(
         requests=0, errors=0, duration_s=seconds, bytes_total=bytes_total, latency=None
+    )
+
+
+_REDIS_DONE = re.compile(r"(\d+) requests completed in ([\d.]+) seconds")
+_REDIS_POINT = re.compile(
+    r"^\s*[\d.]+% <= ([\d.]+) milliseconds \(cumulative count (\d+)\)", re.MULTILINE
+)
+
+
+def parse_redis_benchmark(text: str) -> ParsedLoad:
+    """redis-benchmark 7 (one test, not -q/--csv): its two cumulative latency tables.
+
+    Each request is counted at the table point at or above its latency, so percentiles read
+    back are upper bounds, at most one table step (0.1 ms, or finer near the median) high.
+    """
+    done = _REDIS_DONE.search(text)
+    if done is None:
+        raise _fail("redis-benchmark", "no 'requests completed' line", text)
+    cumulative: dict[int, int] = {}
+    for value_ms, count in _REDIS_POINT.findall(text):
+        value_ns = round(float(value_ms) * 1e6)
+        cumulative[value_ns] = max(cumulative.get(value_ns, 0), int(count))
+    values_ns = np.array(sorted(cumulative), dtype=np.int64)
+    totals = np.array([cumulative[v] for v in values_ns.tolist()], dtype=np.int64)
+    counts = np.diff(np.maximum.accumulate(totals), prepend=0)
+    return ParsedLoad(
+        requests=int(done.group(1)),
+        errors=0,
+        duration_s=float(done.group(2)),
+        bytes_total=0,
+        latency=LatencyHistogram.from_counts_ns(values_ns, counts),
     )
