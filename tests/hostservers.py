@@ -22,7 +22,7 @@ import pytest
 from bench.loadgen import default_cpus
 from bench.probes import Probe, answers, wait_answers
 from bench.servers import ServerParams, materialize, nginx_static
-from tests.conftest import require, require_root
+from tests.helpers import require, require_root
 
 SERVER_CPUS, CLIENT_CPUS = default_cpus()
 

@@ -20,7 +20,7 @@ import pytest
 from bench.loadgen import LoadResult, LoadSpec, parse_cpus, run_load
 from bench.probes import Probe, answers
 from tests import hostservers
-from tests.conftest import require, require_root
+from tests.helpers import require, require_root
 from tests.hostservers import (
     CLIENT_CPUS,
     SERVER_CPUS,
