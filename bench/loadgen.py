@@ -7,42 +7,44 @@ use; bench reads its CPU time from the child's rusage and the client CPUs' busy 
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psutil
 
+from bench.clientproc import ChildRun, busy_fraction, run_child
 from bench.errors import BenchError, InputError
 from bench.latency import LatencyHistogram, LatencySummary
 from bench.loadparse import (
     WRK_SCRIPT,
     ParsedLoad,
     parse_iperf3,
+    parse_pgbench,
     parse_redis_benchmark,
     parse_sockperf,
     parse_wrk,
 )
 
-KINDS = ("http", "tcp_rr", "tcp_stream", "redis")
+KINDS = ("http", "tcp_rr", "tcp_stream", "redis", "pgbench")
+OPEN_LOOP_KINDS = ("tcp_rr", "pgbench")
 MAX_DURATION_S = 600.0
 MAX_CONNECTIONS = 10_000
 # The default cap on requests: 600 s at 100k req/s, above anything measured here (79k).
 MAX_REQUESTS = 60_000_000
 # redis-benchmark runs a request count, not a duration; its own default count.
 REDIS_DEFAULT_REQUESTS = 100_000
-REDIS_TESTS = ("ping_inline", "ping_mbulk", "set", "get", "incr", "lpush", "rpush", "lpop",
-               "rpop", "sadd", "hset", "spop", "zadd", "zpopmin", "lrange_100", "mset")  # fmt: skip
+# The operations each kind can run (the first is the default): redis-benchmark -t tests and
+# pgbench's built-in scripts.
+OPERATIONS = {
+    "redis": ("get", "set", "ping_inline", "ping_mbulk", "incr", "lpush", "rpush", "lpop",
+              "rpop", "sadd", "hset", "spop", "zadd", "zpopmin", "lrange_100", "mset"),
+    "pgbench": ("select-only", "tpcb-like", "simple-update"),
+}  # fmt: skip
 # wrk stops itself at -d and sockperf/iperf3 at -t; past this margin bench kills the group.
 KILL_GRACE_S = 15.0
 # Saturation rule. A normal wrk run against nginx here used 0.67-0.70 of its CPU, whose
@@ -90,9 +92,10 @@ class LoadSpec:
     """One bounded load: what to send, where, for how long, from which CPUs.
 
     kind: "http" (wrk), "tcp_rr" (sockperf), "tcp_stream" (iperf3), "redis"
-    (redis-benchmark `redis_test`, which runs max_requests, default 100k, not a duration:
-    duration_s then bounds it). rate_per_s None is closed loop (as fast as `connections`
-    allow); a number is open loop at that rate.
+    (redis-benchmark running `operation` max_requests times, default 100k: a count, not a
+    duration, which then only bounds it), "pgbench" (built-in script `operation` on
+    `database` as `user`). rate_per_s None is closed loop (as fast as `connections` allow);
+    a number is open loop at that rate (tcp_rr, pgbench).
     host must be loopback unless `host_created_by_run` says the run created that address.
     """
 
@@ -109,7 +112,9 @@ class LoadSpec:
     message_size_bytes: int = 64
     request_timeout_s: float = 2.0
     max_requests: int | None = None
-    redis_test: str = "get"
+    operation: str | None = None
+    database: str = "postgres"
+    user: str = "bench"
     host_created_by_run: bool = False
 
     def __post_init__(self) -> None:
@@ -129,19 +134,23 @@ class LoadSpec:
         _check_range("duration_s", self.duration_s, 0.5, MAX_DURATION_S)
         if self.max_requests is not None:
             _check_range("max_requests", self.max_requests, 1, MAX_REQUESTS)
-        if self.redis_test not in REDIS_TESTS:
-            raise InputError(
-                f"redis_test {self.redis_test!r}: expected one of {', '.join(REDIS_TESTS)}"
-            )
+        allowed = OPERATIONS.get(self.kind, ())
+        if self.operation is not None and self.operation not in allowed:
+            expected = ", ".join(allowed) or f"none for kind {self.kind}"
+            raise InputError(f"load operation {self.operation!r}: expected {expected}")
+        for name in ("database", "user"):
+            value = getattr(self, name)
+            if not value or not all(c.isalnum() or c in "_-" for c in value):
+                raise InputError(f"load {name} {value!r}: expected letters, digits, _ or -")
         _check_range("message_size_bytes", self.message_size_bytes, 14, 65_000)
         _check_range("request_timeout_s", self.request_timeout_s, 0.001, 60)
         if self.threads is not None:
             _check_range("threads", self.threads, 1, self.connections)
         if self.rate_per_s is not None:
             _check_range("rate_per_s", self.rate_per_s, 1, 10_000_000)
-            if self.kind != "tcp_rr":
+            if self.kind not in OPEN_LOOP_KINDS:
                 raise InputError(
-                    f"load kind {self.kind}: open loop (rate_per_s) needs kind tcp_rr; "
+                    f"load kind {self.kind}: open loop (rate_per_s) needs kind tcp_rr or pgbench; "
                     "see docs/load-generators.md for why HTTP is closed loop only"
                 )
         if not self.path.startswith("/") or any(c.isspace() or ord(c) < 32 for c in self.path):
@@ -149,6 +158,11 @@ class LoadSpec:
         for cpus in (self.client_cpus, self.server_cpus):
             if cpus is not None:
                 parse_cpus(cpus)
+
+    @property
+    def chosen_operation(self) -> str:
+        """`operation`, or the kind's default ("" for kinds without operations)."""
+        return self.operation or OPERATIONS.get(self.kind, ("",))[0]
 
     def resolved_client_cpus(self) -> frozenset[int]:
         """client_cpus, or every usable CPU the server does not use (default server: CPU 0)."""
@@ -242,9 +256,21 @@ def _redis_argv(spec: LoadSpec, n_cpus: int, workdir: Path) -> list[str]:
     requests = spec.max_requests or REDIS_DEFAULT_REQUESTS
     return [
         *("-h", spec.host, "-p", str(spec.port), "-c", str(spec.connections)),
-        *("-n", str(requests), "-t", spec.redis_test, "-d", str(spec.message_size_bytes)),
+        *("-n", str(requests), "-t", spec.chosen_operation, "-d", str(spec.message_size_bytes)),
         *("--threads", str(spec.threads or 1), "--precision", "3"),
     ]
+
+
+def _pgbench_argv(spec: LoadSpec, n_cpus: int, workdir: Path) -> list[str]:
+    threads = spec.threads or min(n_cpus, spec.connections)
+    argv = [
+        *("-h", spec.host, "-p", str(spec.port), "-U", spec.user, "-n"),
+        *("-c", str(spec.connections), "-j", str(threads), "-T", str(round(spec.duration_s))),
+        *("-b", spec.chosen_operation, "-l", "--log-prefix", str(workdir / "txlog")),
+    ]
+    if spec.rate_per_s is not None:
+        argv += ["-R", f"{spec.rate_per_s:g}"]
+    return [*argv, spec.database]
 
 
 GENERATORS = {
@@ -264,6 +290,12 @@ GENERATORS = {
     ),
     "redis": _Generator(
         "redis-benchmark", "redis-tools", _redis_argv, lambda out, _, __: parse_redis_benchmark(out)
+    ),
+    "pgbench": _Generator(
+        "pgbench",
+        "postgresql-client",
+        _pgbench_argv,
+        lambda out, _, workdir: parse_pgbench(out, sorted(workdir.glob("txlog.*"))),
     ),
 }
 
@@ -297,8 +329,8 @@ def run_load(spec: LoadSpec) -> LoadResult:
             *generator.argv(spec, len(cpus), workdir),
         ]
         before = psutil.cpu_times(percpu=True)
-        run = _run_child(argv, workdir / "out.txt", spec.duration_s + KILL_GRACE_S)
-        busy = _busy_fraction(before, psutil.cpu_times(percpu=True), cpus)
+        run = run_child(argv, workdir / "out.txt", spec.duration_s + KILL_GRACE_S)
+        busy = busy_fraction(before, psutil.cpu_times(percpu=True), cpus)
         output = _read_text(workdir / "out.txt")
         if run.killed:
             raise BenchError(f"{generator.program} ran past its duration and was killed")
@@ -314,7 +346,7 @@ def _result(
     argv: tuple[str, ...],
     parsed: ParsedLoad,
     cpus: frozenset[int],
-    run: _ChildRun,
+    run: ChildRun,
     busy: float,
 ) -> LoadResult:
     duration_s = parsed.duration_s or run.wall_s
@@ -353,68 +385,3 @@ def _result(
         schedule_lag_max_s=parsed.schedule_lag_max_s,
         warnings=tuple(warnings),
     )
-
-
-def _busy_fraction(before: Sequence[Any], after: Sequence[Any], cpus: frozenset[int]) -> float:
-    """Share of the time CPUs `cpus` were not idle between two psutil per-CPU readings."""
-    busy = total = 0.0
-    for cpu in sorted(cpus):
-        if cpu >= min(len(before), len(after)):
-            continue
-        start, end = before[cpu], after[cpu]
-        span = sum(end) - sum(start)
-        idle = (end.idle - start.idle) + (end.iowait - start.iowait)
-        busy += span - idle
-        total += span
-    return busy / total if total > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class _ChildRun:
-    exit_code: int
-    wall_s: float
-    cpu_s: float
-    killed: bool
-
-
-def _run_child(argv: list[str], output: Path, kill_after_s: float) -> _ChildRun:
-    """Run argv in its own process group, output to a file; its rusage from wait4."""
-    with output.open("wb") as sink:
-        started = time.monotonic()
-        child = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            cwd=output.parent,
-            start_new_session=True,  # one group: a kill reaches anything it started
-        )
-    killed = threading.Event()
-
-    def kill() -> None:
-        killed.set()
-        _kill_group(child.pid)
-
-    timer = threading.Timer(kill_after_s, kill)
-    timer.start()
-    try:
-        _, status, usage = os.wait4(child.pid, 0)
-    except BaseException:
-        _kill_group(child.pid)
-        os.wait4(child.pid, 0)
-        raise
-    finally:
-        timer.cancel()
-    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    _kill_group(child.pid)  # anything the generator left in its group
-    return _ChildRun(
-        exit_code=child.returncode,
-        wall_s=time.monotonic() - started,
-        cpu_s=usage.ru_utime + usage.ru_stime,
-        killed=killed.is_set(),
-    )
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)

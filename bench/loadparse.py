@@ -1,10 +1,11 @@
-"""Parsers of the load generators' outputs: wrk's Lua dump, sockperf, iperf3, redis-benchmark."""
+"""Parsers of the load generators' outputs: wrk (Lua dump), sockperf, iperf3, redis, pgbench."""
 
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -207,4 +208,34 @@ def parse_redis_benchmark(text: str) -> ParsedLoad:
         duration_s=float(done.group(2)),
         bytes_total=0,
         latency=LatencyHistogram.from_counts_ns(values_ns, counts),
+    )
+
+
+_PGBENCH_DONE = re.compile(r"number of transactions actually processed: (\d+)")
+_PGBENCH_FAILED = re.compile(r"number of failed transactions: (\d+)")
+_PGBENCH_DURATION = re.compile(r"^duration: (\d+) s", re.MULTILINE)
+
+
+def parse_pgbench(text: str, logs: list[Path]) -> ParsedLoad:
+    """pgbench -l: every transaction's latency (third field, us) from its per-thread logs.
+
+    pgbench counts that latency from the transaction's scheduled start (`now -
+    txn_scheduled` in its source), so under --rate the schedule lag is already in it.
+    """
+    done, duration = _PGBENCH_DONE.search(text), _PGBENCH_DURATION.search(text)
+    if done is None or duration is None:
+        raise _fail("pgbench", "no 'transactions actually processed' line", text)
+    failed = _PGBENCH_FAILED.search(text)
+    latencies_us: list[int] = []
+    for log in logs:
+        for line in log.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[2].isdigit():
+                latencies_us.append(int(fields[2]))  # "skipped"/"failed" lines have no time
+    return ParsedLoad(
+        requests=int(done.group(1)),
+        errors=int(failed.group(1)) if failed else 0,
+        duration_s=float(duration.group(1)),
+        bytes_total=0,
+        latency=LatencyHistogram.from_seconds(np.array(latencies_us, dtype=np.float64) / US_PER_S),
     )

@@ -14,7 +14,11 @@ from bench.loadgen import GENERATORS, LoadSpec, default_cpus, format_cpus, parse
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"kind": "gopher"}, "expected one of http, tcp_rr, tcp_stream"),
+        ({"kind": "gopher"}, "expected one of http, tcp_rr, tcp_stream, redis, pgbench"),
+        ({"kind": "redis", "operation": "flushall"}, "operation 'flushall': expected get, set"),
+        ({"operation": "get"}, "expected none for kind http"),
+        ({"kind": "pgbench", "database": "x; drop"}, "load database 'x; drop'"),
+        ({"kind": "redis", "rate_per_s": 100}, "needs kind tcp_rr or pgbench"),
         ({"host": "example.com"}, "expected an IP address"),
         ({"host": "10.1.2.3"}, "only to 127.0.0.1 or to addresses the run created"),
         ({"host": "8.8.8.8"}, "only to 127.0.0.1"),
@@ -71,3 +75,15 @@ def test_sockperf_argv_closed_and_open_loop(tmp_path: Path) -> None:
     opened = GENERATORS["tcp_rr"].argv(LoadSpec("tcp_rr", 11111, rate_per_s=2500), 1, tmp_path)
     assert opened[:5] == ["under-load", "--reply-every", "1", "--mps", "2500"]
     assert "--full-rtt" in opened
+
+
+def test_redis_and_pgbench_argv(tmp_path: Path) -> None:
+    redis = GENERATORS["redis"].argv(LoadSpec("redis", 6379, connections=50), 1, tmp_path)
+    assert redis[redis.index("-n") + 1] == "100000"  # redis-benchmark's own default count
+    assert redis[redis.index("-t") + 1] == "get"
+    spec = LoadSpec("pgbench", 5432, connections=4, duration_s=3, rate_per_s=500)
+    pgbench = GENERATORS["pgbench"].argv(spec, 1, tmp_path)
+    assert pgbench[-1] == "postgres" and "-l" in pgbench
+    assert pgbench[pgbench.index("-b") + 1] == "select-only"
+    assert pgbench[pgbench.index("-R") + 1] == "500"
+    assert pgbench[pgbench.index("-T") + 1] == "3"
