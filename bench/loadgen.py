@@ -131,7 +131,12 @@ class LoadSpec:
             )
         _check_range("port", self.port, 1, 65_535)
         _check_range("connections", self.connections, 1, MAX_CONNECTIONS)
-        _check_range("duration_s", self.duration_s, 0.5, MAX_DURATION_S)
+        _check_range("duration_s", self.duration_s, 1, MAX_DURATION_S)
+        if self.duration_s != int(self.duration_s):
+            raise InputError(
+                f"load duration_s = {self.duration_s}: expected whole seconds "
+                "(wrk, sockperf, iperf3 and pgbench take whole seconds)"
+            )
         if self.max_requests is not None:
             _check_range("max_requests", self.max_requests, 1, MAX_REQUESTS)
         allowed = OPERATIONS.get(self.kind, ())
@@ -217,7 +222,7 @@ def _wrk_argv(spec: LoadSpec, n_cpus: int, workdir: Path) -> list[str]:
     per_thread = max(1, (spec.max_requests or MAX_REQUESTS) // threads)
     url = f"http://{_url_host(spec.host)}:{spec.port}{spec.path}"
     return [
-        *("-t", str(threads), "-c", str(spec.connections), "-d", f"{spec.duration_s:g}s"),
+        *("-t", str(threads), "-c", str(spec.connections), "-d", f"{int(spec.duration_s)}s"),
         *(
             "--timeout",
             f"{spec.request_timeout_s:g}s",

@@ -24,6 +24,7 @@ from bench.loadgen import GENERATORS, LoadSpec, default_cpus, format_cpus, parse
         ({"host": "8.8.8.8"}, "only to 127.0.0.1"),
         ({"port": 0}, "port = 0"),
         ({"duration_s": 3600}, "duration_s = 3600"),
+        ({"duration_s": 2.5}, "expected whole seconds"),
         ({"connections": 0}, "connections = 0"),
         ({"max_requests": 0}, "max_requests = 0"),
         ({"rate_per_s": 1000}, "open loop .* needs kind tcp_rr"),

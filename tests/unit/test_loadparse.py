@@ -10,7 +10,14 @@ import pytest
 
 from bench.errors import BenchError
 from bench.latency import RELATIVE_PRECISION
-from bench.loadparse import parse_iperf3, parse_sockperf, parse_wrk, uncorrect_wrk_counts
+from bench.loadparse import (
+    parse_iperf3,
+    parse_pgbench,
+    parse_redis_benchmark,
+    parse_sockperf,
+    parse_wrk,
+    uncorrect_wrk_counts,
+)
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "loadgen"
 # wrk -t1 -c16 -d2s -s <WRK_SCRIPT> against nginx on 127.0.0.1.
@@ -129,3 +136,57 @@ def test_iperf3_error_is_reported_with_its_reason() -> None:
         parse_iperf3(fixture("iperf3-refused.json"))
     with pytest.raises(BenchError, match="not JSON"):
         parse_iperf3("iperf3: error - unable to connect\n")
+
+
+def test_redis_benchmark_tables_give_every_request() -> None:
+    text = fixture("redis-benchmark-get.txt")
+    parsed = parse_redis_benchmark(text)
+    done = re.search(r"(\d+) requests completed in ([\d.]+) seconds", text)
+    assert done is not None
+    assert parsed.requests == int(done.group(1)) and parsed.duration_s == float(done.group(2))
+    assert parsed.latency is not None and parsed.latency.count == parsed.requests
+    numbers = r"\s+([\d.]+)" * 6
+    summary = re.search(
+        r"latency summary \(msec\):\s+avg\s+min\s+p50\s+p95\s+p99\s+max" + numbers, text
+    )
+    assert summary is not None
+    printed_p50_s, printed_p99_s = float(summary.group(3)) / 1e3, float(summary.group(5)) / 1e3
+    points_s = sorted(float(v) / 1e3 for v in re.findall(r"<= ([\d.]+) milliseconds", text))
+    for percentile, printed_s in ((50, printed_p50_s), (99, printed_p99_s)):
+        # Counted at the table point at or above each latency: an upper bound, one step high.
+        step_above_s = min(point for point in points_s if point >= printed_s)
+        ours = parsed.latency.percentile_s(percentile)
+        assert printed_s * (1 - RELATIVE_PRECISION) <= ours, percentile
+        assert ours <= step_above_s * (1 + RELATIVE_PRECISION), percentile
+
+
+def test_redis_benchmark_without_a_result_is_a_clear_error() -> None:
+    with pytest.raises(BenchError, match="no 'requests completed' line"):
+        parse_redis_benchmark("Could not connect to Redis at 127.0.0.1:1: Connection refused\n")
+
+
+@pytest.mark.parametrize("mode", ["closed", "rate"])
+def test_pgbench_transaction_logs(mode: str, tmp_path: Path) -> None:
+    text = fixture(f"pgbench-{mode}.txt")
+    log = tmp_path / "txlog.1234"
+    log.write_text(fixture(f"pgbench-{mode}-txlog.txt"))
+    parsed = parse_pgbench(text, [log])
+    processed = re.search(r"number of transactions actually processed: (\d+)", text)
+    assert processed is not None and parsed.requests == int(processed.group(1))
+    assert parsed.duration_s == 2 and parsed.errors == 0
+    assert parsed.latency is not None and parsed.latency.count == parsed.requests
+    average = re.search(r"latency average = ([\d.]+) ms", text)
+    assert average is not None
+    average_s, mean_s = float(average.group(1)) / 1e3, parsed.latency.summary().mean_s
+    if mode == "rate":
+        # Throttled, pgbench prints the mean of the same logged latencies (from the schedule).
+        assert mean_s == pytest.approx(average_s, rel=0.01)
+    else:
+        # Unthrottled it prints duration x clients / transactions, which adds the clients'
+        # own time between transactions (314 us against the logs' 310 us here).
+        assert average_s * 0.9 < mean_s <= average_s
+
+
+def test_pgbench_without_a_result_is_a_clear_error() -> None:
+    with pytest.raises(BenchError, match="no 'transactions actually processed' line"):
+        parse_pgbench("pgbench: error: connection to server failed: Connection refused\n", [])
