@@ -7,8 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from bench.clientproc import ChildRun
 from bench.errors import InputError
-from bench.loadgen import GENERATORS, LoadSpec, default_cpus, format_cpus, parse_cpus
+from bench.loadgen import (
+    GENERATORS,
+    LoadResult,
+    LoadSpec,
+    _result,
+    default_cpus,
+    format_cpus,
+    parse_cpus,
+)
+from bench.loadparse import ParsedLoad
 
 
 @pytest.mark.parametrize(
@@ -88,3 +98,28 @@ def test_redis_and_pgbench_argv(tmp_path: Path) -> None:
     assert pgbench[pgbench.index("-b") + 1] == "select-only"
     assert pgbench[pgbench.index("-R") + 1] == "500"
     assert pgbench[pgbench.index("-T") + 1] == "3"
+
+
+def result_of(spec: LoadSpec, requests: int, cpu_s: float, busy: float) -> LoadResult:
+    parsed = ParsedLoad(requests=requests, errors=0, duration_s=3.0, bytes_total=0, latency=None)
+    run = ChildRun(exit_code=0, wall_s=3.0, cpu_s=cpu_s, killed=False)
+    return _result(spec, ("wrk",), parsed, frozenset({1}), run, busy)
+
+
+@pytest.mark.parametrize(
+    ("cpu_s", "busy", "saturated"),
+    [(2.1, 0.80, False), (2.8, 0.97, True), (1.4, 1.00, True), (2.75, 0.90, True)],
+)
+def test_closed_loop_saturation_rule(cpu_s: float, busy: float, saturated: bool) -> None:
+    """Measured: a normal wrk run 0.67-0.70 own CPU, 0.78-0.83 busy; beside a hog 0.46, 1.00."""
+    result = result_of(LoadSpec("http", 80, duration_s=3), 100_000, cpu_s, busy)
+    assert result.client_saturated is saturated
+    assert any("saturated" in warning for warning in result.warnings) is saturated
+
+
+@pytest.mark.parametrize(("requests", "behind"), [(6_000, False), (5_850, False), (5_700, True)])
+def test_open_loop_behind_schedule_rule(requests: int, behind: bool) -> None:
+    spec = LoadSpec("tcp_rr", 11111, duration_s=3, rate_per_s=2000)
+    result = result_of(spec, requests, 2.9, 1.0)  # sockperf spins: its CPU is no signal
+    assert result.client_saturated is behind
+    assert any("behind schedule" in warning for warning in result.warnings) is behind
