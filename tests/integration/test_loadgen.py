@@ -196,7 +196,10 @@ def netns() -> Iterator[Netns]:
         ip("-n", name, "link", "set", "lo", "up")
         yield Netns(name, host_veth, host_address, address)
     finally:
-        ip("netns", "del", name, check=False)  # takes the veth pair with it
+        # Deleting one end removes the pair at once; a deleted namespace frees its end of the
+        # pair later, from the kernel's cleanup work.
+        ip("link", "del", host_veth, check=False)
+        ip("netns", "del", name, check=False)
         assert name not in ip("netns", "list").stdout
         assert ip("link", "show", host_veth, check=False).returncode != 0
 
