@@ -45,8 +45,12 @@ def stale_network(name: str) -> bool:
     return match is not None and not owner_alive(int(match.group(1)))
 
 
-def check_spec(spec: StartSpec, runtime: str, modes: frozenset[NetworkMode]) -> None:
-    """BenchError unless `runtime` offers the spec's network mode and its ports make sense."""
+def check_spec(spec: StartSpec, runtime: str) -> None:
+    """BenchError unless `runtime` offers the spec's network mode (its registry entry says
+    which) and the spec's ports make sense."""
+    from bench.runtimes import registry
+
+    modes = registry.entry(runtime).capabilities.network_modes
     if spec.network not in modes:
         raise BenchError(
             f"{runtime} does not support network mode {spec.network!r} (it offers "

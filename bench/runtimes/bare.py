@@ -26,9 +26,8 @@ from bench.spec import STDERR_FILE, STDOUT_FILE
 if TYPE_CHECKING:
     from bench.cgroups.model import CgroupLocation
     from bench.image import WorkloadImage
-    from bench.spec import NetworkMode, StartSpec
+    from bench.spec import StartSpec
 
-NETWORK_MODES: frozenset[NetworkMode] = frozenset({"none", "host"})
 _RLIMITS = {"nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC}
 
 
@@ -116,7 +115,7 @@ class BareRuntime:
     def start(self, spec: StartSpec) -> BareHandle:
         # "none" keeps the host's stack too (bare metal has no network of its own to take
         # away); it only means that no endpoint is offered.
-        check_spec(spec, self.name, NETWORK_MODES)
+        check_spec(spec, self.name)
         cgroup = create_cgroup(spec.name, spec.limits)
         rlimits = _lowered_rlimits(spec.rlimits)
 

@@ -29,13 +29,10 @@ from bench.spec import LABEL, NAME_PREFIX
 
 if TYPE_CHECKING:
     from bench.image import WorkloadImage
-    from bench.spec import NetworkMode, StartSpec
+    from bench.spec import StartSpec
 
 FIX = "start dockerd: `dockerd &` or `systemctl start docker`"
 DAEMON_PROCESS_NAMES = ("dockerd", "containerd", "containerd-shim", "docker-proxy")
-# bridge and published put the container on a bridge network bench creates for the run
-# (removed in close()); published adds ports on 127.0.0.1 that docker-proxy forwards.
-NETWORK_MODES: frozenset[NetworkMode] = frozenset({"none", "host", "bridge", "published"})
 _API_TIMEOUT_S = 120
 
 
@@ -179,7 +176,7 @@ class DockerRuntime:
             raise BenchError("DockerRuntime.start() before prepare(image): import the image first")
         if not spec.name.startswith(NAME_PREFIX):
             raise BenchError(f"container name {spec.name!r} must start with {NAME_PREFIX!r}")
-        check_spec(spec, self.name, NETWORK_MODES)
+        check_spec(spec, self.name)
         client = self._connect()
         image_ref = self._image_ref
         network = self._run_network() if spec.network in ("bridge", "published") else None

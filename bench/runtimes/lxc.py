@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from ipaddress import IPv4Interface
 
     from bench.image import WorkloadImage
-    from bench.spec import NetworkMode
 
 TOOLS = ("lxc-execute", "lxc-info", "lxc-stop", "lxc-ls")
 INSTALL_FIX = "apt-get install lxc"
@@ -44,10 +43,6 @@ TOOL_TIMEOUT_S = 30.0
 # lxc-init and the wrapper need no capability (test_container_contract.py runs the cpu
 # and vm stressors with none), so drop all, as docker and podman do with --cap-drop ALL.
 CAP_KEEP = "none"
-# host: the host's own stack (lxc.net.0.type = none); bridge: a veth on a bridge bench
-# creates for the run. Not published: forwarding 127.0.0.1 to a container with iptables
-# needs route_localnet=1 (docs/architecture.md, "Network paths").
-NETWORK_MODES: frozenset[NetworkMode] = frozenset({"none", "host", "bridge"})
 
 
 def default_lxcpath() -> Path:
@@ -224,7 +219,7 @@ class LxcRuntime:
                 f"container name {spec.name!r} must start with {NAME_PREFIX!r} and use only "
                 "letters, digits, '_', '.' and '-'"
             )
-        check_spec(spec, self.name, NETWORK_MODES)
+        check_spec(spec, self.name)
         address = None
         if spec.network == "bridge":
             if self._bridge is None:

@@ -42,14 +42,10 @@ from bench.spec import LABEL, NAME_PREFIX, StartSpec
 
 if TYPE_CHECKING:
     from bench.image import WorkloadImage
-    from bench.spec import NetworkMode
 
 __all__ = ["PRIVATE_SOCKET_DIR", "PodmanRuntime", "default_oci_runtime"]
 
 IMAGE_REPOSITORY = "bench-workload"
-# bridge and published put the container on a CNI/netavark bridge network bench creates
-# for the run (removed in close()); published forwards a port on 127.0.0.1 with iptables.
-NETWORK_MODES: frozenset[NetworkMode] = frozenset({"none", "host", "bridge", "published"})
 
 
 @dataclass
@@ -127,7 +123,7 @@ class PodmanRuntime:
             raise BenchError("podman: prepare(image) must run before start()")
         if not spec.name.startswith(NAME_PREFIX):
             raise BenchError(f"container name {spec.name!r} must start with {NAME_PREFIX!r}")
-        check_spec(spec, self.name, NETWORK_MODES)
+        check_spec(spec, self.name)
         service = self._client_for(spec.oci_runtime)
         image_ref = self._image_ref
         network = self._run_network() if spec.network in ("bridge", "published") else None

@@ -42,10 +42,13 @@ class Entry:
         return self.title or self.name
 
 
+# docker and podman: bridge and published put the container on a bridge network bench
+# creates for the run (removed in close()); published adds a port on 127.0.0.1, forwarded
+# by docker-proxy or by podman's iptables rules.
 _CONTAINER = Capabilities(
     needs_image=True,
     oci_runtime_axis=True,
-    network_modes=frozenset({"none"}),
+    network_modes=frozenset({"none", "host", "bridge", "published"}),
     own_processes=True,
 )
 
@@ -89,11 +92,14 @@ _ENTRIES: dict[str, Entry] = {
             "LxcRuntime",
             order=30,
             colour="#2ca02c",
-            # lxc-execute sets the container up itself: no OCI runtime to choose.
+            # lxc-execute sets the container up itself: no OCI runtime to choose. Network:
+            # host shares the host's stack (lxc.net.0.type = none), bridge is a veth on a
+            # bridge bench creates; not published, which would need route_localnet=1 to
+            # forward 127.0.0.1 (docs/architecture.md, "Network paths").
             capabilities=Capabilities(
                 needs_image=True,
                 oci_runtime_axis=False,
-                network_modes=frozenset({"none"}),
+                network_modes=frozenset({"none", "host", "bridge"}),
                 own_processes=True,
             ),
         ),

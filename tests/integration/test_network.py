@@ -21,9 +21,9 @@ import psutil
 import pytest
 
 from bench.errors import BenchError
-from bench.runtimes import get_runtime
+from bench.runtimes import get_runtime, registry
 from bench.runtimes._network import NETWORK_PREFIX, listening
-from bench.spec import NAME_PREFIX, StartSpec
+from bench.spec import NAME_PREFIX, NETWORK_MODES, StartSpec
 from tests.helpers import require, require_root
 
 if TYPE_CHECKING:
@@ -36,12 +36,6 @@ pytestmark = pytest.mark.integration
 BODY = "bench network path\n"
 REQUEST_TIMEOUT_S = 2.0
 READY_TIMEOUT_S = 15.0
-MODES: dict[str, tuple[NetworkMode, ...]] = {
-    "bare": ("none", "host"),
-    "docker": ("none", "host", "bridge", "published"),
-    "podman": ("none", "host", "bridge", "published"),
-    "lxc": ("none", "host", "bridge"),
-}
 # The runtime's own process expected among helper_pids(), where one carries the traffic.
 HELPER_NAMES = {
     ("docker", "published"): "docker-proxy",
@@ -49,7 +43,13 @@ HELPER_NAMES = {
     ("podman", "bridge"): "conmon",
     ("podman", "published"): "conmon",
 }
-CASES = [(runtime, mode) for runtime, modes in MODES.items() for mode in modes]
+# Each runtime in each mode its registry entry declares (the fake test runtimes aside).
+CASES = [
+    (name, mode)
+    for name in ("bare", "docker", "podman", "lxc")
+    for mode in NETWORK_MODES
+    if mode in registry.entry(name).capabilities.network_modes
+]
 
 
 def free_port() -> int:
@@ -188,7 +188,7 @@ def check_unreachable(runtime: Runtime, server: Handle, port: int) -> None:
     """No endpoint, and (in a container) nothing on the host's loopback either."""
     with pytest.raises(BenchError, match="network mode 'none'"):
         server.endpoint(port)
-    if runtime.name != "bare":  # bare metal has no network of its own to take away
+    if not registry.entry(runtime.name).baseline:  # bare metal has no network to take away
         time.sleep(1.0)  # time to bind, had it been on the host's stack
         assert not listening(port), "a server in mode none answers on the host"
 
