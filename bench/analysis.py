@@ -69,10 +69,24 @@ def _verdict(test: stats.TestResult, ratio: float, bigger_is_better: bool) -> st
     return "faster" if better else "slower"
 
 
+def default_baseline(labels: Iterable[str]) -> str:
+    """The registry's baseline runtime as this run labels it: "bare", or "bare/host" when
+    it ran on loopback as the baseline of the network paths compared."""
+    base = registry.baseline()
+    present = sorted(set(labels))
+    if base in present:
+        return base
+    for label in present:
+        found = registry.of_label(label)
+        if found is not None and found.name == base:
+            return label
+    return base
+
+
 def label_order(labels: Iterable[str], baseline: str | None = None) -> list[str]:
     """Runtime labels for display: the baseline (default: the registry's), then the
     registered runtimes in their order, then the rest."""
-    base = registry.baseline() if baseline is None else baseline
+    base = default_baseline(labels) if baseline is None else baseline
     return sorted(set(labels), key=lambda label: (label != base, registry.rank(label), label))
 
 
@@ -91,7 +105,7 @@ def overhead_table(
     verdict ("baseline" | "same" | "slower" | "faster" | "no-baseline"). `ratio` is
     new/baseline of the metric: > 1 is faster for throughput, slower for wall_s.
     """
-    baseline = registry.baseline() if baseline is None else baseline
+    baseline = default_baseline(run.trials["label"]) if baseline is None else baseline
     solo = usable_solo(run)
     rows: list[dict[str, Any]] = []
     for workload, by_workload in solo.groupby("workload", sort=True):

@@ -151,5 +151,8 @@ def _add_labels(trials: pd.DataFrame) -> pd.DataFrame:
     label = trials["runtime"].copy()
     mask = trials["runtime"].isin(several) & (trials["oci_runtime"] != "")
     label[mask] = trials.loc[mask, "runtime"] + "+" + trials.loc[mask, "oci_runtime"]
+    # The network path as in "docker/published"; "none" (no network axis) adds nothing.
+    networked = trials["network"] != "none"
+    label[networked] = label[networked] + "/" + trials.loc[networked, "network"]
     trials["label"] = label
     return trials

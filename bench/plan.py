@@ -9,7 +9,7 @@ from bench.errors import InputError
 from bench.results import Role
 from bench.runtimes import registry
 from bench.scenario import AggressorModel, Scenario, WorkloadModel
-from bench.spec import Limits
+from bench.spec import NETWORK_MODES, Limits, NetworkMode
 
 # Placement -> (victim cpuset, aggressor cpuset); None keeps the scenario's own.
 PLACEMENT_CPUSETS: dict[str, tuple[str | None, str | None]] = {
@@ -37,6 +37,10 @@ class Trial:
     limits: Limits
     isolation_kind: str = ""
     placement: str = ""
+    network: NetworkMode = "none"
+    # Set when the plan already knows the trial cannot run (a network mode its runtime
+    # lacks): the runner records it as skipped with this reason.
+    skip_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,30 @@ def runtime_axes(scenario: Scenario, runtimes: list[str]) -> list[tuple[str, str
         else:
             axes.append((runtime, ""))
     return axes
+
+
+def network_axis(scenario: Scenario, runtime: str) -> list[tuple[NetworkMode, str]]:
+    """(network mode, skip reason) of one runtime: every listed mode, with the reason when
+    the runtime lacks it. The baseline runtime (bare metal) has no network path of its
+    own: it runs once on loopback ("host") as the baseline of every path listed."""
+    entry = registry.entry(runtime)
+    offered = entry.capabilities.network_modes
+    listed = scenario.network_modes
+    if entry.baseline:
+        modes: list[NetworkMode] = ["none"] if "none" in listed else []
+        if any(mode != "none" for mode in listed) and "host" in offered:
+            modes.append("host")
+        return [(mode, "") for mode in modes]
+    return [
+        (
+            mode,
+            ""
+            if mode in offered
+            else f"{runtime} does not support network mode {mode!r} (it offers "
+            f"{', '.join(m for m in NETWORK_MODES if m in offered)})",
+        )
+        for mode in listed
+    ]
 
 
 def _shapes(scenario: Scenario, cpus: int) -> list[_StepShape]:
@@ -120,6 +148,18 @@ def _pinned(limits: Limits, cpuset: str | None) -> Limits:
     return limits if cpuset is None else dataclasses.replace(limits, cpuset=cpuset)
 
 
+def _axes(
+    scenario: Scenario, runtimes: list[str]
+) -> list[tuple[str, str, NetworkMode | None, str]]:
+    """(runtime, OCI runtime, network mode, skip reason); the mode is None for "none", so
+    trial ids of scenarios without a network axis stay what they were."""
+    return [
+        (runtime, oci, None if network == "none" else network, reason)
+        for runtime, oci in runtime_axes(scenario, runtimes)
+        for network, reason in network_axis(scenario, runtime)
+    ]
+
+
 def build_plan(scenario: Scenario, runtimes: list[str], cpus: int = 2) -> list[PlanStep]:
     """Every step of the run in execution order; trial ids are stable across resumes."""
     rounds = [(True, rep) for rep in range(scenario.warmups)]
@@ -128,9 +168,9 @@ def build_plan(scenario: Scenario, runtimes: list[str], cpus: int = 2) -> list[P
     steps: list[PlanStep] = []
     for warmup, repetition in rounds:
         for shape in shapes:
-            for runtime, oci in runtime_axes(scenario, runtimes):
+            for runtime, oci, network, skip_reason in _axes(scenario, runtimes):
                 index = len(steps)
-                runtime_label = f"{runtime}-{oci}" if oci else runtime
+                runtime_label = "-".join(filter(None, [runtime, oci, network]))
                 kind = "w" if warmup else "r"
                 group_id = f"{index:04d}-{runtime_label}-{shape.label}-{kind}{repetition}"
                 trials = tuple(
@@ -146,6 +186,8 @@ def build_plan(scenario: Scenario, runtimes: list[str], cpus: int = 2) -> list[P
                         limits=member_limits,
                         isolation_kind=shape.isolation_kind,
                         placement=shape.placement,
+                        network=network or "none",
+                        skip_reason=skip_reason,
                     )
                     for n, (role, workload, member_limits) in enumerate(shape.members)
                 )

@@ -75,6 +75,8 @@ class TrialResult:
     cgroup: str = ""
     scenario_isolation_kind: str = ""
     placement: str = ""
+    # The network path of the trial (bench.spec.NetworkMode); "none" without a network axis.
+    network: str = "none"
     error: str = ""
     output_tail: str = ""
 

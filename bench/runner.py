@@ -302,6 +302,8 @@ def _step_results(step: PlanStep, run: _Run, sampler: Sampler) -> StepResults:
     name = step.trials[0].runtime
     if name not in run.runtimes:
         return [(trial_row(t, "skipped", run.skipped.get(name, "")), None) for t in step.trials]
+    if any(t.skip_reason for t in step.trials):  # e.g. a network mode the runtime lacks
+        return [(trial_row(t, "skipped", t.skip_reason), None) for t in step.trials]
     for trial in step.trials:
         run.progress.trial_started(trial)
     ctx = StepContext(

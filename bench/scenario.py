@@ -11,12 +11,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from bench.runtimes import registry
-from bench.spec import Limits
+from bench.spec import Limits, NetworkMode
 
 OciRuntime = Literal["runc", "crun"]
 
@@ -276,6 +277,11 @@ class Scenario(StrictModel):
     oci_runtimes: Annotated[list[OciRuntime], AfterValidator(unique_entries)] = Field(
         default_factory=list
     )
+    # The network paths to compare (docs/architecture.md, "Network paths"): each runtime
+    # runs the listed modes it supports; bare metal runs on loopback as their baseline.
+    network_modes: Annotated[list[NetworkMode], AfterValidator(unique_entries)] = Field(
+        default_factory=lambda: list[NetworkMode](["none"]), min_length=1
+    )
     repetitions: Annotated[int, Field(ge=1, le=1000)] = 3
     warmups: Annotated[int, Field(ge=0, le=100)] = 1
     sample_interval_ms: Annotated[float, Field(ge=1, le=60_000)] = 100.0
@@ -326,6 +332,26 @@ class Scenario(StrictModel):
     @classmethod
     def _float(cls, value: object) -> object:
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("network_modes")
+    @classmethod
+    def _offered(cls, value: list[NetworkMode], info: ValidationInfo) -> list[NetworkMode]:
+        # A runtime lacking one listed mode is skipped in it; a mode none offers is a mistake.
+        runtimes = info.data.get("runtimes") or []
+        for mode in value:
+            offered = [r for r in runtimes if mode in registry.entry(r).capabilities.network_modes]
+            if not offered:
+                elsewhere = [
+                    n
+                    for n in registry.names()
+                    if mode in registry.entry(n).capabilities.network_modes
+                ]
+                raise ValueError(
+                    f"network mode {mode!r} is offered by none of this scenario's runtimes "
+                    f"({', '.join(runtimes)}); list a runtime that offers it "
+                    f"({', '.join(elsewhere) or 'none does'}) or drop the mode"
+                )
+        return value
 
     @model_validator(mode="after")
     def _unique_workloads(self) -> Scenario:

@@ -103,6 +103,7 @@ def start_member(trial: Trial, runtime: Runtime, ctx: StepContext) -> Member:
         io_dir=io_dir.resolve(),
         limits=trial.limits,
         oci_runtime=trial.oci_runtime or None,
+        network=trial.network,
         labels=(("bench", "1"), ("bench.run", store.run_dir.name[:60])),
         user=ctx.user,
     )

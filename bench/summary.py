@@ -31,7 +31,13 @@ def print_run_summary(run_dir: Path, skipped: dict[str, str]) -> None:
     """Print what the run measured, as the analysis API computes it, on stdout."""
     from rich.console import Console
 
-    from bench.analysis import footprint_table, isolation_table, load_run, overhead_table
+    from bench.analysis import (
+        default_baseline,
+        footprint_table,
+        isolation_table,
+        load_run,
+        overhead_table,
+    )
     from bench.report.markdown import (
         FOOTPRINT_TITLE,
         baseline_title,
@@ -39,12 +45,11 @@ def print_run_summary(run_dir: Path, skipped: dict[str, str]) -> None:
         isolation_rows,
         overhead_rows,
     )
-    from bench.runtimes import registry
 
     console = Console(width=max(Console().width, 180))
     run = load_run(run_dir)
     trials = run.trials
-    baseline = registry.baseline()
+    baseline = default_baseline(trials["label"])
     overhead = overhead_table(run, baseline=baseline)
     if len(overhead):
         title = f"Overhead vs {baseline_title(baseline)}: medians [95% CI] of measured trials"

@@ -51,6 +51,7 @@ def trial_row(trial: Trial, status: TrialStatus, error: str = "", cgroup: str = 
         cgroup=cgroup,
         scenario_isolation_kind=trial.isolation_kind,
         placement=trial.placement,
+        network=trial.network,
         error=error,
     )
 

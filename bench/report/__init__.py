@@ -9,7 +9,6 @@ import pandas as pd
 
 from bench import analysis, stats
 from bench.errors import InputError
-from bench.runtimes import registry
 
 FORMATS = frozenset({"html", "md", "json"})
 
@@ -29,7 +28,7 @@ class RunSummary:
 
 def summarize(run: analysis.Run, baseline: str | None = None) -> RunSummary:
     """Compute the tables and warnings of one run; `baseline` defaults to the registry's."""
-    baseline = registry.baseline() if baseline is None else baseline
+    baseline = analysis.default_baseline(run.trials["label"]) if baseline is None else baseline
     return RunSummary(
         run=run,
         baseline=baseline,

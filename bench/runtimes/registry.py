@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from bench.runtimes.base import Runtime
 
 # A label names one runtime and, when the scenario had an OCI axis, the OCI runtime under
-# it: "docker+crun" in analysis tables, "docker-crun" in trial and group ids.
-LABEL_SEPARATORS = ("+", "-")
+# it: "docker+crun" in analysis tables, "docker-crun" in trial and group ids; a network
+# path follows a slash in tables ("docker+crun/published") and a dash in ids.
+LABEL_SEPARATORS = ("+", "-", "/")
 UNKNOWN_ORDER = 1_000_000
 
 
