@@ -184,3 +184,19 @@ def test_nothing_outside_the_runtimes_names_a_runtime() -> None:
 )
 def test_runtime_names_used(source: str, bad: bool) -> None:
     assert bool(runtime_names_used(source, ("bare", "docker", "podman", "lxc"))) is bad
+
+
+def test_docs_name_only_files_that_exist() -> None:
+    """A module or test the design notes name (`runner.py`, `tests/helpers.py`) exists."""
+    files = {
+        str(path.relative_to(REPO))
+        for folder in ("bench", "tests", "benchmarks")
+        for path in (REPO / folder).rglob("*.py")
+    }
+    missing = [
+        f"{doc.name}: {name}"
+        for doc in sorted((REPO / "docs").glob("*.md"))
+        for name in re.findall(r"`([\w/.-]+\.py)", doc.read_text())
+        if not any(file == name or file.endswith(f"/{name}") for file in files)
+    ]
+    assert not missing, missing
