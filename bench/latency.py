@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from bench.errors import BenchError
+
+# numpy is imported inside the functions that use it: service trials import this module, and
+# under the cgroup v2 test VM's emulated CPU importing numpy dies (Illegal instruction).
+if TYPE_CHECKING:
+    import numpy as np
 
 # 1 ns to 1 hour at 3 significant figures: every value is kept within 1/1024 of itself
 # (HdrHistogram's sub-bucket width at 3 digits is 2048 counts per power of two).
@@ -39,6 +43,8 @@ class LatencySummary:
 def _bucket_floor_ns(values_ns: np.ndarray) -> np.ndarray:
     """Each value rounded down to its bucket's lowest value, so that a million requests cost
     one record call per bucket (at most ~32k) instead of one per request."""
+    import numpy as np
+
     clipped = np.clip(values_ns, LOWEST_NS, HIGHEST_NS)
     # Below 2048 ns every nanosecond has its own bucket; each power of two above halves that.
     shift = np.maximum(0, np.floor(np.log2(clipped)).astype(np.int64) - 10)
@@ -54,12 +60,16 @@ class LatencyHistogram:
     @classmethod
     def from_seconds(cls, values_s: Iterable[float] | np.ndarray) -> LatencyHistogram:
         """Every value one request (seconds)."""
+        import numpy as np
+
         values_ns = np.rint(np.asarray(values_s, dtype=np.float64) * NS_PER_S).astype(np.int64)
         return cls.from_counts_ns(*np.unique(_bucket_floor_ns(values_ns), return_counts=True))
 
     @classmethod
     def from_counts_us(cls, values_us: Sequence[float], counts: Sequence[int]) -> LatencyHistogram:
         """A generator's own buckets: `counts[i]` requests took `values_us[i]` microseconds."""
+        import numpy as np
+
         values_ns = np.rint(np.asarray(values_us, dtype=np.float64) * NS_PER_US).astype(np.int64)
         return cls.from_counts_ns(values_ns, np.asarray(counts, dtype=np.int64))
 
@@ -141,6 +151,8 @@ class LatencyHistogram:
 
     def counts_ns(self) -> tuple[np.ndarray, np.ndarray]:
         """Every non-empty bucket: its value (ns, the bucket's lowest) and its count."""
+        import numpy as np
+
         values: list[int] = []
         counts: list[int] = []
         for item in self._hdr.get_recorded_iterator():
@@ -149,6 +161,8 @@ class LatencyHistogram:
         return np.asarray(values, dtype=np.int64), np.asarray(counts, dtype=np.int64)
 
     def __eq__(self, other: object) -> bool:
+        import numpy as np
+
         if not isinstance(other, LatencyHistogram):
             return NotImplemented
         mine, theirs = self.counts_ns(), other.counts_ns()

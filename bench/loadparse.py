@@ -6,11 +6,13 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from bench.errors import BenchError
 from bench.latency import LatencyHistogram
+
+if TYPE_CHECKING:  # numpy itself is imported inside the functions that use it (see latency.py)
+    import numpy as np
 
 US_PER_S = 1e6
 
@@ -66,6 +68,8 @@ def parse_wrk(text: str, connections: int) -> ParsedLoad:
     synthetic samples (115,410 counts for 108,240 requests in tests/fixtures). The
     correction is invertible, so bench keeps the measured one: one count per request.
     """
+    import numpy as np
+
     match = re.search(r"^BENCH_SUMMARY (.*)$", text, re.MULTILINE)
     if match is None:
         raise _fail("wrk", "no BENCH_SUMMARY line", text)
@@ -97,6 +101,8 @@ def _wrk_interval_us(duration_us: int, requests: int, connections: int) -> int:
 def uncorrect_wrk_counts(values_us: np.ndarray, counts: np.ndarray, interval_us: int) -> np.ndarray:
     """Undo wrk's stats_correct(): it added every count at v to v-E, v-2E, ... while above E,
     so corrected[v] = raw[v] + corrected[v+E] for v > E."""
+    import numpy as np
+
     if interval_us <= 0 or len(values_us) == 0:
         return counts
     by_value = dict(zip(values_us.tolist(), counts.tolist(), strict=True))
@@ -126,6 +132,8 @@ def parse_sockperf(text: str, full_log: str, rate_per_s: float | None = None) ->
     sockperf keeps an absolute schedule and catches up after a late send (the fixture: lag
     p50 0, max 1.1 ms), so a late send adds its lag instead of hiding it.
     """
+    import numpy as np
+
     valid = _SOCKPERF_VALID.search(text)
     if valid is None:
         raise _fail("sockperf", "no [Valid Duration] line", text)
@@ -147,6 +155,8 @@ def parse_sockperf(text: str, full_log: str, rate_per_s: float | None = None) ->
 
 def _sockperf_log(full_log: str) -> np.ndarray:
     """The full log's rows: packet index, send time (s), receive time (s)."""
+    import numpy as np
+
     rows: list[tuple[float, float, float]] = []
     in_table = False
     for line in full_log.splitlines():
@@ -192,6 +202,8 @@ def parse_redis_benchmark(text: str) -> ParsedLoad:
     Each request is counted at the table point at or above its latency, so percentiles read
     back are upper bounds, at most one table step (0.1 ms, or finer near the median) high.
     """
+    import numpy as np
+
     done = _REDIS_DONE.search(text)
     if done is None:
         raise _fail("redis-benchmark", "no 'requests completed' line", text)
@@ -222,6 +234,8 @@ def parse_pgbench(text: str, logs: list[Path]) -> ParsedLoad:
     pgbench counts that latency from the transaction's scheduled start (`now -
     txn_scheduled` in its source), so under --rate the schedule lag is already in it.
     """
+    import numpy as np
+
     done, duration = _PGBENCH_DONE.search(text), _PGBENCH_DURATION.search(text)
     if done is None or duration is None:
         raise _fail("pgbench", "no 'transactions actually processed' line", text)
