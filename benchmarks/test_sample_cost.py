@@ -8,7 +8,8 @@ client's plus dockerd's, containerd's and the shim's CPU, since the daemon does 
 - a naive open/read/parse of the same files, psutil over the process tree, and
   `container.stats(stream=False)` on a running container (skipped without dockerd).
 
-Issue 7's target, asserted here: bench's reader <= 25 us per sample on this host.
+The target, asserted here: bench's reader <= 25 us per sample on this host (README, "What
+measuring costs").
 """
 
 from __future__ import annotations

@@ -71,7 +71,12 @@ def comments_and_docstrings(path: Path) -> list[tuple[int, str]]:
 
 def test_comments_point_only_into_the_repository() -> None:
     wrong = []
-    for path in sorted((REPO / "bench").rglob("*.py")):
+    paths = [
+        path
+        for folder in ("bench", "tests", "benchmarks")
+        for path in (REPO / folder).rglob("*.py")
+    ]
+    for path in sorted(paths):
         for first_line, text in comments_and_docstrings(path):
             for m in OUTSIDE_REPO.finditer(text):
                 line = first_line + text.count("\n", 0, m.start())
