@@ -9,6 +9,7 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -74,21 +75,25 @@ def unique_entries(values: list[T]) -> list[T]:
     return values
 
 
+def _int_as_float(value: object) -> object:
+    # TOML writes 1 and 1.0 differently; both mean the same number, and strict mode refuses
+    # an int where a float is declared.
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Float = Annotated[float, BeforeValidator(_int_as_float)]
+"""A float field that also takes a TOML integer."""
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class LimitsModel(StrictModel):
-    cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
+    cpus: Annotated[Float, Field(gt=0, le=1024)] | None = None
     cpuset: str | None = None
     memory: int | str | None = None
     pids: Annotated[int, Field(ge=1, le=4_194_304)] | None = None
-
-    @field_validator("cpus", mode="before")
-    @classmethod
-    def _cpus_number(cls, value: object) -> object:
-        # TOML writes 1 and 1.0 differently; both mean one CPU.
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @field_validator("cpuset")
     @classmethod
@@ -118,7 +123,7 @@ class WorkloadModel(StrictModel):
     name: str
     stressor: str | None = None
     workers: Annotated[int, Field(ge=1, le=1024)] = 1
-    duration_s: Annotated[float, Field(gt=0, le=86_400)] = 5.0
+    duration_s: Annotated[Float, Field(gt=0, le=86_400)] = 5.0
     options: dict[str, OptionValue] = Field(default_factory=dict)
     command: list[str] | None = None
 
@@ -128,11 +133,6 @@ class WorkloadModel(StrictModel):
         if not SAFE_NAME.match(value):
             raise ValueError("use letters, digits, '-', '_' and '.', at most 63 characters")
         return value
-
-    @field_validator("duration_s", mode="before")
-    @classmethod
-    def _duration_number(cls, value: object) -> object:
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @field_validator("stressor")
     @classmethod
@@ -284,12 +284,12 @@ class Scenario(StrictModel):
     )
     repetitions: Annotated[int, Field(ge=1, le=1000)] = 3
     warmups: Annotated[int, Field(ge=0, le=100)] = 1
-    sample_interval_ms: Annotated[float, Field(ge=1, le=60_000)] = 100.0
+    sample_interval_ms: Annotated[Float, Field(ge=1, le=60_000)] = 100.0
     # How often the sampler reads every metric; ticks between read CPU usage, memory and
     # pids only (bench.sampler.DETAIL_INTERVAL_S says why). At or below sample_interval_ms:
     # every metric at every tick.
-    sample_detail_interval_ms: Annotated[float, Field(ge=1, le=3_600_000)] = 1000.0
-    timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 120.0
+    sample_detail_interval_ms: Annotated[Float, Field(ge=1, le=3_600_000)] = 1000.0
+    timeout_s: Annotated[Float, Field(gt=0, le=86_400)] = 120.0
     limits: LimitsModel = Field(default_factory=LimitsModel)
     workloads: list[WorkloadModel] = Field(min_length=1)
     # Copies of each workload started together in one step (overhead-footprint: the
@@ -327,11 +327,6 @@ class Scenario(StrictModel):
                 "workloads": workloads,
             }
         )
-
-    @field_validator("sample_interval_ms", "sample_detail_interval_ms", "timeout_s", mode="before")
-    @classmethod
-    def _float(cls, value: object) -> object:
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @field_validator("network_modes")
     @classmethod
