@@ -118,9 +118,24 @@ def psi_total(data: bytes, line: bytes) -> int | None:
 class FdReader:
     """What both readers share: kept-open descriptors, error mapping on read, close."""
 
+    version = ""
+
     def __init__(self, location: CgroupLocation) -> None:
+        if location.version != self.version:
+            raise CgroupError(
+                f"{type(self).__name__} needs a {self.version} location, got {location.version}"
+            )
         self.location = location
         self._fds: list[int] = []
+        try:
+            self._open_files()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_files(self) -> None:
+        """Open this version's files with _open / _open_required."""
+        raise NotImplementedError
 
     def _open(self, directory: Path | None, name: str) -> int | None:
         fd = open_file(directory, name, required=False)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 
 from bench.cgroups.fileio import FdReader, key_ints, pread_all, sum_tokens
-from bench.cgroups.model import CgroupLocation, CgroupSnapshot, CoreSnapshot
-from bench.errors import CgroupError
+from bench.cgroups.model import CgroupSnapshot, CoreSnapshot
 
 # cpuacct.stat counts USER_HZ ticks (cgroup-v1/cpuacct.rst).
 NS_PER_TICK = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
@@ -25,28 +24,23 @@ class V1Reader(FdReader):
     are optional (0 when not mounted). v1 has no pressure files: those fields are None.
     """
 
-    def __init__(self, location: CgroupLocation) -> None:
-        if location.version != "v1":
-            raise CgroupError(f"V1Reader needs a v1 location, got {location.version}")
-        super().__init__(location)
-        d = location.dir_for
-        try:
-            self._cpuacct_usage = self._open_required(d("cpuacct"), "cpuacct.usage")
-            self._mem_usage = self._open_required(d("memory"), "memory.usage_in_bytes")
-            self._mem_stat = self._open_required(d("memory"), "memory.stat")
-            self._cpuacct_stat = self._open(d("cpuacct"), "cpuacct.stat")
-            self._cpu_stat = self._open(d("cpu"), "cpu.stat")
-            self._mem_max = self._open(d("memory"), "memory.max_usage_in_bytes")
-            self._oom_control = self._open(d("memory"), "memory.oom_control")
-            self._pids_current = self._open(d("pids"), "pids.current")
-            self._pids_peak = self._open(d("pids"), "pids.peak")  # v1 too since kernel 6.13
-            # The _recursive file includes child cgroups, as cpuacct.usage and total_* do.
-            self._blkio = self._open(d("blkio"), "blkio.throttle.io_service_bytes_recursive")
-            if self._blkio is None:
-                self._blkio = self._open(d("blkio"), "blkio.throttle.io_service_bytes")
-        except BaseException:
-            self.close()
-            raise
+    version = "v1"
+
+    def _open_files(self) -> None:
+        d = self.location.dir_for
+        self._cpuacct_usage = self._open_required(d("cpuacct"), "cpuacct.usage")
+        self._mem_usage = self._open_required(d("memory"), "memory.usage_in_bytes")
+        self._mem_stat = self._open_required(d("memory"), "memory.stat")
+        self._cpuacct_stat = self._open(d("cpuacct"), "cpuacct.stat")
+        self._cpu_stat = self._open(d("cpu"), "cpu.stat")
+        self._mem_max = self._open(d("memory"), "memory.max_usage_in_bytes")
+        self._oom_control = self._open(d("memory"), "memory.oom_control")
+        self._pids_current = self._open(d("pids"), "pids.current")
+        self._pids_peak = self._open(d("pids"), "pids.peak")  # v1 too since kernel 6.13
+        # The _recursive file includes child cgroups, as cpuacct.usage and total_* do.
+        self._blkio = self._open(d("blkio"), "blkio.throttle.io_service_bytes_recursive")
+        if self._blkio is None:
+            self._blkio = self._open(d("blkio"), "blkio.throttle.io_service_bytes")
 
     def _read(self) -> CgroupSnapshot:
         # The sampler's hot path, written for speed: one pread per file, single-number

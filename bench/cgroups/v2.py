@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 
 from bench.cgroups.fileio import FdReader, key_ints, pread_all, psi_total, sum_tokens
-from bench.cgroups.model import CgroupLocation, CgroupSnapshot, CoreSnapshot
-from bench.errors import CgroupError
+from bench.cgroups.model import CgroupSnapshot, CoreSnapshot
 
 # Keys in the order the kernel prints them (mm/memcontrol.c, kernel/sched/core.c).
 _MEM_KEYS = (b"\nanon ", b"\nfile ", b"\ninactive_file ")
@@ -28,26 +27,21 @@ class V2Reader(FdReader):
     and gives None (peaks, pressure) or 0 (counters) when the kernel lacks it.
     """
 
-    def __init__(self, location: CgroupLocation) -> None:
-        if location.version != "v2":
-            raise CgroupError(f"V2Reader needs a v2 location, got {location.version}")
-        super().__init__(location)
-        d = location.dir_for("unified")
-        try:
-            self._cpu_stat = self._open_required(d, "cpu.stat")
-            self._mem_current = self._open_required(d, "memory.current")
-            self._mem_stat = self._open_required(d, "memory.stat")
-            self._mem_peak = self._open(d, "memory.peak")  # kernel 5.19+
-            self._mem_events = self._open(d, "memory.events")
-            self._pids_current = self._open(d, "pids.current")
-            self._pids_peak = self._open(d, "pids.peak")  # kernel 6.1+
-            self._io_stat = self._open(d, "io.stat")
-            self._cpu_psi = self._open(d, "cpu.pressure")
-            self._mem_psi = self._open(d, "memory.pressure")
-            self._io_psi = self._open(d, "io.pressure")
-        except BaseException:
-            self.close()
-            raise
+    version = "v2"
+
+    def _open_files(self) -> None:
+        d = self.location.dir_for("unified")
+        self._cpu_stat = self._open_required(d, "cpu.stat")
+        self._mem_current = self._open_required(d, "memory.current")
+        self._mem_stat = self._open_required(d, "memory.stat")
+        self._mem_peak = self._open(d, "memory.peak")  # kernel 5.19+
+        self._mem_events = self._open(d, "memory.events")
+        self._pids_current = self._open(d, "pids.current")
+        self._pids_peak = self._open(d, "pids.peak")  # kernel 6.1+
+        self._io_stat = self._open(d, "io.stat")
+        self._cpu_psi = self._open(d, "cpu.pressure")
+        self._mem_psi = self._open(d, "memory.pressure")
+        self._io_psi = self._open(d, "io.pressure")
 
     def _read(self) -> CgroupSnapshot:
         # The sampler's hot path, written for speed: one pread per file, single-number
