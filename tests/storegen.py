@@ -189,25 +189,29 @@ def build(spec: StoreSpec) -> tuple[Manifest, list[tuple[TrialResult, SampleColu
         counter += 1
         return f"t{counter:05d}"
 
+    def solo(
+        runtime: str, workload: str, repetition: int, warmup: bool, status: str = "ok"
+    ) -> TrialResult:
+        tid = next_id()
+        return _trial(
+            spec,
+            rng,
+            trial_id=tid,
+            runtime=runtime,
+            workload=workload,
+            role="solo",
+            group_id=f"g-{tid}",
+            repetition=repetition,
+            warmup=warmup,
+            status=status,
+        )
+
     total = spec.warmups + spec.repetitions
     for rep in range(total):
         warm = rep < spec.warmups
         for workload in spec.workloads:
             for runtime in spec.runtimes:  # interleaved A B C D A B C D
-                tid = next_id()
-                rows.append(
-                    _trial(
-                        spec,
-                        rng,
-                        trial_id=tid,
-                        runtime=runtime,
-                        workload=workload,
-                        role="solo",
-                        group_id=f"g-{tid}",
-                        repetition=rep,
-                        warmup=warm,
-                    )
-                )
+                rows.append(solo(runtime, workload, rep, warm))
         for case in spec.isolation:
             if warm:
                 continue
@@ -253,21 +257,7 @@ def build(spec: StoreSpec) -> tuple[Manifest, list[tuple[TrialResult, SampleColu
                     )
     for runtime in spec.runtimes:
         for _ in range(spec.failed):
-            tid = next_id()
-            rows.append(
-                _trial(
-                    spec,
-                    rng,
-                    trial_id=tid,
-                    runtime=runtime,
-                    workload=spec.workloads[0],
-                    role="solo",
-                    group_id=f"g-{tid}",
-                    repetition=total,
-                    warmup=False,
-                    status="failed",
-                )
-            )
+            rows.append(solo(runtime, spec.workloads[0], total, warmup=False, status="failed"))
     results: list[tuple[TrialResult, SampleColumns | None]] = [
         (
             row,
