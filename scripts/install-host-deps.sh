@@ -9,7 +9,7 @@ PKGS=(
   nginx-light redis-server postgresql-15 sockperf iperf3    # service workloads' servers
   qemu-system-x86 cpio                                      # the cgroup v2 test VM
   chromium                                                  # e2e: renders the HTML report
-  wrk sockperf iperf3 nginx-light                           # load generators; nginx for their tests
+  wrk                                                       # HTTP load (the others come with the servers)
   python3-venv git procps iproute2 ca-certificates curl
 )
 missing=()
