@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from tests.hostservers import (
 
 pytestmark = pytest.mark.integration
 
-NETEM_DELAY_S = 0.005
+KNOWN_DELAY_S = 0.005
 
 
 @pytest.fixture
@@ -224,10 +225,50 @@ def test_netem_delay_shows_in_p50(netns: Netns, server_dir: Path) -> None:
     try:
         spec = LoadSpec("tcp_rr", port, host=netns.address, host_created_by_run=True, duration_s=2)
         before = run_load(spec)
-        assert netem(netns, "add", "netem", "delay", f"{NETEM_DELAY_S * 1000:g}ms").returncode == 0
+        assert netem(netns, "add", "netem", "delay", f"{KNOWN_DELAY_S * 1000:g}ms").returncode == 0
         after = run_load(spec)
     finally:
         server.stop()
     assert before.latency is not None and after.latency is not None
     rise_s = after.latency.percentile_s(50) - before.latency.percentile_s(50)
-    assert rise_s == pytest.approx(NETEM_DELAY_S, rel=0.10)
+    assert rise_s == pytest.approx(KNOWN_DELAY_S, rel=0.10)
+
+
+# A keep-alive HTTP server that answers every GET after sleeping argv[2] seconds.
+DELAYING_SERVER = """
+import sys, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes
+    def do_GET(self):
+        time.sleep(float(sys.argv[2]))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def delayed_p50_s(server_dir: Path, delay_s: float) -> float:
+    port = free_port()
+    argv = [sys.executable, "-c", DELAYING_SERVER, str(port), str(delay_s)]
+    server = start_server(argv, "127.0.0.1", port, server_dir, Probe("http"))
+    try:
+        result = run_load(LoadSpec("http", port, connections=1, duration_s=2))
+    finally:
+        server.stop()
+    assert result.errors == 0 and result.latency is not None
+    assert result.latency.count == result.requests > 100
+    return result.latency.percentile_s(50)
+
+
+def test_known_server_delay_shows_in_p50(server_dir: Path) -> None:
+    """Where netem is missing: a server that sleeps 5 ms per request raises wrk's p50 by
+    5 ms within 10 % (time.sleep overshoots by tens of microseconds, inside the margin)."""
+    require_tools("wrk", "taskset")
+    rise_s = delayed_p50_s(server_dir, KNOWN_DELAY_S) - delayed_p50_s(server_dir, 0.0)
+    assert rise_s == pytest.approx(KNOWN_DELAY_S, rel=0.10)
