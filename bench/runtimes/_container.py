@@ -14,16 +14,16 @@ import select
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.cgroups.locate import locate
 from bench.cgroups.model import CgroupLocation
 from bench.errors import BenchError
-from bench.runtimes._network import Endpoints, endpoints
+from bench.runtimes._network import Endpoints, check_spec, endpoints
 from bench.runtimes.base import ExitInfo
-from bench.spec import CPU_PERIOD_US, STDERR_FILE, STDOUT_FILE, Limits, StartSpec
+from bench.spec import CPU_PERIOD_US, NAME_PREFIX, STDERR_FILE, STDOUT_FILE, Limits, StartSpec
 
 IO_MOUNT = "/bench"
 """Where the per-trial io dir is bind-mounted in every container (also the working dir)."""
@@ -43,6 +43,25 @@ WRAPPER_SCRIPT = (
 # How often ContainerHandle.wait asks the runtime whether the container died on its own
 # (e.g. the wrapper itself was OOM-killed and so never wrote "E").
 _POLL_INTERVAL_S = 1.0
+
+
+def run_all(first: Callable[[], None], *rest: Callable[[], None]) -> None:
+    """Call each step in order, every one even when one before it raised (that error goes on)."""
+    try:
+        first()
+    finally:
+        if rest:
+            run_all(*rest)
+
+
+@contextlib.contextmanager
+def undone_on_error(*undo: Callable[[], None]) -> Iterator[None]:
+    """Run the `undo` steps (with run_all) when the block raises, then let the error go on."""
+    try:
+        yield
+    except BaseException:
+        run_all(*undo)
+        raise
 
 
 def wrapper_argv(argv: tuple[str, ...] | list[str]) -> list[str]:
@@ -208,13 +227,7 @@ class ContainerHandle:
         if self._stopped:
             return 0.0
         started = time.monotonic()
-        try:
-            self.kill()
-        finally:
-            try:
-                self.remove()
-            finally:
-                self.fifo.close()
+        run_all(self.kill, self.remove, self.fifo.close)
         self._stopped = True
         return time.monotonic() - started
 
@@ -223,16 +236,28 @@ class ContainerHandle:
 class Launched:
     """What a runtime's launch callback returns for start_container().
 
-    `endpoints` defaults to those of the spec's mode that need nothing from the runtime
-    (none, host); bridge and published ones carry the address or ports it assigned.
+    `address` (bridge: the container's address on the run network) and `published`
+    (published: the host port of each container port) are what the runtime assigned;
+    the endpoints of the modes that need neither (none, host) come from the spec alone.
     """
 
     pid: int
     kill: Callable[[], None]
     remove: Callable[[], None]
     poll_exit: Callable[[], int | None] | None = None
-    endpoints: Endpoints | None = None
+    address: str | None = None
+    published: dict[int, int] | None = None
     helper_pids: Callable[[], list[int]] | None = None
+
+
+def image_to_start(spec: StartSpec, runtime: str, image_ref: str | None) -> str:
+    """The image an engine starts `spec` from, once the spec passed the checks all engines make."""
+    if image_ref is None:
+        raise BenchError(f"{runtime}: prepare(image) must run before start()")
+    if not spec.name.startswith(NAME_PREFIX):
+        raise BenchError(f"container name {spec.name!r} must start with {NAME_PREFIX!r}")
+    check_spec(spec, runtime)
+    return image_ref
 
 
 def start_container(
@@ -250,23 +275,12 @@ def start_container(
     if spec.user is not None:  # the wrapper runs as the scenario's user and writes to it
         os.chown(fifo.path, *spec.user)
     requested = time.monotonic()
-    try:
+    with undone_on_error(fifo.close):
         launched = launch(wrapper_argv(spec.argv))
-    except BaseException:
-        fifo.close()
-        raise
-    try:
+    with undone_on_error(launched.kill, launched.remove, fifo.close):
         started = fifo.wait_started(start_timeout_s)
         cgroup = locate(launched.pid)
-    except BaseException:
-        try:
-            launched.kill()
-        finally:
-            try:
-                launched.remove()
-            finally:
-                fifo.close()
-        raise
+        reached = endpoints(spec, launched.address, launched.published)
     return ContainerHandle(
         name=spec.name,
         pid=launched.pid,
@@ -276,7 +290,7 @@ def start_container(
         kill=launched.kill,
         remove=launched.remove,
         poll_exit=launched.poll_exit,
-        endpoints=launched.endpoints or endpoints(spec),
+        endpoints=reached,
         helpers=launched.helper_pids,
     )
 

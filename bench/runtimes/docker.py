@@ -14,12 +14,12 @@ from bench.runtimes._container import (
     ContainerHandle,
     Launched,
     engine_limit_options,
+    image_to_start,
     start_container,
+    undone_on_error,
 )
 from bench.runtimes._network import (
     LOOPBACK,
-    check_spec,
-    endpoints,
     inspect_addresses,
     owned_network_name,
     stale_network,
@@ -172,13 +172,8 @@ class DockerRuntime:
     def start(self, spec: StartSpec) -> ContainerHandle:
         import docker
 
-        if self._image_ref is None:
-            raise BenchError("DockerRuntime.start() before prepare(image): import the image first")
-        if not spec.name.startswith(NAME_PREFIX):
-            raise BenchError(f"container name {spec.name!r} must start with {NAME_PREFIX!r}")
-        check_spec(spec, self.name)
+        image_ref = image_to_start(spec, self.name, self._image_ref)
         client = self._connect()
-        image_ref = self._image_ref
         network = self._run_network() if spec.network in ("bridge", "published") else None
         options = self._run_options(spec, network)
 
@@ -208,7 +203,7 @@ class DockerRuntime:
                 state = container.attrs["State"]
                 return None if state.get("Running") else int(state.get("ExitCode", 0))
 
-            try:
+            with undone_on_error(remove):
                 try:
                     container.start()
                 except docker.errors.APIError as exc:
@@ -224,17 +219,9 @@ class DockerRuntime:
                         f"(status {state.get('Status')}, error {state.get('Error')!r})"
                     )
                 address, published = inspect_addresses(container.attrs, spec, network)
-            except BaseException:
-                remove()
-                raise
-            return Launched(
-                pid=pid,
-                kill=kill,
-                remove=remove,
-                poll_exit=poll_exit,
-                endpoints=endpoints(spec, address, published),
-                helper_pids=lambda: _proxy_pids(address, spec.ports) if published else [],
-            )
+            # docker-proxy forwards each published port from 127.0.0.1 (userland proxy).
+            helpers = (lambda: _proxy_pids(address, spec.ports)) if published else None
+            return Launched(pid, kill, remove, poll_exit, address, published, helpers)
 
         return start_container(spec, launch)
 

@@ -21,9 +21,15 @@ from typing import TYPE_CHECKING
 
 from bench.cgroups.locate import cgroup_mounts, host_cgroup_version
 from bench.errors import BenchError, RuntimeUnavailable
-from bench.runtimes._container import IO_MOUNT, ContainerHandle, Launched, start_container
+from bench.runtimes._container import (
+    IO_MOUNT,
+    ContainerHandle,
+    Launched,
+    start_container,
+    undone_on_error,
+)
 from bench.runtimes._lxc_bridge import Bridge, create_bridge, ports_of, remove_bridge, stale_bridges
-from bench.runtimes._network import check_spec, endpoints
+from bench.runtimes._network import check_spec
 from bench.runtimes.base import Availability
 from bench.spec import CPU_PERIOD_US, NAME_PREFIX, StartSpec
 
@@ -286,19 +292,9 @@ class LxcRuntime:
         def poll_exit() -> int | None:
             return monitor.poll()
 
-        try:
+        with undone_on_error(kill, remove):
             pid = self._init_pid(spec, monitor)
-        except BaseException:
-            kill()
-            remove()
-            raise
-        return Launched(
-            pid=pid,
-            kill=kill,
-            remove=remove,
-            poll_exit=poll_exit,
-            endpoints=endpoints(spec, None if address is None else str(address.ip)),
-        )
+        return Launched(pid, kill, remove, poll_exit, None if address is None else str(address.ip))
 
     def _init_pid(self, spec: StartSpec, monitor: subprocess.Popen[bytes]) -> int:
         """The container's init (lxc-init) pid on the host, polled until lxc-info has it."""

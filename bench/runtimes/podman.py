@@ -11,17 +11,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError, RuntimeUnavailable
+from bench.image import IMAGE_REPOSITORY
 from bench.runtimes._container import (
     IO_MOUNT,
     ContainerHandle,
     Launched,
     engine_limit_options,
+    image_to_start,
     start_container,
+    undone_on_error,
 )
 from bench.runtimes._network import (
     LOOPBACK,
-    check_spec,
-    endpoints,
     inspect_addresses,
     owned_network_name,
     stale_network,
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
     from bench.image import WorkloadImage
 
 __all__ = ["PRIVATE_SOCKET_DIR", "PodmanRuntime", "default_oci_runtime"]
-
-IMAGE_REPOSITORY = "bench-workload"
 
 
 @dataclass
@@ -119,13 +118,8 @@ class PodmanRuntime:
         self._image_ref = reference
 
     def start(self, spec: StartSpec) -> ContainerHandle:
-        if self._image_ref is None:
-            raise BenchError("podman: prepare(image) must run before start()")
-        if not spec.name.startswith(NAME_PREFIX):
-            raise BenchError(f"container name {spec.name!r} must start with {NAME_PREFIX!r}")
-        check_spec(spec, self.name)
+        image_ref = image_to_start(spec, self.name, self._image_ref)
         service = self._client_for(spec.oci_runtime)
-        image_ref = self._image_ref
         network = self._run_network() if spec.network in ("bridge", "published") else None
         return start_container(
             spec, lambda command: _launch(service, image_ref, spec, command, network)
@@ -245,7 +239,7 @@ def _launch(
             return int(state.get("ExitCode", 0))
         return None
 
-    try:
+    with undone_on_error(kill, remove):
         try:
             container.start()
         except APIError as exc:
@@ -264,20 +258,10 @@ def _launch(
             raise BenchError(f"podman reports no pid for {spec.name}: {container.attrs['State']}")
         address, published = inspect_addresses(container.attrs, spec, network)
         conmon = int(container.attrs["State"].get("ConmonPid") or 0)
-    except BaseException:
-        kill()
-        remove()
-        raise
-    return Launched(
-        pid=pid,
-        kill=kill,
-        remove=remove,
-        poll_exit=poll_exit,
-        endpoints=endpoints(spec, address, published),
-        # conmon holds a published port open and relays the container's stdio; the
-        # forwarding itself is iptables in the kernel (rootful podman has no proxy).
-        helper_pids=lambda: [conmon] if conmon > 0 else [],
-    )
+    # conmon holds a published port open and relays the container's stdio; the
+    # forwarding itself is iptables in the kernel (rootful podman has no proxy).
+    helpers = (lambda: [conmon]) if conmon > 0 else None
+    return Launched(pid, kill, remove, poll_exit, address, published, helpers)
 
 
 def _create_kwargs(spec: StartSpec, network_name: str | None = None) -> dict[str, Any]:
