@@ -298,14 +298,19 @@ def _create_kwargs(spec: StartSpec, network_name: str | None = None) -> dict[str
     return kwargs
 
 
-def _bench_containers() -> list[str]:
+def _query(*args: str) -> str:
+    """The output of a podman command that only lists; empty when podman is not installed."""
     if shutil.which("podman") is None:
-        return []
-    proc = podman_cli("ps", "--all", "--format", "json")
+        return ""
+    proc = podman_cli(*args)
     if proc.returncode != 0:
-        raise BenchError(f"`podman ps --all` failed: {proc.stderr.strip()}")
+        raise BenchError(f"`podman {' '.join(args)}` failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def _bench_containers() -> list[str]:
     names: list[str] = []
-    for entry in json.loads(proc.stdout or "[]"):
+    for entry in json.loads(_query("ps", "--all", "--format", "json") or "[]"):
         entry_names = entry.get("Names") or []
         labels = entry.get("Labels") or {}
         if labels.get(LABEL) == "1" or any(n.startswith(NAME_PREFIX) for n in entry_names):
@@ -314,13 +319,8 @@ def _bench_containers() -> list[str]:
 
 
 def _bench_images() -> list[str]:
-    if shutil.which("podman") is None:
-        return []
-    proc = podman_cli("images", "--format", "json")
-    if proc.returncode != 0:
-        raise BenchError(f"`podman images` failed: {proc.stderr.strip()}")
     refs: list[str] = []
-    for entry in json.loads(proc.stdout or "[]"):
+    for entry in json.loads(_query("images", "--format", "json") or "[]"):
         for ref in entry.get("Names") or []:
             if ref.rpartition("/")[2].startswith(IMAGE_REPOSITORY):
                 refs.append(ref)
@@ -329,9 +329,5 @@ def _bench_images() -> list[str]:
 
 def _stale_networks() -> list[str]:
     """Networks bench created whose owning process is gone."""
-    if shutil.which("podman") is None:
-        return []
-    proc = podman_cli("network", "ls", "--format", "{{.Name}}")
-    if proc.returncode != 0:
-        raise BenchError(f"`podman network ls` failed: {proc.stderr.strip()}")
-    return sorted(name for name in proc.stdout.split() if stale_network(name))
+    names = _query("network", "ls", "--format", "{{.Name}}").split()
+    return sorted(name for name in names if stale_network(name))
