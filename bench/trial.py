@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,17 +75,9 @@ def measured_row(trial: Trial, seen: Observed, io_dir: Path) -> TrialResult:
         sampled_mem_max_bytes=seen.columns.largest("mem_current_bytes"),
         sampled_pids_max=seen.columns.largest("pids_current"),
     )
-    result.cpu_s = totals.cpu_s
-    result.cpu_user_s = totals.cpu_user_s
-    result.cpu_sys_s = totals.cpu_sys_s
-    result.cpu_nr_throttled = totals.cpu_nr_throttled
-    result.cpu_throttled_ns = totals.cpu_throttled_ns
-    result.oom_kills = totals.oom_kills
-    result.mem_peak_bytes = totals.mem_peak_bytes
-    result.mem_peak_from_samples = totals.mem_peak_from_samples
-    result.pids_peak = totals.pids_peak
-    result.io_read_bytes = totals.io_read_bytes
-    result.io_write_bytes = totals.io_write_bytes
+    # CgroupTotals is named in TrialResult's columns (a unit test holds them together).
+    for column in fields(totals):
+        setattr(result, column.name, getattr(totals, column.name))
     if seen.footprint is not None:
         result.runtime_rss_bytes = seen.footprint.rss_bytes
         result.runtime_pss_bytes = seen.footprint.pss_bytes

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bench.cgroups import CgroupLocation, CgroupSnapshot, open_reader
-from bench.cgroups.model import cgroup_totals
+from bench.cgroups.model import CgroupTotals, cgroup_totals
+from bench.results import TrialResult
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "cgroup"
 
@@ -61,3 +62,10 @@ def test_without_a_final_read_only_the_sampled_peaks_are_known(final: CgroupSnap
         7,
     )
     assert totals.cpu_s is None and totals.oom_kills is None
+
+
+def test_every_total_is_a_result_column_of_the_same_type() -> None:
+    # bench.trial copies the totals into the row by field name.
+    columns = {field.name: field.type for field in dataclasses.fields(TrialResult)}
+    for total in dataclasses.fields(CgroupTotals):
+        assert columns.get(total.name) == total.type, total.name
