@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -257,7 +259,9 @@ def dead_pid() -> int:
 
 
 @pytest.mark.parametrize("runtime", ["docker", "podman"], indirect=True)
-def test_a_killed_runs_network_is_a_leftover_and_removed(runtime: Runtime) -> None:
+def test_a_killed_runs_network_is_a_leftover_and_removed(
+    runtime: Runtime, workload_image: WorkloadImage
+) -> None:
     name = f"{NETWORK_PREFIX}{dead_pid()}-0123abcd"
     _run(runtime.name, "network", "create", "--label", "bench=1", name)
     try:
@@ -266,6 +270,7 @@ def test_a_killed_runs_network_is_a_leftover_and_removed(runtime: Runtime) -> No
         assert name not in _run(runtime.name, "network", "ls", "--format", "{{.Name}}").split()
     finally:
         _run(runtime.name, "network", "rm", name)
+        runtime.prepare(workload_image)  # gc removed the image; the session's other tests need it
 
 
 def test_a_killed_runs_lxc_bridge_and_rule_are_leftovers_and_removed(tmp_path: Path) -> None:
@@ -287,3 +292,51 @@ def test_a_killed_runs_lxc_bridge_and_rule_are_leftovers_and_removed(tmp_path: P
         _run("iptables", "-D", "FORWARD", *rule)
         _run("ip", "link", "delete", bridge)
         runtime.close()
+
+
+CHILD = """
+import os, signal, sys, uuid
+from pathlib import Path
+from bench.image import build_image
+from bench.runtimes import get_runtime
+from bench.spec import StartSpec
+name, lxcpath, io_dir = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+runtime = get_runtime(name)
+if name == "lxc":
+    runtime.lxcpath = Path(lxcpath)
+runtime.prepare(build_image(cache_dir=Path(sys.argv[4])))
+argv = ("/bin/busybox", "sleep", "600")
+spec = StartSpec(name=f"bench-net-kill-{uuid.uuid4().hex[:8]}", argv=argv, io_dir=io_dir,
+                 network="bridge")
+runtime.start(spec)
+print(spec.name, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("runtime", ["docker", "podman", "lxc"], indirect=True)
+def test_what_a_sigkilled_run_left_on_its_network_is_found_and_removed(
+    runtime: Runtime, workload_image: WorkloadImage, tmp_path: Path
+) -> None:
+    """A run killed with a container on its bridge: gc removes container, network, rule."""
+    lxcpath = tmp_path / "lxcpath"
+    if runtime.name == "lxc":
+        runtime.lxcpath = lxcpath  # type: ignore[attr-defined]
+    io_dir = tmp_path / "io"
+    io_dir.mkdir()
+    cache_dir = workload_image.tarball.parents[2]
+    before = host_net_state()
+    argv = [sys.executable, "-c", CHILD, runtime.name, str(lxcpath), str(io_dir), str(cache_dir)]
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = child.communicate(timeout=120)
+    assert child.returncode == -signal.SIGKILL, stderr[-2000:]
+    container = stdout.strip()
+    left = runtime.leftovers()
+    assert any(container in item for item in left), left
+    owned = f"{NAME_PREFIX}{'net-' if runtime.name != 'lxc' else ''}{child.pid}"
+    assert any(owned in item for item in left), left
+    runtime.remove_leftovers()
+    assert not [item for item in runtime.leftovers() if container in item or owned in item]
+    after = host_net_state()
+    assert (after.iptables_rules, after.veths) == (before.iptables_rules, before.veths)
+    runtime.prepare(workload_image)  # gc removed the image; the session's other tests need it
