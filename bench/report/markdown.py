@@ -48,9 +48,14 @@ def yes_no(value: Any) -> str:
 
 
 def baseline_title(baseline: str) -> str:
-    """How headings name a comparison's baseline: "bare metal" for bare, else its label."""
+    """How headings name a comparison's baseline: "bare metal" for bare, "bare metal on
+    loopback" for bare/host (the baseline of network paths), else its label."""
     known = registry.of_label(baseline)
-    return known.heading if known is not None and known.name == baseline else baseline
+    if known is not None and known.name == baseline:
+        return known.heading
+    if known is not None and baseline == f"{known.name}/host":
+        return f"{known.heading} on loopback"
+    return baseline
 
 
 def overhead_rows(table: pd.DataFrame, baseline: str) -> Rows:

@@ -10,6 +10,7 @@ import pytest
 from bench.analysis import default_baseline, label_order
 from bench.frames import _add_labels
 from bench.plan import build_plan
+from bench.report.markdown import baseline_title
 from bench.runtimes import registry
 from bench.scenario import Scenario
 from bench.scenario_load import ScenarioError, load_scenario
@@ -99,6 +100,8 @@ def test_labels_carry_the_network_path_and_the_baseline_is_bare_metal_on_loopbac
     assert default_baseline(labels) == "bare/host"
     assert label_order(labels)[0] == "bare/host"
     assert registry.of_label("docker/published") == registry.entry("docker")
+    assert baseline_title("bare/host") == "bare metal on loopback"
+    assert baseline_title("docker/bridge") == "docker/bridge"
 
 
 def write(tmp_path: Path, text: str) -> Path:
