@@ -41,6 +41,8 @@ class Trial:
     # Set when the plan already knows the trial cannot run (a network mode its runtime
     # lacks): the runner records it as skipped with this reason.
     skip_reason: str = ""
+    # Service trials: the client's offered rate (None: closed loop).
+    offered_rate_per_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class _StepShape:
     members: tuple[tuple[Role, WorkloadModel, Limits], ...]
     isolation_kind: str = ""
     placement: str = ""
+    offered_rate_per_s: float | None = None
 
 
 def runtime_axes(scenario: Scenario, runtimes: list[str]) -> list[tuple[str, str]]:
@@ -103,10 +106,7 @@ def _shapes(scenario: Scenario, cpus: int) -> list[_StepShape]:
     limits = scenario.limits.to_limits()
     isolation = scenario.isolation
     if isolation is None:
-        return [
-            _StepShape(w.name, tuple(("solo", w, limits) for _ in range(scenario.density)))
-            for w in scenario.workloads
-        ]
+        return [shape for w in scenario.workloads for shape in _solo_shapes(scenario, w, limits)]
     if "separate" in isolation.placements and cpus < 2:
         raise InputError("placement 'separate' needs at least 2 CPUs; this host has 1")
     shapes: list[_StepShape] = []
@@ -121,6 +121,29 @@ def _shapes(scenario: Scenario, cpus: int) -> list[_StepShape]:
             for placement in isolation.placements:
                 shapes.append(_isolation_shape(victim, aggressor, placement, limits))
     return shapes
+
+
+def _solo_shapes(scenario: Scenario, workload: WorkloadModel, limits: Limits) -> list[_StepShape]:
+    """One step per workload; a service's server pinned apart from its client, one step per
+    offered rate of a sweep."""
+    if workload.service is None:
+        return [
+            _StepShape(
+                workload.name, tuple(("solo", workload, limits) for _ in range(scenario.density))
+            )
+        ]
+    from bench.loadgen import default_cpus
+    from bench.service import rates
+
+    server_limits = _pinned(limits, workload.server_cpus or limits.cpuset or default_cpus()[0])
+    return [
+        _StepShape(
+            workload.name if rate is None else f"{workload.name}-{rate:g}rps",
+            (("solo", workload, server_limits),),
+            offered_rate_per_s=rate,
+        )
+        for rate in rates(workload)
+    ]
 
 
 def _isolation_shape(
@@ -188,6 +211,7 @@ def build_plan(scenario: Scenario, runtimes: list[str], cpus: int = 2) -> list[P
                         placement=shape.placement,
                         network=network or "none",
                         skip_reason=skip_reason,
+                        offered_rate_per_s=shape.offered_rate_per_s,
                     )
                     for n, (role, workload, member_limits) in enumerate(shape.members)
                 )

@@ -79,6 +79,26 @@ class TrialResult:
     network: str = "none"
     error: str = ""
     output_tail: str = ""
+    # Service trials: what the client on the host measured.
+    offered_rate_per_s: float | None = None
+    requests: int | None = None
+    request_errors: int | None = None
+    requests_per_s: float | None = None
+    bytes_per_s: float | None = None
+    latency_p50_s: float | None = None
+    latency_p90_s: float | None = None
+    latency_p99_s: float | None = None
+    latency_p999_s: float | None = None
+    # HdrHistogram's compressed encoding (bench.latency): repetitions merge exactly.
+    latency_hist: str = ""
+    load_s: float | None = None
+    ready_s: float | None = None
+    client_cpu_s: float | None = None
+    client_cpus: str = ""
+    client_saturated: bool = False
+    # The runtime's network helpers outside the server's cgroup (docker-proxy, conmon).
+    helper_cpu_s: float | None = None
+    warnings: str = ""
 
 
 @dataclass(frozen=True)

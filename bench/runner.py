@@ -31,6 +31,7 @@ from bench.results import (
 from bench.runtimes.base import Availability
 from bench.scenario import Scenario
 from bench.scenario_load import load_scenario
+from bench.service import check_installed, prepare_services
 from bench.signals import Interrupted, Signals
 from bench.step import StepContext, StepResults, describe, run_step
 from bench.trial import run_verdict, trial_row
@@ -124,6 +125,7 @@ def run_scenario(
         check_scenario(scenario, scenario_path)  # before anything is written
         names = _runtime_names(scenario, options.runtimes)
         user = resolve_user(scenario.user)
+        check_installed(scenario)
         scenario_sha256 = hashlib.sha256(scenario_path.read_bytes()).hexdigest()
         if options.resume is not None:
             store = ResultStore(options.resume, resume=True)
@@ -165,6 +167,7 @@ def run_scenario(
 
 def _plan_and_execute(names: list[str], run: _Run, cpus: int) -> RunStatus:
     _prepare_runtimes(names, run)
+    prepare_services(run.scenario, run.store.run_dir, run.user)
     run.store.write_manifest(run.manifest)
     plan = build_plan(run.scenario, names, cpus=cpus)
     run.manifest.trials_planned = sum(len(step.trials) for step in plan)
@@ -222,7 +225,7 @@ def _prepare_runtimes(names: list[str], run: _Run) -> None:
     it (and stops a private service it started) even when a signal arrives mid-way.
     """
     from bench.runtimes import get_runtime, registry
-    from bench.workloads import binaries
+    from bench.workloads import binaries, data_paths
 
     manifest, progress = run.manifest, run.progress
     for name in names:
@@ -243,13 +246,14 @@ def _prepare_runtimes(names: list[str], run: _Run) -> None:
             reason = availability.reason + (f" Fix: {availability.fix}" if availability.fix else "")
             _skip_runtime(run, name, reason)
     extra = sorted({path for w in run.scenario.workloads for path in binaries(w)})
+    data = sorted({path for w in run.scenario.workloads for path in data_paths(w)})
     containers = [n for n in run.runtimes if registry.entry(n).capabilities.needs_image]
     if containers:
         from bench.image import build_image
 
         progress.note("building the workload image")
         with run.signals.interruptible():  # build_image removes its staging dir on any exception
-            image: WorkloadImage = build_image(extra_binaries=extra)
+            image: WorkloadImage = build_image(extra_binaries=extra, data_paths=data)
         manifest.image = ImageEntry(image.digest, image.tag, image.binaries)
         for name in containers:
             run.signals.check()

@@ -117,8 +117,46 @@ class LimitsModel(StrictModel):
 OptionValue = int | float | str | bool
 
 
+class LoadModel(StrictModel):
+    """The load a service workload's client puts on its server (bench.loadgen.LoadSpec).
+
+    Closed loop at `connections` unless `rate_per_s` lists offered rates: then one trial
+    per rate, open loop (a throughput-latency sweep).
+    """
+
+    connections: Annotated[int, Field(ge=1, le=10_000)] = 16
+    duration_s: Annotated[float, Field(ge=0.5, le=600)] = 5.0
+    rate_per_s: Annotated[
+        list[Annotated[float, Field(ge=1, le=10_000_000)]], AfterValidator(unique_entries)
+    ] = Field(default_factory=list)
+    # CPUs the client runs on; the default is every CPU the server does not use.
+    client_cpus: str | None = None
+    threads: Annotated[int, Field(ge=1, le=1024)] | None = None
+    message_size_bytes: Annotated[int, Field(ge=14, le=65_000)] = 64
+
+    @field_validator("duration_s", mode="before")
+    @classmethod
+    def _duration_number(cls, value: object) -> object:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("rate_per_s", mode="before")
+    @classmethod
+    def _rates(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [
+                float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value
+            ]
+        return value
+
+    @field_validator("client_cpus")
+    @classmethod
+    def _client_cpus(cls, value: str | None) -> str | None:
+        return LimitsModel._cpuset(value)
+
+
 class WorkloadModel(StrictModel):
-    """A stress-ng stressor with its options, or a plain command as an argv list."""
+    """A stress-ng stressor with its options, a plain command as an argv list, or a service:
+    a server from bench's catalogue under the runtime, driven by a load from the host."""
 
     name: str
     stressor: str | None = None
@@ -126,6 +164,14 @@ class WorkloadModel(StrictModel):
     duration_s: Annotated[Float, Field(gt=0, le=86_400)] = 5.0
     options: dict[str, OptionValue] = Field(default_factory=dict)
     command: list[str] | None = None
+    service: str | None = None
+    load: LoadModel | None = None
+    # CPUs the server is pinned to (its cpuset); the client gets the others.
+    server_cpus: str | None = None
+    # The port the server listens on inside its runtime; the catalogue's default if unset.
+    port: Annotated[int, Field(ge=1024, le=65_535)] | None = None
+    # nginx-static: the size of the file served.
+    body_bytes: Annotated[int, Field(ge=0, le=1 << 30)] = 1024
 
     @field_validator("name")
     @classmethod
@@ -165,10 +211,31 @@ class WorkloadModel(StrictModel):
                 raise ValueError("command arguments may not contain NUL bytes")
         return value
 
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str | None) -> str | None:
+        from bench.servers import SERVERS
+
+        if value is not None and value not in SERVERS:
+            raise ValueError(f"unknown service {value!r}; known: {', '.join(SERVERS)}")
+        return value
+
+    @field_validator("server_cpus")
+    @classmethod
+    def _server_cpus(cls, value: str | None) -> str | None:
+        return LimitsModel._cpuset(value)
+
     @model_validator(mode="after")
     def _one_kind(self) -> WorkloadModel:
-        if (self.stressor is None) == (self.command is None):
-            raise ValueError("give exactly one of 'stressor' or 'command'")
+        kinds = [self.stressor, self.command, self.service]
+        if sum(kind is not None for kind in kinds) != 1:
+            raise ValueError("give exactly one of 'stressor', 'command' or 'service'")
+        if self.service is None and (self.load or self.server_cpus or self.port):
+            raise ValueError("load, server_cpus and port belong to a 'service' workload")
+        if self.service is not None:
+            from bench.service import check_service
+
+            check_service(self)
         # stress-ng --timeout takes whole seconds: it truncates 1.5 to 1, and 0.5 to 0,
         # which means "run forever".
         if self.stressor is not None and self.duration_s != int(self.duration_s):
@@ -314,12 +381,7 @@ class Scenario(StrictModel):
 
     def quickened(self) -> Scenario:
         """The CI-sized version: fewer repetitions, shorter stressors, same measurement."""
-        workloads = [
-            w.model_copy(update={"duration_s": float(min(w.duration_s, self.quick.duration_s))})
-            if w.stressor is not None
-            else w
-            for w in self.workloads
-        ]
+        workloads = [_quick_workload(w, self.quick.duration_s) for w in self.workloads]
         return self.model_copy(
             update={
                 "repetitions": min(self.repetitions, self.quick.repetitions),
@@ -353,4 +415,26 @@ class Scenario(StrictModel):
         names = [w.name for w in self.workloads]
         if len(set(names)) != len(names):
             raise ValueError("workload names must be unique")
+        services = [w for w in self.workloads if w.service is not None]
+        if services and (self.isolation is not None or self.density > 1):
+            raise ValueError("service workloads do not combine with isolation or density yet")
+        if "none" in self.network_modes and services:
+            raise ValueError(
+                "network mode 'none' gives a service no path to its client; list the paths "
+                'to measure, e.g. network_modes = ["host", "bridge", "published"]'
+            )
         return self
+
+
+def _quick_workload(workload: WorkloadModel, duration_s: int) -> WorkloadModel:
+    """A stressor or a service's load shortened to at most `duration_s`."""
+    if workload.stressor is not None:
+        return workload.model_copy(
+            update={"duration_s": float(min(workload.duration_s, duration_s))}
+        )
+    if workload.load is not None:
+        load = workload.load.model_copy(
+            update={"duration_s": float(min(workload.load.duration_s, duration_s))}
+        )
+        return workload.model_copy(update={"load": load})
+    return workload

@@ -82,6 +82,8 @@ class ServerKind:
     data_paths: tuple[Path, ...] = ()
     default_port: int = 18080
     needs_non_root: bool = False
+    # False: it only makes sense in front of another tier (multi-tier scenarios).
+    standalone: bool = True
     # Work done once per run, outside any measurement: (state dir, the server's uid/gid).
     prepare: Callable[[Path, tuple[int, int] | None], None] | None = None
 
@@ -345,6 +347,7 @@ SERVERS: dict[str, ServerKind] = {
             binaries=(Path("/usr/sbin/nginx"),),
             build=nginx_proxy,
             default_port=18081,
+            standalone=False,
         ),
         ServerKind(
             "redis",

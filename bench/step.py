@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from bench.results import ResultStore, TrialResult
     from bench.runtimes.base import ExitInfo, Handle, Runtime
     from bench.sampler import SampleColumns, Sampler
+    from bench.servers import ServerSetup
+    from bench.service import ServedLoad
     from bench.signals import Signals
 
 StepResults = list[tuple["TrialResult", "SampleColumns | None"]]
@@ -49,6 +51,8 @@ class Member:
     t0: float
     exit_info: ExitInfo | None = None
     wall_s: float | None = None
+    setup: ServerSetup | None = None  # a service's server
+    served: ServedLoad | None = None  # what its client measured
 
 
 def run_step(step: PlanStep, runtime: Runtime, ctx: StepContext) -> StepResults:
@@ -68,12 +72,16 @@ def run_step(step: PlanStep, runtime: Runtime, ctx: StepContext) -> StepResults:
                 started.append(start_member(trial, runtime, ctx))
             except BenchError as exc:
                 errors[trial.trial_id] = str(exc)
+        service_errors = serve_members(started, ctx)
         wait_members(started, ctx)
         finished = measure_members(started, runtime, ctx)
         for result, _samples in finished:
             result.group_size = len(step.trials)
             if idle is not None:
                 result.runtime_pss_idle_bytes = idle.pss_bytes
+            if result.trial_id in service_errors:
+                result.status = "failed"
+                result.error = service_errors[result.trial_id]
     finally:
         stop_seconds = stop_members(started, ctx, errors)
     for result, _samples in finished:
@@ -95,17 +103,30 @@ def start_member(trial: Trial, runtime: Runtime, ctx: StepContext) -> Member:
 
     store = ctx.store
     io_dir = store.trial_dir(trial.trial_id)
-    if ctx.user is not None:  # the workload writes its metrics and output files there
-        os.chown(io_dir, *ctx.user)
+    user, setup = ctx.user, None
+    argv: tuple[str, ...] = ()
+    if trial.workload.service is not None:
+        from bench.servers import materialize, server_kind, server_user
+        from bench.service import server_setup, state_dir
+
+        user = server_user(server_kind(trial.workload.service), ctx.user)
+        setup = server_setup(trial.workload, trial.network, state_dir(store.run_dir))
+        materialize(setup, io_dir, user)  # chowns the io dir to the server's user too
+        argv = setup.argv
+    else:
+        argv = build_argv(trial.workload)
+        if user is not None:  # the workload writes its metrics and output files there
+            os.chown(io_dir, *user)
     spec = StartSpec(
         name=object_name(store.run_dir.name, trial.trial_id),
-        argv=build_argv(trial.workload),
+        argv=argv,
         io_dir=io_dir.resolve(),
         limits=trial.limits,
-        oci_runtime=trial.oci_runtime or None,
         network=trial.network,
+        ports=setup.ports if setup is not None else (),
+        oci_runtime=trial.oci_runtime or None,
         labels=(("bench", "1"), ("bench.run", store.run_dir.name[:60])),
-        user=ctx.user,
+        user=user,
     )
     handle = runtime.start(spec)
     try:
@@ -116,7 +137,28 @@ def start_member(trial: Trial, runtime: Runtime, ctx: StepContext) -> Member:
         handle.stop()
         raise
     ctx.sampler.add(trial.trial_id, reader, t0, first)
-    return Member(trial, handle, reader, first, t0)
+    return Member(trial, handle, reader, first, t0, setup=setup)
+
+
+def serve_members(started: list[Member], ctx: StepContext) -> dict[str, str]:
+    """Drive each started server with its load (bench.service.drive); why each one failed.
+
+    A service's server does not end by itself: once its load is done it counts as finished.
+    """
+    from bench.service import drive
+
+    failures: dict[str, str] = {}
+    for member in started:
+        if member.setup is None:
+            continue
+        try:
+            with ctx.signals.interruptible():
+                member.served = drive(member.handle, member.trial, member.setup, member.t0)
+        except BenchError as exc:
+            failures[member.trial.trial_id] = str(exc)
+        member.exit_info = member.handle.wait(0.0)
+        member.wall_s = time.monotonic() - member.t0
+    return failures
 
 
 def wait_members(started: list[Member], ctx: StepContext) -> None:
@@ -124,7 +166,7 @@ def wait_members(started: list[Member], ctx: StepContext) -> None:
     deadline = time.monotonic() + ctx.timeout_s
     with ctx.signals.interruptible():
         for member in started:
-            if member.trial.role != "aggressor":
+            if member.trial.role != "aggressor" and member.setup is None:
                 member.exit_info = member.handle.wait(max(deadline - time.monotonic(), 0.0))
                 member.wall_s = time.monotonic() - member.t0
     for member in started:
@@ -154,6 +196,10 @@ def measure_members(started: list[Member], runtime: Runtime, ctx: StepContext) -
         )
         result = measured_row(trial, seen, ctx.store.trial_dir(trial.trial_id))
         result.host_probe_ms = host_probe_ms
+        if member.served is not None:
+            from bench.service import record
+
+            record(result, member.served)
         finished.append((result, columns))
     return finished
 

@@ -99,8 +99,8 @@ def trial_status(trial: Trial, exit_info: ExitInfo | None, oom_kills: int) -> Tr
     # and still exits 0 (docs/host-notes.md, "Limits and OOM").
     if oom_kills > 0:
         return "oom"
-    if exit_info is None:
-        return "ok" if trial.role == "aggressor" else "timeout"
+    if exit_info is None:  # still running: an aggressor or a server is stopped by bench
+        return "ok" if trial.role == "aggressor" or trial.workload.service else "timeout"
     return "ok" if exit_info.exit_code == 0 else "failed"
 
 
