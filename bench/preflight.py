@@ -67,7 +67,25 @@ def check_scenario(scenario: Scenario, path: Path, host: HostLimits | None = Non
                         )
                     )
     for loc, workload in _workloads(scenario):
+        _check_service_cpus(path, text, loc, workload, host)
         _check_argv(path, text, loc, workload)
+
+
+def _check_service_cpus(
+    path: Path, text: str, loc: Loc, workload: WorkloadModel, host: HostLimits
+) -> None:
+    """A service's server and client CPUs exist on this host."""
+    named: list[tuple[Loc, str | None]] = [(("server_cpus",), workload.server_cpus)]
+    if workload.load is not None:
+        named.append((("load", "client_cpus"), workload.load.client_cpus))
+    for key, cpuset in named:
+        missing = set(parse_cpuset(cpuset or "")) - host.cpus
+        if missing:
+            message = (
+                f"this host has no CPU {_cpu_list(missing)} (its CPUs: "
+                f"{_cpu_list(host.cpus)}); name CPUs from that list"
+            )
+            raise ScenarioError(located(path, text, (*loc, *key), message))
 
 
 def host_limits() -> HostLimits:
@@ -90,8 +108,8 @@ def parse_cpuset(text: str) -> list[int]:
 
 def pids_needed(workload: WorkloadModel) -> int:
     """Processes `workload` needs in its cgroup to start (see STRESS_NG_MAIN_PROCESSES)."""
-    if workload.stressor is None:
-        return 1 + RUNTIME_INIT_PROCESSES
+    if workload.stressor is None:  # a command, or a server (nginx: master and worker)
+        return (2 if workload.service is not None else 1) + RUNTIME_INIT_PROCESSES
     per_worker = 2 if workload.stressor in OOMABLE_STRESSORS else 1
     return STRESS_NG_MAIN_PROCESSES + per_worker * workload.workers + RUNTIME_INIT_PROCESSES
 
@@ -158,6 +176,8 @@ def _check_limits(
 
 def _check_argv(path: Path, text: str, loc: Loc, workload: WorkloadModel) -> None:
     """The workload's argv as bench runs it, through stress-ng's own option parsing."""
+    if workload.service is not None:  # argv from bench's own server catalogue
+        return
     try:
         argv = build_argv(workload)
     except InputError as exc:  # a command's program that is not there

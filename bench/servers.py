@@ -19,7 +19,9 @@ from bench.errors import BenchError, InputError
 from bench.probes import Probe
 from bench.spec import NetworkMode
 
-# PostgreSQL refuses to run as root; with no scenario user it runs as nobody:nogroup.
+# Servers run as nobody:nogroup when the scenario names no user: PostgreSQL refuses root,
+# and nginx's root master chowns its temp dirs to its workers' user, which containers
+# without CAP_CHOWN refuse ("chown ... failed (1: Operation not permitted)" under docker).
 NOBODY = (65534, 65534)
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_SHARE = Path("/usr/share/postgresql/15")
@@ -63,8 +65,8 @@ class ServerSetup:
     dirs: tuple[str, ...] = ()
     ports: tuple[int, ...] = ()
     probe: Probe = field(default_factory=lambda: Probe("tcp"))
-    # The path a client requests (http kinds) or "" (others).
-    target: str = ""
+    # The path an HTTP client requests; "/" where the protocol has none.
+    target: str = "/"
     # A run-level directory copied into the io dir under the given name (PostgreSQL's data).
     copy_from: tuple[Path, str] | None = None
 
@@ -82,6 +84,8 @@ class ServerKind:
     data_paths: tuple[Path, ...] = ()
     default_port: int = 18080
     needs_non_root: bool = False
+    # Seconds to wait after the server first answers its probe before the load starts.
+    settle_s: float = 0.0
     # False: it only makes sense in front of another tier (multi-tier scenarios).
     standalone: bool = True
     # Work done once per run, outside any measurement: (state dir, the server's uid/gid).
@@ -338,6 +342,7 @@ SERVERS: dict[str, ServerKind] = {
             binaries=(Path("/usr/sbin/nginx"),),
             build=nginx_static,
             default_port=18080,
+            needs_non_root=True,
         ),
         ServerKind(
             "nginx-proxy",
@@ -347,6 +352,7 @@ SERVERS: dict[str, ServerKind] = {
             binaries=(Path("/usr/sbin/nginx"),),
             build=nginx_proxy,
             default_port=18081,
+            needs_non_root=True,
             standalone=False,
         ),
         ServerKind(
@@ -374,7 +380,7 @@ SERVERS: dict[str, ServerKind] = {
             "tcp-rr",
             "sockperf server: TCP request/response",
             package="sockperf",
-            client="sockperf",
+            client="tcp_rr",
             binaries=(Path("/usr/bin/sockperf"),),
             build=tcp_rr,
             default_port=11111,
@@ -383,10 +389,14 @@ SERVERS: dict[str, ServerKind] = {
             "tcp-stream",
             "iperf3 server: TCP stream throughput",
             package="iperf3",
-            client="iperf3",
+            client="tcp_stream",
             binaries=(Path("/usr/bin/iperf3"),),
             build=tcp_stream,
             default_port=15201,
+            # iperf3 -s takes the probe's connection for a failed test, closes its listener
+            # and opens a new one: a client connecting in between was reset (seen once in 16
+            # trials under docker --network host). The reopen takes well under 10 ms.
+            settle_s=0.3,
         ),
     )
 }

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.errors import BenchError, InputError
-from bench.probes import wait_answers
+from bench.probes import answers
 from bench.servers import ServerParams, ServerSetup, server_kind
+from bench.spec import STDERR_FILE
 
 if TYPE_CHECKING:
     from bench.loadgen import LoadResult, LoadSpec
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 STATE_SUBDIR = "services"
 # A server that does not answer by then failed to start (PostgreSQL took 1.5 s here).
 READY_TIMEOUT_S = 30.0
+READY_POLL_S = 0.05
 # The load generator stops itself at its duration; this covers its start and its exit.
 LOAD_MARGIN_S = 30.0
 # Loopback addresses need no flag; any other address is one a runtime made for this run.
@@ -69,9 +71,10 @@ def load_spec(
 ) -> LoadSpec:
     """The client's bounded load on `endpoint` (InputError when the combination is invalid)."""
     from bench.loadgen import LoadSpec
+    from bench.scenario import LoadModel
 
-    assert workload.service is not None and workload.load is not None
-    load = workload.load
+    assert workload.service is not None
+    load = workload.load or LoadModel()
     host, port = endpoint
     return LoadSpec(
         kind=server_kind(workload.service).client,
@@ -102,8 +105,6 @@ def check_service(workload: WorkloadModel) -> None:
         )
     if not kind.standalone:
         raise ValueError(f"service {kind.name!r} fronts another tier; it cannot run alone")
-    if workload.load is None:
-        raise ValueError(f"service {kind.name!r} needs a load table (e.g. load = {{}})")
     for rate in rates(workload):
         try:
             load_spec(workload, ("127.0.0.1", server_port(workload)), rate)
@@ -165,7 +166,7 @@ class ServedLoad:
     load_ended_s: float
 
 
-def drive(handle: Handle, trial: Trial, setup: ServerSetup, t0: float) -> ServedLoad:
+def drive(handle: Handle, trial: Trial, setup: ServerSetup, t0: float, io_dir: Path) -> ServedLoad:
     """Wait until the server answers, run the load against it, measure the helpers' CPU.
 
     BenchError (a failed trial, with the reason) when the server never answers or exits.
@@ -173,14 +174,25 @@ def drive(handle: Handle, trial: Trial, setup: ServerSetup, t0: float) -> Served
     from bench.loadgen import run_load
 
     workload = trial.workload
-    port = server_port(workload)
-    endpoint = handle.endpoint(port)
-    if not wait_answers(endpoint[0], endpoint[1], setup.probe, READY_TIMEOUT_S):
-        raise BenchError(
-            f"server {workload.service} did not answer a {setup.probe.kind} probe on "
-            f"{endpoint[0]}:{endpoint[1]} within {READY_TIMEOUT_S:g} s; see its stderr.txt"
-        )
+    assert workload.service is not None
+    kind = server_kind(workload.service)
+    endpoint = handle.endpoint(server_port(workload))
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not answers(endpoint[0], endpoint[1], setup.probe):
+        exited = handle.wait(0.0)
+        if exited is not None:
+            raise BenchError(
+                f"server {workload.service} exited (code {exited.exit_code}) before it "
+                f"answered: {_stderr_tail(io_dir)}"
+            )
+        if time.monotonic() > deadline:
+            raise BenchError(
+                f"server {workload.service} did not answer a {setup.probe.kind} probe on "
+                f"{endpoint[0]}:{endpoint[1]} within {READY_TIMEOUT_S:g} s: {_stderr_tail(io_dir)}"
+            )
+        time.sleep(READY_POLL_S)
     ready_s = time.monotonic() - t0
+    time.sleep(kind.settle_s)
     spec = load_spec(workload, endpoint, trial.offered_rate_per_s, setup.target)
     helpers = handle.helper_pids()
     helpers_before = helper_cpu_s(helpers)
@@ -189,8 +201,16 @@ def drive(handle: Handle, trial: Trial, setup: ServerSetup, t0: float) -> Served
     ended = time.monotonic()
     helpers_after = helper_cpu_s(helpers)
     if handle.wait(0.0) is not None:
-        raise BenchError(f"server {workload.service} exited during the load; see its stderr.txt")
+        raise BenchError(
+            f"server {workload.service} exited during the load: {_stderr_tail(io_dir)}"
+        )
     return ServedLoad(result, helpers_after - helpers_before, ready_s, started - t0, ended - t0)
+
+
+def _stderr_tail(io_dir: Path) -> str:
+    from bench.workloads import last_lines
+
+    return " | ".join(last_lines(io_dir / STDERR_FILE, 3)) or "no output on stderr"
 
 
 def record(result: TrialResult, served: ServedLoad) -> None:

@@ -153,7 +153,8 @@ def serve_members(started: list[Member], ctx: StepContext) -> dict[str, str]:
             continue
         try:
             with ctx.signals.interruptible():
-                member.served = drive(member.handle, member.trial, member.setup, member.t0)
+                io_dir = ctx.store.trial_dir(member.trial.trial_id)
+                member.served = drive(member.handle, member.trial, member.setup, member.t0, io_dir)
         except BenchError as exc:
             failures[member.trial.trial_id] = str(exc)
         member.exit_info = member.handle.wait(0.0)

@@ -39,7 +39,7 @@ def trial_row(trial: Trial, status: TrialStatus, error: str = "", cgroup: str = 
         trial_id=trial.trial_id,
         runtime=trial.runtime,
         oci_runtime=trial.oci_runtime,
-        workload=trial.workload.name,
+        workload=trial_workload_name(trial),
         role=trial.role,
         group_id=trial.group_id,
         repetition=trial.repetition,
@@ -54,6 +54,13 @@ def trial_row(trial: Trial, status: TrialStatus, error: str = "", cgroup: str = 
         network=trial.network,
         error=error,
     )
+
+
+def trial_workload_name(trial: Trial) -> str:
+    """The workload's name; a rate sweep's trials add their offered rate ("tcp-rr@5000/s"),
+    so that each rate is compared on its own."""
+    rate = trial.offered_rate_per_s
+    return trial.workload.name if rate is None else f"{trial.workload.name}@{rate:g}/s"
 
 
 def measured_row(trial: Trial, seen: Observed, io_dir: Path) -> TrialResult:

@@ -100,3 +100,86 @@ def test_quick_mode_keeps_what_is_measured_but_shrinks_it() -> None:
     assert quick.workloads[0].duration_s == 1
     assert quick.workloads[0].stressor == full.workloads[0].stressor
     assert quick.limits == full.limits
+
+
+SERVICE = {"name": "web", "service": "nginx-static", "server_cpus": "0"}
+
+
+def test_service_trials_take_each_network_path_a_runtime_supports() -> None:
+    plan = build_plan(
+        scenario(
+            runtimes=["bare", "docker", "lxc"],
+            warmups=0,
+            repetitions=1,
+            network_modes=["host", "bridge", "published"],
+            workloads=[SERVICE],
+        ),
+        ["bare", "docker", "lxc"],
+    )
+    paths = [
+        (s.trials[0].runtime, s.trials[0].network, bool(s.trials[0].skip_reason)) for s in plan
+    ]
+    # bare metal on loopback is the baseline; lxc has no published mode (skipped, with why).
+    assert paths == [
+        ("bare", "host", False),
+        ("docker", "host", False),
+        ("docker", "bridge", False),
+        ("docker", "published", False),
+        ("lxc", "host", False),
+        ("lxc", "bridge", False),
+        ("lxc", "published", True),
+    ]
+    assert all(step.trials[0].limits.cpuset == "0" for step in plan)
+    assert plan[3].group_id == "0003-docker-published-web-r0"
+
+
+def test_bare_metal_runs_on_loopback_whatever_modes_are_listed() -> None:
+    plan = build_plan(
+        scenario(warmups=0, repetitions=1, network_modes=["published"], workloads=[SERVICE]),
+        ["bare", "docker"],
+    )
+    assert [(s.trials[0].runtime, s.trials[0].network) for s in plan] == [
+        ("bare", "host"),
+        ("docker", "published"),
+    ]
+
+
+def test_a_rate_sweep_is_one_step_per_offered_rate() -> None:
+    workload = {"name": "rr", "service": "tcp-rr", "load": {"rate_per_s": [1000, 5000]}}
+    plan = build_plan(
+        scenario(
+            runtimes=["bare"],
+            warmups=0,
+            repetitions=1,
+            network_modes=["host"],
+            workloads=[workload],
+        ),
+        ["bare"],
+    )
+    assert [s.trials[0].offered_rate_per_s for s in plan] == [1000.0, 5000.0]
+    assert [s.group_id for s in plan] == [
+        "0000-bare-host-rr-1000rps-r0",
+        "0001-bare-host-rr-5000rps-r0",
+    ]
+
+
+def test_quick_mode_shortens_the_load_too() -> None:
+    quick = scenario(
+        network_modes=["host"], workloads=[{**SERVICE, "load": {"duration_s": 5}}]
+    ).quickened()
+    load = quick.workloads[0].load
+    assert load is not None and load.duration_s == 2.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"network_modes": ["none"]}, "no path to its client"),
+        ({"density": 2, "network_modes": ["host"]}, "do not combine"),
+    ],
+)
+def test_service_scenarios_refuse_what_they_cannot_measure(
+    overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        scenario(workloads=[SERVICE], **overrides)

@@ -1,0 +1,98 @@
+"""Service scenarios end to end: real servers under every runtime, real traffic from the host.
+
+Each shipped service scenario runs with `--quick` under bare, docker, podman and lxc; every
+runtime and network path must have carried real requests without errors, with latency
+percentiles in order and a histogram that decodes to them, and afterwards nothing bench
+started may still listen.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from bench.latency import LatencyHistogram
+from bench.plan import network_axis
+from bench.scenario_load import load_scenario, resolve_scenario
+from tests.helpers import bench, require, require_root
+
+pytestmark = pytest.mark.slow
+
+RUN_TIMEOUT_S = 600
+SCENARIOS = ["app-http", "overhead-network"]
+
+
+def listening_ports() -> set[int]:
+    return {
+        conn.laddr.port
+        for conn in psutil.net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN
+    }
+
+
+@pytest.fixture
+def results_dir() -> Iterator[Path]:
+    """Reachable by nobody, whom the servers run as (pytest's own tmp dirs are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="bench-e2e-services-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_quick_service_scenario_measures_real_traffic_everywhere(
+    name: str, results_dir: Path
+) -> None:
+    require_root()
+    scenario = load_scenario(resolve_scenario(name))
+    before = listening_ports()
+    done = bench(
+        "run", name, "--quick", "--results-dir", str(results_dir), "--json",
+        timeout_s=RUN_TIMEOUT_S,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    assert out["status"] == "complete", out
+    manifest = json.loads((Path(out["run_dir"]) / "manifest.json").read_text())
+    for runtime in scenario.runtimes:
+        info = manifest["runtimes"].get(runtime, {})
+        require(info.get("available", False), f"{runtime}: {info.get('reason', 'not run')}")
+    trials = pd.read_parquet(Path(out["run_dir"]) / "trials.parquet")
+    # A mode a runtime lacks (lxc has no published ports) is planned as skipped, with why.
+    unsupported = trials["error"].str.contains("does not support network mode")
+    assert (trials.loc[unsupported, "status"] == "skipped").all()
+    measured = trials[~trials["warmup"] & ~unsupported]
+    bad = measured[measured["status"] != "ok"]
+    assert bad.empty, bad[["trial_id", "status", "error"]].to_string()
+    # Every runtime over every path it supports, for every workload.
+    expected = {
+        (runtime, network, workload.name)
+        for runtime in scenario.runtimes
+        for network, skip_reason in network_axis(scenario, runtime)
+        if not skip_reason
+        for workload in scenario.workloads
+    }
+    seen = {
+        (row.runtime, row.network, str(row.workload).split("@")[0]) for row in measured.itertuples()
+    }
+    assert seen == expected
+    for row in measured.itertuples():
+        assert row.requests > 0 and row.requests_per_s > 0, row.trial_id
+        assert row.request_errors == 0, row.trial_id
+        assert row.cpu_s > 0, f"{row.trial_id}: the server's cgroup saw no CPU"
+        assert row.client_cpu_s > 0, row.trial_id
+        if row.latency_hist:
+            percentiles = [row.latency_p50_s, row.latency_p90_s, row.latency_p99_s]
+            assert 0 < percentiles[0] <= percentiles[1] <= percentiles[2] <= row.latency_p999_s
+            histogram = LatencyHistogram.decode(row.latency_hist)
+            assert histogram.count > 0
+            assert histogram.summary().p99_s == pytest.approx(row.latency_p99_s)
+    left = listening_ports() - before
+    assert not left, f"still listening after the run: {sorted(left)}"
