@@ -10,9 +10,12 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
-ProbeKind = Literal["tcp", "http", "redis", "postgres"]
+ProbeKind = Literal["tcp", "http", "redis", "postgres", "listen"]
+# /proc/<pid>/net/tcp's state column for a listening socket.
+_TCP_LISTEN = "0A"
 _PG_PROTOCOL_3 = 196608
 _READ_BYTES = 4096
 
@@ -22,6 +25,8 @@ class Probe:
     """How to tell that a server answers.
 
     tcp: a connect succeeds; http: GET `path` answers 200; redis: PING answers +PONG;
+    listen: the port listens in the network namespace of the server's pid (no connection:
+    iperf3 -s takes any connection for a test, and one that ends early broke its next test);
     postgres: a startup message as `user` is accepted.
     """
 
@@ -30,8 +35,15 @@ class Probe:
     user: str = ""
 
 
-def answers(host: str, port: int, probe: Probe, timeout_s: float = 1.0) -> bool:
-    """One attempt: True when the server at host:port answers `probe` correctly."""
+def answers(
+    host: str, port: int, probe: Probe, timeout_s: float = 1.0, pid: int | None = None
+) -> bool:
+    """One attempt: True when the server at host:port answers `probe` correctly.
+
+    `pid` (a process of the server) is needed by the listen probe only.
+    """
+    if probe.kind == "listen":
+        return pid is not None and listens(pid, port)
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
             sock.settimeout(timeout_s)
@@ -58,6 +70,21 @@ def wait_answers(host: str, port: int, probe: Probe, timeout_s: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether a TCP socket listens on `port` in the network namespace of `pid`."""
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            if state == _TCP_LISTEN and int(local.rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
 
 
 def _read(sock: socket.socket) -> bytes:

@@ -84,8 +84,6 @@ class ServerKind:
     data_paths: tuple[Path, ...] = ()
     default_port: int = 18080
     needs_non_root: bool = False
-    # Seconds to wait after the server first answers its probe before the load starts.
-    settle_s: float = 0.0
     # False: it only makes sense in front of another tier (multi-tier scenarios).
     standalone: bool = True
     # Work done once per run, outside any measurement: (state dir, the server's uid/gid).
@@ -236,16 +234,17 @@ def tcp_rr(params: ServerParams, _state_dir: Path) -> ServerSetup:
 
 
 def tcp_stream(params: ServerParams, _state_dir: Path) -> ServerSetup:
-    """iperf3's server: receives a bulk TCP stream (throughput)."""
+    """iperf3's server: receives a bulk TCP stream (throughput).
+
+    Each stream's buffer is a mkstemp file in $TMPDIR (default /tmp); under podman and lxc
+    that failed as nobody ("unable to create a new stream: Bad file descriptor"), so
+    busybox's env points it at the io dir. Probed without a connection: iperf3 -s takes
+    any connection for a test, and one that ends early reset the next client once.
+    """
+    iperf3 = ("/usr/bin/iperf3", "--server", "--bind", params.listen_host)
     return ServerSetup(
-        argv=(
-            "/usr/bin/iperf3",
-            "--server",
-            "--bind",
-            params.listen_host,
-            "--port",
-            str(params.port),
-        ),
+        argv=("/bin/busybox", "env", "TMPDIR=.", *iperf3, "--port", str(params.port)),
+        probe=Probe("listen"),
         ports=(params.port,),
     )
 
@@ -393,10 +392,6 @@ SERVERS: dict[str, ServerKind] = {
             binaries=(Path("/usr/bin/iperf3"),),
             build=tcp_stream,
             default_port=15201,
-            # iperf3 -s takes the probe's connection for a failed test, closes its listener
-            # and opens a new one: a client connecting in between was reset (seen once in 16
-            # trials under docker --network host). The reopen takes well under 10 ms.
-            settle_s=0.3,
         ),
     )
 }

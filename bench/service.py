@@ -174,11 +174,9 @@ def drive(handle: Handle, trial: Trial, setup: ServerSetup, t0: float, io_dir: P
     from bench.loadgen import run_load
 
     workload = trial.workload
-    assert workload.service is not None
-    kind = server_kind(workload.service)
     endpoint = handle.endpoint(server_port(workload))
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while not answers(endpoint[0], endpoint[1], setup.probe):
+    while not answers(endpoint[0], endpoint[1], setup.probe, pid=handle.pid):
         exited = handle.wait(0.0)
         if exited is not None:
             raise BenchError(
@@ -192,7 +190,6 @@ def drive(handle: Handle, trial: Trial, setup: ServerSetup, t0: float, io_dir: P
             )
         time.sleep(READY_POLL_S)
     ready_s = time.monotonic() - t0
-    time.sleep(kind.settle_s)
     spec = load_spec(workload, endpoint, trial.offered_rate_per_s, setup.target)
     helpers = handle.helper_pids()
     helpers_before = helper_cpu_s(helpers)
