@@ -36,14 +36,19 @@ class Probe:
 
 
 def answers(
-    host: str, port: int, probe: Probe, timeout_s: float = 1.0, pid: int | None = None
+    host: str,
+    port: int,
+    probe: Probe,
+    timeout_s: float = 1.0,
+    inside: tuple[int, int] | None = None,
 ) -> bool:
     """One attempt: True when the server at host:port answers `probe` correctly.
 
-    `pid` (a process of the server) is needed by the listen probe only.
+    `inside` (a pid of the server, the port it listens on in its own namespace, which a
+    published port maps from) is needed by the listen probe only.
     """
     if probe.kind == "listen":
-        return pid is not None and listens(pid, port)
+        return inside is not None and listens(*inside)
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
             sock.settimeout(timeout_s)

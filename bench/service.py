@@ -174,9 +174,10 @@ def drive(handle: Handle, trial: Trial, setup: ServerSetup, t0: float, io_dir: P
     from bench.loadgen import run_load
 
     workload = trial.workload
-    endpoint = handle.endpoint(server_port(workload))
+    port = server_port(workload)
+    endpoint = handle.endpoint(port)
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while not answers(endpoint[0], endpoint[1], setup.probe, pid=handle.pid):
+    while not answers(*endpoint, setup.probe, inside=(handle.pid, port)):
         exited = handle.wait(0.0)
         if exited is not None:
             raise BenchError(

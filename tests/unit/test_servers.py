@@ -216,7 +216,7 @@ def test_listen_probe_reads_the_pids_network_namespace_without_connecting() -> N
     port = listener.getsockname()[1]
     try:
         assert listens(os.getpid(), port)
-        assert answers("127.0.0.1", port, Probe("listen"), pid=os.getpid())
+        assert answers("127.0.0.1", 1, Probe("listen"), inside=(os.getpid(), port))
         assert not answers("127.0.0.1", port, Probe("listen"))  # no pid: cannot tell
     finally:
         listener.close()
