@@ -133,6 +133,11 @@ class LoadModel(StrictModel):
     client_cpus: str | None = None
     threads: Annotated[int, Field(ge=1, le=1024)] | None = None
     message_size_bytes: Annotated[int, Field(ge=14, le=65_000)] = 64
+    # What the client runs where it has a choice (redis-benchmark -t get|set|..., pgbench's
+    # built-in script); the generator's default when unset.
+    operation: str | None = None
+    # redis-benchmark's request count (its runs are bounded by count, not time).
+    max_requests: Annotated[int, Field(ge=1, le=60_000_000)] | None = None
 
     @field_validator("duration_s", mode="before")
     @classmethod

@@ -88,6 +88,8 @@ def load_spec(
         server_cpus=workload.server_cpus,
         threads=load.threads,
         message_size_bytes=load.message_size_bytes,
+        operation=load.operation,
+        max_requests=load.max_requests,
         host_created_by_run=not host.startswith(_LOOPBACK_PREFIX),
     )
 

@@ -26,7 +26,7 @@ from tests.helpers import bench, require, require_root
 pytestmark = pytest.mark.slow
 
 RUN_TIMEOUT_S = 600
-SCENARIOS = ["app-http", "overhead-network"]
+SCENARIOS = ["app-http", "app-kv", "overhead-network"]
 
 
 def listening_ports() -> set[int]:
