@@ -1,4 +1,4 @@
-"""Notebook API: load result stores into pandas and build overhead/isolation tables.
+"""Notebook API: load result stores into pandas and build overhead/isolation/service tables.
 
 Reads only the result store (docs/architecture.md), through bench.frames. Every table
 excludes warm-up and non-ok trials; medians carry 95 % bootstrap CIs and differences a
@@ -11,7 +11,6 @@ Mann-Whitney p-value (see bench.stats for why).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +19,15 @@ import pandas as pd
 
 from bench import stats
 from bench.frames import Run as Run
+from bench.frames import default_baseline as default_baseline
+from bench.frames import label_order as label_order
 from bench.frames import load_run as load_run
 from bench.frames import load_runs as load_runs
 from bench.frames import timeseries as timeseries
 from bench.frames import usable_solo as usable_solo
 from bench.runtimes import registry
+from bench.service_analysis import service_table as service_table
+from bench.service_analysis import service_warnings
 
 HARM_THRESHOLD_PCT = 5.0
 CPU_LIMIT_SLACK = 1.05  # accounting granularity: a CFS quota can overshoot by a few percent
@@ -67,27 +70,6 @@ def _verdict(test: stats.TestResult, ratio: float, bigger_is_better: bool) -> st
         return "same"
     better = ratio > 1.0 if bigger_is_better else ratio < 1.0
     return "faster" if better else "slower"
-
-
-def default_baseline(labels: Iterable[str]) -> str:
-    """The registry's baseline runtime as this run labels it: "bare", or "bare/host" when
-    it ran on loopback as the baseline of the network paths compared."""
-    base = registry.baseline()
-    present = sorted(set(labels))
-    if base in present:
-        return base
-    for label in present:
-        found = registry.of_label(label)
-        if found is not None and found.name == base:
-            return label
-    return base
-
-
-def label_order(labels: Iterable[str], baseline: str | None = None) -> list[str]:
-    """Runtime labels for display: the baseline (default: the registry's), then the
-    registered runtimes in their order, then the rest."""
-    base = default_baseline(labels) if baseline is None else baseline
-    return sorted(set(labels), key=lambda label: (label != base, registry.rank(label), label))
 
 
 # --- tables -----------------------------------------------------------------------------
@@ -409,6 +391,7 @@ def warnings(run: Run) -> list[stats.StatWarning]:
                     metric="mem_peak_bytes",
                 )
             )
+    out.extend(service_warnings(run))
     solo = usable_solo(run)
     for (runtime, workload), group in solo.groupby(["label", "workload"], sort=True):
         metric = primary_metric(group)

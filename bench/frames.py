@@ -14,6 +14,7 @@ import pandas as pd
 
 from bench.errors import InputError
 from bench.results import MANIFEST, SAMPLES, TRIALS, Manifest, read_samples, read_trials
+from bench.runtimes import registry
 
 # Cumulative counters in samples and the divisor turning d(counter)/d(t) into a unit/s rate.
 COUNTERS = {
@@ -68,6 +69,27 @@ def usable_solo(run: Run) -> pd.DataFrame:
     """The trials every overhead figure is computed from: solo, not a warm-up, status ok."""
     trials = run.trials
     return trials[trials["usable"] & (trials["role"] == "solo")]
+
+
+def default_baseline(labels: Iterable[str]) -> str:
+    """The registry's baseline runtime as this run labels it: "bare", or "bare/host" when
+    it ran on loopback as the baseline of the network paths compared."""
+    base = registry.baseline()
+    present = sorted(set(labels))
+    if base in present:
+        return base
+    for label in present:
+        found = registry.of_label(label)
+        if found is not None and found.name == base:
+            return label
+    return base
+
+
+def label_order(labels: Iterable[str], baseline: str | None = None) -> list[str]:
+    """Runtime labels for display: the baseline (default: the registry's), then the
+    registered runtimes in their order, then the rest."""
+    base = default_baseline(labels) if baseline is None else baseline
+    return sorted(set(labels), key=lambda label: (label != base, registry.rank(label), label))
 
 
 def load_run(path: str | Path) -> Run:

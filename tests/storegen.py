@@ -8,7 +8,9 @@ injected factor.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import zlib
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ import pyarrow.parquet as pq
 
 from bench.cgroups.model import SNAPSHOT_FIELDS
 from bench.host import HostFacts
+from bench.latency import LatencyHistogram
 from bench.results import (
     TRIALS,
     ImageEntry,
@@ -49,6 +52,23 @@ class IsolationCase:
 
 
 @dataclass(frozen=True)
+class ServiceCase:
+    """One service workload over network paths: lognormal latencies recorded into each
+    trial's HdrHistogram (`raw_latencies_s` gives the very values back)."""
+
+    workload: str = "http-get"
+    paths: tuple[str, ...] = ("bare/host", "docker/host", "docker/published")
+    requests: int = 4000  # per trial
+    latency_median_s: float = 200e-6
+    latency_sigma: float = 0.6
+    latency_factor: dict[str, float] = field(default_factory=dict)  # label -> x
+    saturated: tuple[str, ...] = ()  # labels whose client is saturated in every trial
+    helper_cpu_s: dict[str, float] = field(default_factory=dict)  # label -> per trial
+    server_cpu_s_per_request: float = 20e-6
+    offered_rate_per_s: float | None = None
+
+
+@dataclass(frozen=True)
 class StoreSpec:
     """What to generate. Factors are relative to bare; missing runtimes get 1.0."""
 
@@ -68,6 +88,7 @@ class StoreSpec:
         default_factory=lambda: {"bare": 0.002, "docker": 0.3, "podman": 0.25, "lxc": 0.4}
     )
     isolation: tuple[IsolationCase, ...] = ()
+    services: tuple[ServiceCase, ...] = ()
     trial_duration_s: float = 5.0
     sample_hz: float = 10.0
     failed: int = 0  # this many extra failed trials per runtime (must be ignored)
@@ -178,6 +199,66 @@ def _trial(
     )
 
 
+def raw_latencies_s(spec: StoreSpec, case: ServiceCase, label: str, repetition: int) -> np.ndarray:
+    """The latencies (s) of one service trial, the same on every call."""
+    key = zlib.crc32(f"{case.workload}|{label}".encode())
+    rng = np.random.default_rng([spec.seed, key, repetition])
+    median = case.latency_median_s * case.latency_factor.get(label, 1.0)
+    return np.asarray(median * rng.lognormal(0.0, case.latency_sigma, case.requests))
+
+
+def _service_trial(
+    spec: StoreSpec,
+    rng: np.random.Generator,
+    case: ServiceCase,
+    label: str,
+    *,
+    trial_id: str,
+    repetition: int,
+    warmup: bool,
+) -> TrialResult:
+    runtime, network = label.split("/")
+    latencies = raw_latencies_s(spec, case, label, repetition)
+    histogram = LatencyHistogram.from_seconds(latencies)
+    summary = histogram.summary()
+    load_s = spec.trial_duration_s * (1 + spec.noise * rng.standard_normal())
+    rate = case.requests / load_s
+    cpu = case.requests * case.server_cpu_s_per_request * (1 + spec.noise * rng.standard_normal())
+    rate_tag = "" if case.offered_rate_per_s is None else f"@{case.offered_rate_per_s:g}/s"
+    row = _trial(
+        spec,
+        rng,
+        trial_id=trial_id,
+        runtime=runtime,
+        workload=case.workload + rate_tag,
+        role="solo",
+        group_id=f"g-{trial_id}",
+        repetition=repetition,
+        warmup=warmup,
+    )
+    return dataclasses.replace(
+        row,
+        network=network,
+        wall_s=load_s + 0.2,
+        cpu_s=cpu,
+        throughput=rate,
+        throughput_unit="req/s",
+        offered_rate_per_s=case.offered_rate_per_s,
+        requests=case.requests,
+        request_errors=0,
+        requests_per_s=rate,
+        latency_p50_s=summary.p50_s,
+        latency_p90_s=summary.p90_s,
+        latency_p99_s=summary.p99_s,
+        latency_p999_s=summary.p999_s,
+        latency_hist=histogram.encode(),
+        load_s=load_s,
+        client_cpu_s=load_s * 0.5,
+        client_saturated=label in case.saturated,
+        helper_cpu_s=case.helper_cpu_s.get(label),
+    )
+
+
 def build(spec: StoreSpec) -> tuple[Manifest, list[tuple[TrialResult, SampleColumns | None]]]:
     """The manifest, and the trials with their samples, of a synthetic run."""
     rng = np.random.default_rng(spec.seed)
@@ -212,6 +293,14 @@ def build(spec: StoreSpec) -> tuple[Manifest, list[tuple[TrialResult, SampleColu
         for workload in spec.workloads:
             for runtime in spec.runtimes:  # interleaved A B C D A B C D
                 rows.append(solo(runtime, workload, rep, warm))
+        for service in spec.services:
+            for label in service.paths:
+                tid = next_id()
+                rows.append(
+                    _service_trial(
+                        spec, rng, service, label, trial_id=tid, repetition=rep, warmup=warm
+                    )
+                )
         for case in spec.isolation:
             if warm:
                 continue
@@ -294,7 +383,9 @@ def build(spec: StoreSpec) -> tuple[Manifest, list[tuple[TrialResult, SampleColu
         ),
         runtimes={
             r: RuntimeEntry(available=True, version="" if r == "bare" else f"{r} 1.0")
-            for r in spec.runtimes
+            for r in dict.fromkeys(
+                [*spec.runtimes, *(p.split("/")[0] for c in spec.services for p in c.paths)]
+            )
         },
         image=ImageEntry(digest="sha256:" + "0" * 64, binaries={"/usr/bin/stress-ng": "ab" * 32}),
         bench_version="0.1.0",

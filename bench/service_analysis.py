@@ -1,0 +1,153 @@
+"""Service workloads as tables: requests/s, latency percentiles of the merged histograms of
+the measured repetitions, client saturation, and CPU-seconds per 1,000 requests.
+
+Percentiles are never averaged over repetitions: each trial stores its whole HdrHistogram
+(bench.latency), and a label's p99 is the p99 of all its requests together.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench import stats
+from bench.frames import Run, default_baseline, label_order
+from bench.latency import STANDARD_PERCENTILES, LatencyHistogram
+
+PERCENTILE_COLUMNS = ("latency_p50_s", "latency_p90_s", "latency_p99_s", "latency_p999_s")
+COLUMNS = [
+    "runtime",
+    "workload",
+    "offered_rate_per_s",
+    "n",
+    "requests_per_s",
+    "requests_per_s_low",
+    "requests_per_s_high",
+    "requests",
+    "errors",
+    "failed",
+    *PERCENTILE_COLUMNS,
+    "p99_ratio",
+    "p99_p_value",
+    "client_saturated",
+    "helper_cpu_s_per_1k_requests",
+    "server_cpu_s_per_1k_requests",
+]
+
+
+def service_trials(run: Run) -> pd.DataFrame:
+    """Measured solo trials of service workloads (the client counted requests), any status."""
+    trials = run.trials
+    measured = trials[~trials["warmup"] & (trials["role"] == "solo")]
+    return measured[measured["requests"].notna() | (measured["latency_hist"] != "")]
+
+
+def merged_histogram(trials: pd.DataFrame) -> LatencyHistogram:
+    """Every request of `trials` in one histogram (trials without one add nothing)."""
+    return LatencyHistogram.merged(
+        LatencyHistogram.decode(str(text)) for text in trials["latency_hist"] if text
+    )
+
+
+def _merged_percentiles_s(trials: pd.DataFrame) -> dict[str, float]:
+    histogram = merged_histogram(trials)
+    if histogram.count == 0:
+        return dict.fromkeys(PERCENTILE_COLUMNS, math.nan)
+    found = histogram.percentiles_s(STANDARD_PERCENTILES)
+    return {
+        column: found[p] for column, p in zip(PERCENTILE_COLUMNS, STANDARD_PERCENTILES, strict=True)
+    }
+
+
+def _per_1k_requests(cpu_s: pd.Series, requests: pd.Series) -> float:
+    """Summed CPU-seconds over summed requests of the trials that reported both, x 1,000."""
+    both = cpu_s.notna() & requests.notna()
+    total = float(requests[both].sum())
+    return float(cpu_s[both].sum()) / total * 1e3 if total > 0 else math.nan
+
+
+def _values(frame: pd.DataFrame, column: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+    return stats.as_array(frame[column].to_numpy(dtype=float, na_value=np.nan))
+
+
+def service_table(
+    run: Run, *, baseline: str | None = None, alpha: float = stats.ALPHA
+) -> pd.DataFrame:
+    """Per service workload x label (runtime/network): median requests/s [95 % CI], errors,
+    p50/p90/p99/p99.9 latency (s) of the merged histograms of the usable repetitions, the
+    p99 ratio to `baseline` (default: bare metal on loopback) with a Mann-Whitney p-value
+    over per-repetition p99s, how many trials had a saturated client, and the CPU-seconds per
+    1,000 requests of the runtime's network helpers and of the server's own cgroup.
+    """
+    trials = service_trials(run)
+    rows: list[dict[str, Any]] = []
+    for workload, by_workload in trials.groupby("workload", sort=True):
+        usable = by_workload[by_workload["usable"]]
+        base_label = default_baseline(by_workload["label"]) if baseline is None else baseline
+        base = usable[usable["label"] == base_label]
+        base_p99 = _merged_percentiles_s(base)["latency_p99_s"]
+        for label in label_order(by_workload["label"].unique(), base_label):
+            every = by_workload[by_workload["label"] == label]
+            group = usable[usable["label"] == label]
+            rate = stats.median_ci(_values(group, "requests_per_s"))
+            percentiles = _merged_percentiles_s(group)
+            p_value = math.nan
+            if label != base_label and len(base):
+                test = stats.differs(
+                    _values(group, "latency_p99_s"), _values(base, "latency_p99_s"), alpha=alpha
+                )
+                p_value = test.p_value
+            offered = every["offered_rate_per_s"].dropna()
+            rows.append(
+                {
+                    "runtime": label,
+                    "workload": workload,
+                    "offered_rate_per_s": float(offered.iloc[0]) if len(offered) else math.nan,
+                    "n": len(group),
+                    "requests_per_s": rate.value,
+                    "requests_per_s_low": rate.low,
+                    "requests_per_s_high": rate.high,
+                    "requests": int(every["requests"].fillna(0).sum()),
+                    "errors": int(every["request_errors"].fillna(0).sum()),
+                    "failed": int((every["status"] != "ok").sum()),
+                    **percentiles,
+                    "p99_ratio": percentiles["latency_p99_s"] / base_p99
+                    if base_p99 > 0
+                    else math.nan,
+                    "p99_p_value": p_value,
+                    "client_saturated": int(group["client_saturated"].sum()),
+                    "helper_cpu_s_per_1k_requests": _per_1k_requests(
+                        group["helper_cpu_s"], group["requests"]
+                    ),
+                    "server_cpu_s_per_1k_requests": _per_1k_requests(
+                        group["cpu_s"], group["requests"]
+                    ),
+                }
+            )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def service_warnings(run: Run) -> list[stats.StatWarning]:
+    """A label whose client was saturated: its requests/s is the client's limit, not the
+    server's, and its latencies include the client's own queueing."""
+    out: list[stats.StatWarning] = []
+    trials = service_trials(run)
+    usable = trials[trials["usable"]]
+    for (label, workload), group in usable.groupby(["label", "workload"], sort=True):
+        count = int(group["client_saturated"].sum())
+        if count:
+            out.append(
+                stats.StatWarning(
+                    "client-saturated",
+                    f"{label} {workload}: the load generator's CPU was saturated in {count} "
+                    f"of {len(group)} trials; requests/s and latency measure the client there",
+                    str(label),
+                    str(workload),
+                    metric="requests_per_s",
+                    value=float(count),
+                )
+            )
+    return out

@@ -1,0 +1,89 @@
+"""Service tables on synthetic stores whose histograms hold known raw latencies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import analysis
+from bench.latency import RELATIVE_PRECISION
+from tests.storegen import ServiceCase, StoreSpec, raw_latencies_s, write_store
+
+CASE = ServiceCase(
+    latency_factor={"docker/published": 1.6},
+    saturated=("docker/host",),
+    helper_cpu_s={"docker/published": 0.4},
+)
+SPEC = StoreSpec(runtimes=(), workloads=(), repetitions=6, warmups=1, services=(CASE,))
+
+
+def _table(tmp_path: Path, spec: StoreSpec = SPEC) -> tuple[analysis.Run, pd.DataFrame]:
+    run = analysis.load_run(write_store(tmp_path, spec))
+    return run, analysis.service_table(run)
+
+
+def test_percentiles_come_from_the_merged_histogram_of_measured_repetitions(
+    tmp_path: Path,
+) -> None:
+    run, table = _table(tmp_path)
+    for label in CASE.paths:
+        raw = np.concatenate(
+            [raw_latencies_s(SPEC, CASE, label, rep) for rep in range(1, 1 + SPEC.repetitions)]
+        )
+        row = table[table["runtime"] == label].iloc[0]
+        for column, q in (
+            ("latency_p50_s", 50),
+            ("latency_p90_s", 90),
+            ("latency_p99_s", 99),
+            ("latency_p999_s", 99.9),
+        ):
+            # HdrHistogram keeps each value within 1/1024; numpy's "lower" is the same rank.
+            exact = np.percentile(raw, q, method="lower")
+            assert row[column] == pytest.approx(exact, rel=2 * RELATIVE_PRECISION)
+        # Averaging the per-trial p99.9s is what the table must not do: it differs here.
+        trials = run.trials[(run.trials["label"] == label) & run.trials["usable"]]
+        assert len(trials) == SPEC.repetitions
+        assert row["latency_p999_s"] != pytest.approx(trials["latency_p999_s"].mean(), rel=1e-3)
+
+
+def test_ratio_saturation_and_cpu_per_1k_requests(tmp_path: Path) -> None:
+    run, table = _table(tmp_path)
+    rows = {r.runtime: r for r in table.itertuples()}
+    assert list(rows) == ["bare/host", "docker/host", "docker/published"]
+    assert rows["bare/host"].p99_ratio == 1.0
+    assert rows["docker/published"].p99_ratio == pytest.approx(1.6, rel=0.1)
+    assert rows["docker/published"].p99_p_value < 0.05
+    assert rows["docker/host"].client_saturated == SPEC.repetitions
+    assert rows["bare/host"].client_saturated == 0
+    assert rows["docker/published"].helper_cpu_s_per_1k_requests == pytest.approx(
+        0.4 / CASE.requests * 1e3
+    )
+    assert np.isnan(rows["bare/host"].helper_cpu_s_per_1k_requests)
+    server = rows["bare/host"].server_cpu_s_per_1k_requests
+    assert server == pytest.approx(CASE.server_cpu_s_per_request * 1e3, rel=0.05)
+    assert rows["bare/host"].requests == CASE.requests * SPEC.repetitions
+    low, mid, high = (
+        rows["bare/host"].requests_per_s_low,
+        rows["bare/host"].requests_per_s,
+        rows["bare/host"].requests_per_s_high,
+    )
+    assert low <= mid <= high
+    kinds = [(w.kind, w.runtime) for w in analysis.warnings(run)]
+    assert kinds == [("client-saturated", "docker/host")]
+
+
+def test_sweep_rates_are_rows_of_their_own(tmp_path: Path) -> None:
+    cases = tuple(ServiceCase(offered_rate_per_s=rate) for rate in (1000.0, 5000.0))
+    spec = StoreSpec(runtimes=(), workloads=(), repetitions=3, services=cases)
+    _run, table = _table(tmp_path, spec)
+    assert sorted(set(table["workload"])) == ["http-get@1000/s", "http-get@5000/s"]
+    assert sorted(set(table["offered_rate_per_s"])) == [1000.0, 5000.0]
+
+
+def test_no_service_trials_is_an_empty_table(tmp_path: Path) -> None:
+    _run, table = _table(tmp_path, StoreSpec(repetitions=3))
+    assert len(table) == 0
+    assert "latency_p99_s" in table.columns
