@@ -27,7 +27,7 @@ from bench.frames import timeseries as timeseries
 from bench.frames import usable_solo as usable_solo
 from bench.runtimes import registry
 from bench.service_analysis import service_table as service_table
-from bench.service_analysis import service_warnings
+from bench.service_analysis import service_warnings as service_warnings
 
 HARM_THRESHOLD_PCT = 5.0
 CPU_LIMIT_SLACK = 1.05  # accounting granularity: a CFS quota can overshoot by a few percent

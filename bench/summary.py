@@ -1,4 +1,5 @@
-"""The tables printed after `bench run`: overhead, isolation, footprint (from the store).
+"""The tables printed after `bench run`: overhead, isolation, services, footprint (from the
+store).
 
 Rows come from the report's own builders (bench/report/markdown.py), so the terminal and
 report.md always show the same numbers formatted the same way.
@@ -37,13 +38,17 @@ def print_run_summary(run_dir: Path, skipped: dict[str, str]) -> None:
         isolation_table,
         load_run,
         overhead_table,
+        service_table,
+        service_warnings,
     )
     from bench.report.markdown import (
         FOOTPRINT_TITLE,
+        SERVICE_TITLE,
         baseline_title,
         footprint_rows,
         isolation_rows,
         overhead_rows,
+        service_rows,
     )
 
     console = Console(width=max(Console().width, 180))
@@ -57,6 +62,11 @@ def print_run_summary(run_dir: Path, skipped: dict[str, str]) -> None:
     if (trials["role"] == "victim").any():
         title = "Isolation: victim loss vs the victim alone [95% CI]"
         _table(console, title, isolation_rows(isolation_table(run)))
+    services = service_table(run)
+    if len(services):
+        _table(console, SERVICE_TITLE, service_rows(services))
+        for warning in service_warnings(run):
+            console.print(f"warning: {warning.message}", style="bold red", highlight=False)
     footprint = footprint_table(run)
     if len(footprint):
         _table(console, FOOTPRINT_TITLE, footprint_rows(footprint))

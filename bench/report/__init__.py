@@ -22,6 +22,7 @@ class RunSummary:
     isolation: pd.DataFrame
     startup: pd.DataFrame
     footprint: pd.DataFrame
+    services: pd.DataFrame
     warnings: list[stats.StatWarning]
     baseline: str  # the runtime label overhead ratios are taken against
 
@@ -36,6 +37,7 @@ def summarize(run: analysis.Run, baseline: str | None = None) -> RunSummary:
         isolation=analysis.isolation_table(run),
         startup=analysis.startup_table(run),
         footprint=analysis.footprint_table(run),
+        services=analysis.service_table(run),
         warnings=analysis.warnings(run),
     )
 

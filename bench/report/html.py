@@ -21,16 +21,19 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from bench import analysis
 from bench.report.markdown import (
     FOOTPRINT_TITLE,
+    SERVICE_TITLE,
     Rows,
     baseline_title,
     footprint_rows,
     host_rows,
     isolation_rows,
     overhead_rows,
+    service_rows,
     side_by_side_rows,
     startup_rows,
 )
 from bench.runtimes import registry
+from bench.service_analysis import PERCENTILE_COLUMNS
 
 if TYPE_CHECKING:
     from bench.report import RunSummary
@@ -171,13 +174,43 @@ def latency_plot(run: analysis.Run) -> str | None:
             jitter = np.linspace(-0.15, 0.15, data[i].size)
             ax.plot(pos + jitter, data[i], "o", ms=2.5, color=_color(labels[i]), alpha=0.7)
         ax.set_xticks(range(1, len(keep) + 1), [labels[i] for i in keep], rotation=30)
-        ax.set_yscale("log")
-        # Plain numbers at 1-2-5 steps: "20, 50, 100" reads faster than "2 x 10^1".
-        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_ylabel(f"{title} latency (ms, log scale)")
+        _log_ms_axis(ax, f"{title} latency (ms, log scale)")
         ax.set_title(f"{title} latency per trial")
+    return _svg(fig)
+
+
+def _log_ms_axis(ax: Any, label: str) -> None:
+    """A log y axis in milliseconds with plain numbers at 1-2-5 steps: "20, 50, 100" reads
+    faster than "2 x 10^1"."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel(label)
+
+
+def service_latency_plot(table: pd.DataFrame) -> str | None:
+    """p50..p99.9 of each label's merged histogram on a log scale, one panel per workload;
+    a runtime's network paths share its colour and differ in line style."""
+    table = table[np.isfinite(table["latency_p50_s"].astype(float))]
+    if table.empty:
+        return None
+    workloads = list(dict.fromkeys(table["workload"]))
+    fig, axes = _figure(min(4.2 * len(workloads), 14), 3.0, len(workloads))
+    x = np.arange(len(PERCENTILE_COLUMNS))
+    styles = ("-", "--", ":", "-.")
+    for ax, workload in zip(axes, workloads, strict=True):
+        used: dict[str, int] = {}
+        for row in table[table["workload"] == workload].itertuples():
+            colour = _color(str(row.runtime))
+            style = styles[used.get(colour, 0) % len(styles)]
+            used[colour] = used.get(colour, 0) + 1
+            values = [float(getattr(row, column)) * 1e3 for column in PERCENTILE_COLUMNS]
+            ax.plot(x, values, marker="o", ms=3, lw=1, ls=style, color=colour, label=row.runtime)
+        ax.set_xticks(x, ["p50", "p90", "p99", "p99.9"])
+        _log_ms_axis(ax, "latency (ms, log scale)")
+        ax.set_title(f"{workload}: latency percentiles", fontsize=9)
+        ax.legend(fontsize=7)
     return _svg(fig)
 
 
@@ -297,6 +330,14 @@ def _run_section(s: RunSummary) -> str:
     if len(s.isolation):
         parts.append("<h3>Isolation</h3>" + _table(isolation_rows(s.isolation)))
         parts.append(_figure_html(isolation_plot(s.isolation), "Victim loss vs its solo baseline"))
+    if len(s.services):
+        parts.append(f"<h3>{escape(SERVICE_TITLE)}</h3>" + _table(service_rows(s.services)))
+        parts.append(
+            _figure_html(
+                service_latency_plot(s.services),
+                "Latency percentiles of the merged histograms of the measured repetitions",
+            )
+        )
     parts.append("<h3>Start and stop latency</h3>" + _table(startup_rows(s.startup)))
     parts.append(_figure_html(latency_plot(run), "Per-trial latency, log scale"))
     parts.append(f"<h3>{escape(FOOTPRINT_TITLE)}</h3>" + _table(footprint_rows(s.footprint)))

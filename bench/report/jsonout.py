@@ -76,6 +76,7 @@ def report_dict(summaries: list[RunSummary]) -> dict[str, Any]:
                 "isolation": _records(s.isolation),
                 "startup": _records(s.startup),
                 "footprint": _records(s.footprint),
+                "services": _records(s.services),
                 "warnings": [jsonable(asdict(w)) for w in s.warnings],
             }
             for s in summaries

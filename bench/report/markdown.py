@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from bench import stats
 from bench.runtimes import registry
 
 if TYPE_CHECKING:
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
 
 Rows = tuple[list[str], list[list[str]]]
 FOOTPRINT_TITLE = "Runtime footprint (its own processes while the containers run)"
+SERVICE_TITLE = "Services: throughput, latency of the merged histograms, p99 vs the baseline"
 
 
 def num(value: Any, spec: str = ".4g") -> str:
@@ -161,6 +163,61 @@ def footprint_rows(table: pd.DataFrame) -> Rows:
     return headers, rows
 
 
+def ms(seconds: Any) -> str:
+    """Seconds as milliseconds with 4 significant digits; blank for NaN/None."""
+    return num(float(seconds) * 1e3) if num(seconds) else ""
+
+
+def _finite(value: Any) -> float:
+    """A cell's number, NaN for None/NA (which compares false either way)."""
+    return math.nan if value is None or value is pd.NA else float(value)
+
+
+def service_rows(table: pd.DataFrame) -> Rows:
+    """Service workloads per label (analysis.service_table). In bold: a p99 significantly
+    above the baseline's (its label heads each workload), and a saturated client."""
+    headers = [
+        "runtime",
+        "workload",
+        "n",
+        "req/s [95% CI]",
+        "errors",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "p99 vs base",
+        "helper CPU-s/1k",
+        "server CPU-s/1k",
+        "saturated",
+    ]
+    rows = []
+    for r in table.itertuples():
+        ratio = num(r.p99_ratio, ".3f")
+        if ratio and _finite(r.p99_ratio) > 1.0 and _finite(r.p99_p_value) < stats.ALPHA:
+            ratio = f"**{ratio}**"
+        rows.append(
+            [
+                str(r.runtime),
+                str(r.workload),
+                str(r.n),
+                with_ci(r.requests_per_s, r.requests_per_s_low, r.requests_per_s_high),
+                str(r.errors),
+                ms(r.latency_p50_s),
+                ms(r.latency_p90_s),
+                ms(r.latency_p99_s),
+                ms(r.latency_p999_s),
+                ratio,
+                num(r.helper_cpu_s_per_1k_requests, ".3g") or "-",
+                num(r.server_cpu_s_per_1k_requests, ".3g"),
+                "**yes (" + str(r.client_saturated) + f" of {r.n!s})**"
+                if r.client_saturated
+                else "no",
+            ]
+        )
+    return headers, rows
+
+
 def host_rows(summary: RunSummary) -> Rows:
     m = summary.run.manifest
     rows = [
@@ -248,6 +305,8 @@ def render_markdown(summaries: list[RunSummary]) -> str:
         ]
         if len(s.isolation):
             out += [f"{h} Isolation\n", md_table(*isolation_rows(s.isolation))]
+        if len(s.services):
+            out += [f"{h} {SERVICE_TITLE}\n", md_table(*service_rows(s.services))]
         out += [f"{h} Start and stop latency\n", md_table(*startup_rows(s.startup))]
         out += [f"{h} {FOOTPRINT_TITLE}\n", md_table(*footprint_rows(s.footprint))]
         out.append(f"{h} Warnings\n")
