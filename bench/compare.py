@@ -17,6 +17,9 @@ METRICS: dict[str, bool] = {
     "wall_s": False,
     "mem_peak_bytes": False,
     "start_s": False,
+    # Service workloads: each repetition's p99 (from its own histogram), so the test has one
+    # value per repetition as for throughput; trials without a client have none and skip.
+    "latency_p99_s": False,
 }
 DEFAULT_THRESHOLD_PCT = 5.0
 
@@ -68,8 +71,8 @@ def compare_runs(
     base: Run, new: Run, threshold_pct: float = DEFAULT_THRESHOLD_PCT, *, alpha: float = stats.ALPHA
 ) -> Comparison:
     """Compare every runtime x workload present in both runs on throughput, CPU, wall time,
-    peak memory and start latency. A regression is significant (Mann-Whitney, alpha) and
-    worse by more than `threshold_pct`."""
+    peak memory, start latency and (service workloads) p99 latency. A regression is
+    significant (Mann-Whitney, alpha) and worse by more than `threshold_pct`."""
     a, b = usable_solo(base), usable_solo(new)
     changes: list[MetricChange] = []
     pairs_a = set(zip(a["label"], a["workload"], strict=True))

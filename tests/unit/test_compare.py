@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from click.testing import CliRunner
+
 from bench import analysis
+from bench.cli import main
 from bench.compare import compare_runs, to_markdown
-from tests.storegen import StoreSpec, write_store
+from tests.storegen import ServiceCase, StoreSpec, write_store
 
 
 def _run(tmp_path: Path, run_id: str, seed: int, **kwargs: object) -> analysis.Run:
@@ -69,3 +72,34 @@ def test_disjoint_runs(tmp_path: Path) -> None:
     assert comparison.changes == () and not comparison.has_regression
     assert "nothing to compare" in to_markdown(comparison)
     assert comparison.to_frame().empty
+
+
+def _service_store(tmp_path: Path, run_id: str, seed: int, factor: float) -> Path:
+    case = ServiceCase(
+        latency_factor={label: factor for label in ("bare/host", "docker/host", "docker/published")}
+    )
+    spec = StoreSpec(
+        run_id=run_id, seed=seed, runtimes=(), workloads=(), repetitions=10, services=(case,)
+    )
+    return write_store(tmp_path, spec)
+
+
+def test_p99_regression_fails_the_gate(tmp_path: Path) -> None:
+    base = _service_store(tmp_path, "base", seed=7, factor=1.0)
+    slower = _service_store(tmp_path, "slower", seed=8, factor=1.3)
+    result = CliRunner().invoke(main, ["compare", str(base), str(slower), "--markdown"])
+    assert result.exit_code == 1, result.output
+    comparison = compare_runs(analysis.load_run(base), analysis.load_run(slower))
+    flagged = {(c.runtime, c.metric) for c in comparison.regressions}
+    assert flagged == {(label, "latency_p99_s") for label in ServiceCase().paths}
+    change = comparison.regressions[0]
+    assert change.change_low_pct <= 30.0 <= change.change_high_pct
+    assert "| ❌ | bare/host | http-get | latency_p99_s |" in result.output
+
+
+def test_unchanged_service_run_passes_the_gate(tmp_path: Path) -> None:
+    base = _service_store(tmp_path, "base", seed=9, factor=1.0)
+    again = _service_store(tmp_path, "again", seed=10, factor=1.0)
+    result = CliRunner().invoke(main, ["compare", str(base), str(again)])
+    assert result.exit_code == 0, result.output
+    assert "latency_p99_s" in result.output
