@@ -222,7 +222,13 @@ def _service_trial(
     histogram = LatencyHistogram.from_seconds(latencies)
     summary = histogram.summary()
     load_s = spec.trial_duration_s * (1 + spec.noise * rng.standard_normal())
-    rate = case.requests / load_s
+    # Open loop keeps to its schedule: the achieved rate is the offered one, within the noise.
+    offered = case.offered_rate_per_s
+    rate = (
+        case.requests / load_s
+        if offered is None
+        else offered * (1 + spec.noise * rng.standard_normal())
+    )
     cpu = case.requests * case.server_cpu_s_per_request * (1 + spec.noise * rng.standard_normal())
     rate_tag = "" if case.offered_rate_per_s is None else f"@{case.offered_rate_per_s:g}/s"
     row = _trial(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+from collections.abc import Iterable
 from html import escape
 from typing import TYPE_CHECKING, Any
 
@@ -189,6 +190,18 @@ def _log_ms_axis(ax: Any, label: str) -> None:
     ax.set_ylabel(label)
 
 
+def _line_styles(labels: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Colour and line style per label: a runtime's network paths share its colour."""
+    styles = ("-", "--", ":", "-.")
+    used: dict[str, int] = {}
+    out: dict[str, tuple[str, str]] = {}
+    for label in analysis.label_order(labels):
+        colour = _color(label)
+        out[label] = (colour, styles[used.get(colour, 0) % len(styles)])
+        used[colour] = used.get(colour, 0) + 1
+    return out
+
+
 def service_latency_plot(table: pd.DataFrame) -> str | None:
     """p50..p99.9 of each label's merged histogram on a log scale, one panel per workload;
     a runtime's network paths share its colour and differ in line style."""
@@ -198,18 +211,50 @@ def service_latency_plot(table: pd.DataFrame) -> str | None:
     workloads = list(dict.fromkeys(table["workload"]))
     fig, axes = _figure(min(4.2 * len(workloads), 14), 3.0, len(workloads))
     x = np.arange(len(PERCENTILE_COLUMNS))
-    styles = ("-", "--", ":", "-.")
     for ax, workload in zip(axes, workloads, strict=True):
-        used: dict[str, int] = {}
-        for row in table[table["workload"] == workload].itertuples():
-            colour = _color(str(row.runtime))
-            style = styles[used.get(colour, 0) % len(styles)]
-            used[colour] = used.get(colour, 0) + 1
+        rows = table[table["workload"] == workload]
+        styles = _line_styles(rows["runtime"])
+        for row in rows.itertuples():
             values = [float(getattr(row, column)) * 1e3 for column in PERCENTILE_COLUMNS]
+            colour, style = styles[str(row.runtime)]
             ax.plot(x, values, marker="o", ms=3, lw=1, ls=style, color=colour, label=row.runtime)
         ax.set_xticks(x, ["p50", "p90", "p99", "p99.9"])
         _log_ms_axis(ax, "latency (ms, log scale)")
         ax.set_title(f"{workload}: latency percentiles", fontsize=9)
+        ax.legend(fontsize=7)
+    return _svg(fig)
+
+
+def sweep_plot(table: pd.DataFrame) -> str | None:
+    """The throughput-latency curve of each rate sweep: achieved requests/s against p99 (log
+    scale) per label, one point per offered rate; where the curve bends up is the knee."""
+    swept = table[table["offered_rate_per_s"].notna() & table["latency_p99_s"].notna()]
+    swept = swept.assign(sweep=swept["workload"].str.rsplit("@", n=1).str[0])
+    sweeps = [
+        str(name)
+        for name, rows in swept.groupby("sweep", sort=True)
+        if rows["workload"].nunique() > 1
+    ]
+    if not sweeps:
+        return None
+    fig, axes = _figure(min(4.2 * len(sweeps), 14), 3.0, len(sweeps))
+    for ax, name in zip(axes, sweeps, strict=True):
+        rows = swept[swept["sweep"] == name]
+        for label, (colour, style) in _line_styles(rows["runtime"]).items():
+            line = rows[rows["runtime"] == label].sort_values("offered_rate_per_s")
+            ax.plot(
+                line["requests_per_s"].to_numpy(float),
+                line["latency_p99_s"].to_numpy(float) * 1e3,
+                marker="o",
+                ms=3,
+                lw=1,
+                ls=style,
+                color=colour,
+                label=label,
+            )
+        _log_ms_axis(ax, "p99 latency (ms, log scale)")
+        ax.set_xlabel("achieved requests/s")
+        ax.set_title(f"{name}: throughput-latency", fontsize=9)
         ax.legend(fontsize=7)
     return _svg(fig)
 
@@ -337,6 +382,9 @@ def _run_section(s: RunSummary) -> str:
                 service_latency_plot(s.services),
                 "Latency percentiles of the merged histograms of the measured repetitions",
             )
+        )
+        parts.append(
+            _figure_html(sweep_plot(s.services), "Rate sweeps: one point per offered rate")
         )
     parts.append("<h3>Start and stop latency</h3>" + _table(startup_rows(s.startup)))
     parts.append(_figure_html(latency_plot(run), "Per-trial latency, log scale"))

@@ -101,3 +101,21 @@ def test_no_service_section_without_service_trials(tmp_path: Path) -> None:
     run = analysis.load_run(write_store(tmp_path, StoreSpec(repetitions=3)))
     build_report([run], tmp_path / "out", {"md"})
     assert SERVICE_TITLE not in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_sweep_curve_in_html(tmp_path: Path) -> None:
+    cases = tuple(ServiceCase(offered_rate_per_s=rate) for rate in (1000.0, 5000.0))
+    spec = StoreSpec(runtimes=(), workloads=(), repetitions=3, services=cases)
+    run = analysis.load_run(write_store(tmp_path, spec))
+    build_report([run], tmp_path / "out", {"html"})
+    text = (tmp_path / "out" / "index.html").read_text()
+    assert "http-get: throughput-latency" in text
+    assert "Rate sweeps: one point per offered rate" in text
+    # A store without sweeps has no such figure.
+    assert "throughput-latency" not in (report_of(tmp_path, SPEC) / "index.html").read_text()
+
+
+def report_of(tmp_path: Path, spec: StoreSpec) -> Path:
+    out = tmp_path / f"out-{spec.run_id}"
+    build_report([analysis.load_run(write_store(tmp_path, spec))], out, {"html"})
+    return out
