@@ -66,11 +66,17 @@ def answers(
         return False
 
 
-def wait_answers(host: str, port: int, probe: Probe, timeout_s: float) -> bool:
+def wait_answers(
+    host: str,
+    port: int,
+    probe: Probe,
+    timeout_s: float,
+    inside: tuple[int, int] | None = None,
+) -> bool:
     """Probe every 50 ms until the server answers (True) or `timeout_s` passes (False)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        if answers(host, port, probe, timeout_s=min(1.0, timeout_s)):
+        if answers(host, port, probe, timeout_s=min(1.0, timeout_s), inside=inside):
             return True
         if time.monotonic() >= deadline:
             return False

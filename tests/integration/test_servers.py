@@ -76,11 +76,13 @@ def test_server_starts_answers_its_probe_and_stops(name: str, state_dir: Path) -
         StartSpec(name=f"{PREFIX}{name}", argv=setup.argv, io_dir=io_dir, user=user)
     )
     try:
-        ready = wait_answers("127.0.0.1", port, setup.probe, READY_TIMEOUT_S)
+        ready = wait_answers(
+            "127.0.0.1", port, setup.probe, READY_TIMEOUT_S, inside=(handle.pid, port)
+        )
         stderr = (io_dir / STDERR_FILE).read_text(errors="replace")[-2000:]
         assert ready, f"{name} did not answer {setup.probe} on port {port}: {stderr}"
         assert handle.wait(0.0) is None, "the server must stay in the foreground"
-        assert answers("127.0.0.1", port, setup.probe)
+        assert answers("127.0.0.1", port, setup.probe, inside=(handle.pid, port))
     finally:
         handle.stop()
     assert not listening(port), f"{name} still listens on {port} after stop()"
