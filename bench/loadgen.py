@@ -272,9 +272,15 @@ def _redis_argv(spec: LoadSpec, n_cpus: int, workdir: Path) -> list[str]:
 
 def _pgbench_argv(spec: LoadSpec, n_cpus: int, workdir: Path) -> list[str]:
     threads = spec.threads or min(n_cpus, spec.connections)
+    # pgbench takes a duration (-T) or a count per client (-t), not both: with max_requests
+    # it runs the count, and the duration only bounds it (bench kills it past that).
+    if spec.max_requests is None:
+        bound = ["-T", str(round(spec.duration_s))]
+    else:
+        bound = ["-t", str(max(1, spec.max_requests // spec.connections))]
     argv = [
         *("-h", spec.host, "-p", str(spec.port), "-U", spec.user, "-n"),
-        *("-c", str(spec.connections), "-j", str(threads), "-T", str(round(spec.duration_s))),
+        *("-c", str(spec.connections), "-j", str(threads), *bound),
         *("-b", spec.chosen_operation, "-l", "--log-prefix", str(workdir / "txlog")),
     ]
     if spec.rate_per_s is not None:

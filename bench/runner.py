@@ -31,7 +31,7 @@ from bench.results import (
 from bench.runtimes.base import Availability
 from bench.scenario import Scenario
 from bench.scenario_load import load_scenario
-from bench.service import check_installed, prepare_services
+from bench.service import check_installed, discard_services, prepare_services
 from bench.signals import Interrupted, Signals
 from bench.step import StepContext, StepResults, describe, run_step
 from bench.trial import run_verdict, trial_row
@@ -192,6 +192,7 @@ def _clean_up(run: _Run, status: RunStatus) -> None:
     for runtime in [*run.runtimes.values(), *run.retired]:
         with contextlib.suppress(Exception):
             runtime.close()
+    discard_services(run.store.run_dir)
     run.store.finish()
     manifest = run.manifest
     manifest.status = status

@@ -177,6 +177,9 @@ class WorkloadModel(StrictModel):
     port: Annotated[int, Field(ge=1024, le=65_535)] | None = None
     # nginx-static: the size of the file served.
     body_bytes: Annotated[int, Field(ge=0, le=1 << 30)] = 1024
+    # postgres: the scale of the pgbench tables initialised once per run (pgbench -i -s;
+    # 100,000 accounts per unit).
+    pgbench_scale: Annotated[int, Field(ge=1, le=100)] = 1
 
     @field_validator("name")
     @classmethod

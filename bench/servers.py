@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import BenchError, InputError
-from bench.probes import Probe
+from bench.probes import Probe, wait_answers
 from bench.spec import NetworkMode
 
 # Servers run as nobody:nogroup when the scenario names no user: PostgreSQL refuses root,
@@ -30,6 +32,8 @@ PG_PLPGSQL = Path("/usr/lib/postgresql/15/lib/plpgsql.so")
 PG_USER = "bench"
 PG_DATA = "pgdata"
 PG_TEMPLATE = "postgres-template"
+PG_INIT_TIMEOUT_S = 300.0
+PG_STOP_TIMEOUT_S = 30.0
 STATIC_ROOT = "www"
 
 
@@ -41,6 +45,7 @@ class ServerParams:
     network: NetworkMode = "host"
     body_bytes: int = 1024  # nginx-static: size of the file served
     upstream: tuple[str, int] | None = None  # nginx-proxy: where requests go
+    pgbench_scale: int = 1  # postgres: the scale of the pgbench tables (pgbench -i -s)
 
     @property
     def listen_host(self) -> str:
@@ -86,8 +91,9 @@ class ServerKind:
     needs_non_root: bool = False
     # False: it only makes sense in front of another tier (multi-tier scenarios).
     standalone: bool = True
-    # Work done once per run, outside any measurement: (state dir, the server's uid/gid).
-    prepare: Callable[[Path, tuple[int, int] | None], None] | None = None
+    # Work done once per run, outside any measurement: (params, state dir, the server's
+    # uid/gid).
+    prepare: Callable[[ServerParams, Path, tuple[int, int] | None], None] | None = None
 
 
 def _lines(*lines: str) -> bytes:
@@ -195,25 +201,40 @@ def redis(params: ServerParams, _state_dir: Path) -> ServerSetup:
     )
 
 
-def postgres(params: ServerParams, state_dir: Path) -> ServerSetup:
-    """PostgreSQL on a copy of the run's data directory (initdb ran once, in prepare_run)."""
+def pg_template(state_dir: Path, pgbench_scale: int) -> Path:
+    """The run's initialised data directory for pgbench tables of this scale."""
+    return state_dir / f"{PG_TEMPLATE}-s{pgbench_scale}"
+
+
+def _pg_argv(data_dir: str, listen_host: str, port: int) -> list[str]:
     options = {
-        "listen_addresses": params.listen_host,
-        "port": str(params.port),
+        "listen_addresses": listen_host,
+        "port": str(port),
         # No Unix socket: its path limit (107 bytes) and the clients' use of TCP.
         "unix_socket_directories": "",
         # /dev/shm is absent or small in some runtimes; mmap files live in the data dir.
         "dynamic_shared_memory_type": "mmap",
         "max_connections": "100",
+        # A commit does not wait for its WAL flush: the disk is the same device under every
+        # runtime (the data dir is in the trial's io dir), and waiting for it would make
+        # TPC-B-like runs measure its flush latency instead of the runtime's CPU and network
+        # path. The WAL writer still flushes every 200 ms.
+        "synchronous_commit": "off",
     }
-    argv = [str(PG_BIN / "postgres"), "-D", PG_DATA]
+    argv = [str(PG_BIN / "postgres"), "-D", data_dir]
     for key, value in options.items():
         argv += ["-c", f"{key}={value}"]
+    return argv
+
+
+def postgres(params: ServerParams, state_dir: Path) -> ServerSetup:
+    """PostgreSQL on a copy of the run's data directory (initdb and pgbench -i ran once, in
+    prepare_run), so every trial starts from the same data."""
     return ServerSetup(
-        argv=tuple(argv),
+        argv=tuple(_pg_argv(PG_DATA, params.listen_host, params.port)),
         ports=(params.port,),
         probe=Probe("postgres", user=PG_USER),
-        copy_from=(state_dir / PG_TEMPLATE, PG_DATA),
+        copy_from=(pg_template(state_dir, params.pgbench_scale), PG_DATA),
     )
 
 
@@ -276,20 +297,26 @@ def server_user(kind: ServerKind, user: tuple[int, int] | None) -> tuple[int, in
     return user
 
 
-def prepare_run(kind: ServerKind, state_dir: Path, user: tuple[int, int] | None) -> None:
+def prepare_run(
+    kind: ServerKind, params: ServerParams, state_dir: Path, user: tuple[int, int] | None
+) -> None:
     """Work a kind needs once per run, outside any measurement (PostgreSQL's initdb)."""
     if kind.prepare is not None:
-        kind.prepare(state_dir, server_user(kind, user))
+        kind.prepare(params, state_dir, server_user(kind, user))
 
 
-def postgres_initdb(state_dir: Path, user: tuple[int, int] | None) -> None:
-    """The run's PostgreSQL data directory, which every trial copies (initdb takes ~2.4 s)."""
-    template = state_dir / PG_TEMPLATE
+def postgres_initdb(params: ServerParams, state_dir: Path, user: tuple[int, int] | None) -> None:
+    """The run's PostgreSQL data directory with pgbench's tables, which every trial copies.
+
+    initdb took ~2.4 s here; then a server on a free loopback port, `pgbench -i`, and a
+    clean shutdown (a checkpoint: the copies start without crash recovery).
+    """
+    template = pg_template(state_dir, params.pgbench_scale)
     if template.is_dir():
         return
     uid, gid = user or NOBODY
     state_dir.mkdir(parents=True, exist_ok=True)
-    staging = state_dir / f"{PG_TEMPLATE}.tmp"
+    staging = template.with_name(f"{template.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(mode=0o700)
     os.chown(staging, uid, gid)
@@ -309,7 +336,62 @@ def postgres_initdb(state_dir: Path, user: tuple[int, int] | None) -> None:
             f"{(proc.stderr or proc.stdout).strip()[-500:]}; uid {uid} must be able to reach "
             f"{state_dir} (o+x on every parent directory)"
         )
+    try:
+        _pgbench_init(staging, params.pgbench_scale, (uid, gid), env)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     staging.rename(template)
+
+
+def _pgbench_init(data_dir: Path, scale: int, user: tuple[int, int], env: dict[str, str]) -> None:
+    """Start a server on `data_dir`, create pgbench's tables at `scale`, stop it cleanly."""
+    pgbench = shutil.which("pgbench")
+    if pgbench is None:
+        raise BenchError("pgbench is not installed: apt-get install postgresql-client")
+    port = _free_loopback_port()
+    log = data_dir / "init-server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            _pg_argv(str(data_dir), "127.0.0.1", port), cwd=data_dir, env=env,
+            user=user[0], group=user[1], extra_groups=[], stdin=subprocess.DEVNULL,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        if not wait_answers("127.0.0.1", port, Probe("postgres", user=PG_USER), 30.0):
+            from bench.workloads import last_lines
+
+            why = " | ".join(last_lines(log, 3)) or "no output"
+            raise BenchError(f"postgres did not start for pgbench -i: {why}")
+        argv = [pgbench, "-i", "-s", str(scale), "-q", "-h", "127.0.0.1", "-p", str(port)]
+        proc = subprocess.run(
+            [*argv, "-U", PG_USER, "postgres"], env=env, stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, check=False, timeout=PG_INIT_TIMEOUT_S,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise BenchError(
+                f"pgbench -i -s {scale} failed (exit {proc.returncode}): "
+                f"{(proc.stderr or proc.stdout).strip()[-500:]}"
+            )
+    finally:
+        _stop_postgres(server)
+    log.unlink()
+
+
+def _stop_postgres(server: subprocess.Popen[bytes]) -> None:
+    """Fast shutdown (SIGINT: abort sessions, checkpoint, exit); SIGKILL past the timeout."""
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(PG_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def materialize(setup: ServerSetup, io_dir: Path, user: tuple[int, int] | None) -> None:
@@ -328,6 +410,13 @@ def materialize(setup: ServerSetup, io_dir: Path, user: tuple[int, int] | None) 
     if user is not None:
         for path in [io_dir, *io_dir.rglob("*")]:
             os.lchown(path, *user)
+
+
+def discard(setup: ServerSetup, io_dir: Path) -> None:
+    """Remove the trial's copy of run-level data (a PostgreSQL data dir, 40 MB and more) once
+    its server stopped; the io dir keeps the server's output and config."""
+    if setup.copy_from is not None:
+        shutil.rmtree(io_dir / setup.copy_from[1], ignore_errors=True)
 
 
 SERVERS: dict[str, ServerKind] = {

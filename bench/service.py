@@ -56,11 +56,20 @@ def server_port(workload: WorkloadModel) -> int:
     return workload.port or server_kind(workload.service).default_port
 
 
+def server_params(workload: WorkloadModel, network: NetworkMode) -> ServerParams:
+    """What the workload decides about its server."""
+    return ServerParams(
+        server_port(workload),
+        network,
+        body_bytes=workload.body_bytes,
+        pgbench_scale=workload.pgbench_scale,
+    )
+
+
 def server_setup(workload: WorkloadModel, network: NetworkMode, state_dir: Path) -> ServerSetup:
     """The trial's server: argv, files and probe, listening on the workload's port."""
     assert workload.service is not None
-    params = ServerParams(server_port(workload), network, body_bytes=workload.body_bytes)
-    return server_kind(workload.service).build(params, state_dir)
+    return server_kind(workload.service).build(server_params(workload, network), state_dir)
 
 
 def load_spec(
@@ -130,11 +139,21 @@ def check_installed(scenario: Scenario) -> None:
 
 
 def prepare_services(scenario: Scenario, run_dir: Path, user: tuple[int, int] | None) -> None:
-    """Once per run, outside any measurement: each service's run-level state (initdb)."""
+    """Once per run, outside any measurement: each service's run-level state (initdb and
+    pgbench -i), once for every workload whose server needs the same state."""
     from bench.servers import prepare_run
 
-    for name in dict.fromkeys(w.service for w in scenario.workloads if w.service is not None):
-        prepare_run(server_kind(name), state_dir(run_dir), user)
+    for workload in scenario.workloads:
+        if workload.service is not None:
+            params = server_params(workload, "host")
+            prepare_run(server_kind(workload.service), params, state_dir(run_dir), user)
+
+
+def discard_services(run_dir: Path) -> None:
+    """Remove the run-level server state (a resumed run prepares it again)."""
+    import shutil
+
+    shutil.rmtree(state_dir(run_dir), ignore_errors=True)
 
 
 def rates(workload: WorkloadModel) -> list[float | None]:

@@ -219,6 +219,11 @@ def stop_members(
         except Exception as exc:  # keep stopping the others; retried at the end of the run
             errors.setdefault(trial_id, f"cleanup failed: {describe(exc)}")
             ctx.unstopped.append(member.handle)
+            continue
+        if member.setup is not None:
+            from bench.servers import discard
+
+            discard(member.setup, ctx.store.trial_dir(trial_id))
     return stop_seconds
 
 

@@ -26,7 +26,7 @@ from tests.helpers import bench, require, require_root
 pytestmark = pytest.mark.slow
 
 RUN_TIMEOUT_S = 600
-SCENARIOS = ["app-http", "app-kv", "overhead-network"]
+SCENARIOS = ["app-http", "app-kv", "app-db", "overhead-network"]
 
 
 def listening_ports() -> set[int]:
@@ -87,6 +87,8 @@ def test_quick_service_scenario_measures_real_traffic_everywhere(
         assert row.throughput > 0, row.trial_id  # req/s, or B/s for a stream
         if row.throughput_unit == "req/s":
             assert row.requests > 0 and row.requests_per_s > 0, row.trial_id
+            # Every request/response generator records each request's latency.
+            assert row.latency_hist, f"{row.trial_id}: no latency histogram"
         assert row.request_errors == 0, row.trial_id
         assert row.cpu_s > 0, f"{row.trial_id}: the server's cgroup saw no CPU"
         assert row.client_cpu_s > 0, row.trial_id

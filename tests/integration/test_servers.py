@@ -66,9 +66,10 @@ def test_server_starts_answers_its_probe_and_stops(name: str, state_dir: Path) -
     missing = missing_files(kind)
     require(not missing, f"{missing} missing: apt-get install {kind.package}")
     user = server_user(kind, None)
-    prepare_run(kind, state_dir, user)
     port = free_port()
-    setup = kind.build(ServerParams(port=port, network="host"), state_dir)
+    params = ServerParams(port=port, network="host")
+    prepare_run(kind, params, state_dir, user)
+    setup = kind.build(params, state_dir)
     io_dir = state_dir / f"io-{name}"
     io_dir.mkdir()
     materialize(setup, io_dir, user)
@@ -117,3 +118,45 @@ def test_every_server_runs_from_the_workload_image(tmp_path: Path) -> None:
             capture_output=True, text=True, check=False, timeout=30,
         )  # fmt: skip
         assert proc.returncode == 0, f"{program}: {proc.stderr}"
+
+
+def test_postgres_template_holds_pgbench_tables_at_its_scale_and_leaves_no_server(
+    state_dir: Path,
+) -> None:
+    """pgbench -i runs once per run, before any trial: each trial's copy has the tables."""
+    require_root()
+    import psutil
+
+    from bench.servers import pg_template
+
+    kind = server_kind("postgres")
+    require(not missing_files(kind), f"apt-get install {kind.package}")
+    require(shutil.which("psql") is not None, "apt-get install postgresql-client")
+    params = ServerParams(port=free_port(), network="host", pgbench_scale=2)
+    prepare_run(kind, params, state_dir, server_user(kind, None))
+    template = pg_template(state_dir, 2)
+    assert not (template / "postmaster.pid").exists(), "the init server was not shut down"
+    running = [p.info for p in psutil.process_iter(["pid", "cmdline"]) if str(template) in
+               " ".join(p.info["cmdline"] or [])]  # fmt: skip
+    assert running == []
+    setup = kind.build(params, state_dir)
+    io_dir = state_dir / "io-pgbench-scale"
+    io_dir.mkdir()
+    materialize(setup, io_dir, server_user(kind, None))
+    handle = BareRuntime().start(
+        StartSpec(
+            name=f"{PREFIX}pgscale", argv=setup.argv, io_dir=io_dir, user=server_user(kind, None)
+        )
+    )
+    try:
+        assert wait_answers("127.0.0.1", params.port, setup.probe, READY_TIMEOUT_S)
+        query = "select count(*) from pgbench_accounts"
+        proc = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(params.port), "-U", "bench", "-tAc", query,
+             "postgres"], capture_output=True, text=True, check=False, timeout=30,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "200000"  # 100,000 accounts per unit of scale
+    finally:
+        handle.stop()
+    assert not listening(params.port)

@@ -97,7 +97,12 @@ def test_redis_and_pgbench_argv(tmp_path: Path) -> None:
     assert pgbench[-1] == "postgres" and "-l" in pgbench
     assert pgbench[pgbench.index("-b") + 1] == "select-only"
     assert pgbench[pgbench.index("-R") + 1] == "500"
-    assert pgbench[pgbench.index("-T") + 1] == "3"
+    assert pgbench[pgbench.index("-T") + 1] == "3" and "-t" not in pgbench
+    counted = LoadSpec("pgbench", 5432, connections=4, max_requests=1000, operation="tpcb-like")
+    pgbench = GENERATORS["pgbench"].argv(counted, 1, tmp_path)
+    # pgbench refuses -t with -T: the count per client, the duration bounds it from outside.
+    assert pgbench[pgbench.index("-t") + 1] == "250" and "-T" not in pgbench
+    assert pgbench[pgbench.index("-b") + 1] == "tpcb-like"
 
 
 def result_of(spec: LoadSpec, requests: int, cpu_s: float, busy: float) -> LoadResult:

@@ -19,12 +19,13 @@ from bench.probes import Probe, answers, listens, wait_answers
 from bench.servers import (
     NOBODY,
     PG_DATA,
-    PG_TEMPLATE,
     SERVERS,
     ServerParams,
+    discard,
     image_inputs,
     materialize,
     missing_files,
+    pg_template,
     server_kind,
     server_user,
     static_body,
@@ -95,8 +96,13 @@ def test_redis_config_has_no_persistence_and_stays_in_the_foreground(tmp_path: P
 def test_postgres_copies_the_run_template_and_runs_as_non_root(tmp_path: Path) -> None:
     kind = server_kind("postgres")
     setup = kind.build(ServerParams(port=15432), tmp_path)
-    assert setup.copy_from == (tmp_path / PG_TEMPLATE, PG_DATA)
+    assert setup.copy_from == (pg_template(tmp_path, 1), PG_DATA)
     assert "unix_socket_directories=" in setup.argv
+    assert "synchronous_commit=off" in setup.argv
+    # Each pgbench scale has its own initialised template.
+    scaled = kind.build(ServerParams(port=15432, pgbench_scale=4), tmp_path)
+    assert scaled.copy_from == (pg_template(tmp_path, 4), PG_DATA)
+    assert pg_template(tmp_path, 4) != pg_template(tmp_path, 1)
     assert server_user(kind, None) == NOBODY
     assert server_user(kind, (1000, 1000)) == (1000, 1000)
     assert server_user(server_kind("redis"), None) is None
@@ -110,10 +116,14 @@ def test_materialize_writes_files_copies_the_template_and_refuses_a_missing_one(
     setup = server_kind("postgres").build(ServerParams(port=15432), state)
     with pytest.raises(Exception, match="prepare_run"):
         materialize(setup, io_dir, None)
-    (state / PG_TEMPLATE).mkdir(parents=True)
-    (state / PG_TEMPLATE / "PG_VERSION").write_text("15\n")
+    pg_template(state, 1).mkdir(parents=True)
+    (pg_template(state, 1) / "PG_VERSION").write_text("15\n")
     materialize(setup, io_dir, None)
     assert (io_dir / PG_DATA / "PG_VERSION").read_text() == "15\n"
+    (io_dir / "stderr.txt").write_text("kept")
+    discard(setup, io_dir)  # after the trial: the copy goes, the template and output stay
+    assert not (io_dir / PG_DATA).exists() and (io_dir / "stderr.txt").exists()
+    assert (pg_template(state, 1) / "PG_VERSION").exists()
 
 
 def test_unknown_service_lists_the_known_ones() -> None:
