@@ -76,6 +76,11 @@ def init_template(template: Path, pgbench_scale: int, user: tuple[int, int]) -> 
             f"{(proc.stderr or proc.stdout).strip()[-500:]}; uid {uid} must be able to reach "
             f"{state_dir} (o+x on every parent directory)"
         )
+    # initdb trusts loopback only; in bridge and published mode the client's connection
+    # comes from the bridge's host end (e.g. 172.26.0.1). The server listens on loopback
+    # alone in host mode, and otherwise only inside a namespace the run created.
+    with (staging / "pg_hba.conf").open("a") as hba:
+        hba.write("host all all 0.0.0.0/0 trust\n")
     try:
         _pgbench_init(staging, pgbench_scale, (uid, gid), env)
     except BaseException:
