@@ -162,9 +162,9 @@ def rates(workload: WorkloadModel) -> list[float | None]:
     return list(load.rate_per_s) if load is not None and load.rate_per_s else [None]
 
 
-def helper_cpu_s(pids: list[int]) -> float:
-    """User + system CPU seconds so far of `pids` (and their reaped children); gone ones 0."""
-    total_ticks = 0
+def helper_cpu_ticks(pids: list[int]) -> dict[int, int]:
+    """User + system CPU ticks so far of each live pid in `pids` (and its reaped children)."""
+    ticks: dict[int, int] = {}
     for pid in pids:
         try:
             text = Path(f"/proc/{pid}/stat").read_text()
@@ -172,8 +172,15 @@ def helper_cpu_s(pids: list[int]) -> float:
             continue
         fields = text[text.rindex(")") + 2 :].split()
         # utime, stime, cutime, cstime are fields 14-17 of stat(5); fields[0] is field 3.
-        total_ticks += sum(int(value) for value in fields[11:15])
-    return total_ticks / _CLOCK_TICKS_PER_S
+        ticks[pid] = sum(int(value) for value in fields[11:15])
+    return ticks
+
+
+def helper_cpu_s(before: dict[int, int], after: dict[int, int]) -> float:
+    """CPU seconds the helpers used between two reads; one that exited in between counts 0
+    (its ticks are gone with it), never a negative share."""
+    used = sum(after[pid] - ticks for pid, ticks in before.items() if pid in after)
+    return used / _CLOCK_TICKS_PER_S
 
 
 @dataclass
@@ -214,16 +221,18 @@ def drive(handle: Handle, trial: Trial, setup: ServerSetup, t0: float, io_dir: P
     ready_s = time.monotonic() - t0
     spec = load_spec(workload, endpoint, trial.offered_rate_per_s, setup.target)
     helpers = handle.helper_pids()
-    helpers_before = helper_cpu_s(helpers)
+    helpers_before = helper_cpu_ticks(helpers)
     started = time.monotonic()
     result = run_load(spec)
     ended = time.monotonic()
-    helpers_after = helper_cpu_s(helpers)
+    helpers_after = helper_cpu_ticks(helpers)
     if handle.wait(0.0) is not None:
         raise BenchError(
             f"server {workload.service} exited during the load: {_stderr_tail(io_dir)}"
         )
-    return ServedLoad(result, helpers_after - helpers_before, ready_s, started - t0, ended - t0)
+    return ServedLoad(
+        result, helper_cpu_s(helpers_before, helpers_after), ready_s, started - t0, ended - t0
+    )
 
 
 def _stderr_tail(io_dir: Path) -> str:

@@ -231,3 +231,32 @@ def test_listen_probe_reads_the_pids_network_namespace_without_connecting() -> N
     finally:
         listener.close()
     assert not listens(os.getpid(), port)
+
+
+def test_helper_cpu_counts_a_busy_helper_and_never_goes_negative_when_one_exits() -> None:
+    """A real busy process is charged its CPU; a helper gone before the second read adds 0."""
+    import subprocess
+    import sys
+    import time
+
+    from bench.service import helper_cpu_s, helper_cpu_ticks
+
+    busy = subprocess.Popen(
+        [sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<5: pass"]
+    )
+    short = subprocess.Popen(
+        [sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<0.3: pass"]
+    )
+    try:
+        time.sleep(0.1)
+        before = helper_cpu_ticks([busy.pid, short.pid])
+        short.wait(timeout=10)
+        time.sleep(0.6)
+        after = helper_cpu_ticks([busy.pid, short.pid])
+    finally:
+        busy.kill()
+        busy.wait()
+    assert short.pid in before and short.pid not in after
+    used_s = helper_cpu_s(before, after)
+    # The busy loop ran ~0.6 s of the 0.6 s between the reads (less when the CPU is shared).
+    assert 0.1 <= used_s <= 1.0, used_s
