@@ -75,16 +75,15 @@ class ServerKind:
     """A kind of server a scenario can name as `service`."""
 
     name: str
-    description: str
     package: str  # the Debian package that provides it (doctor's fix)
     client: str  # the load generator's kind (bench.loadgen.LoadSpec)
     binaries: tuple[Path, ...]
     build: Callable[[ServerParams, Path], ServerSetup]  # (params, run-level state dir)
-    data_paths: tuple[Path, ...] = ()
-    default_port: int = 18080
-    needs_non_root: bool = False
+    default_port: int
+    non_root: bool = False  # refuses to run as root: started as nobody
     # False: it only makes sense in front of another tier (multi-tier scenarios).
     standalone: bool = True
+    data_paths: tuple[Path, ...] = ()
     # Work done once per run, outside any measurement: (params, state dir, the server's
     # uid/gid).
     prepare: Callable[[ServerParams, Path, tuple[int, int] | None], None] | None = None
@@ -265,7 +264,7 @@ def image_inputs(kinds: list[ServerKind]) -> tuple[list[Path], list[Path], dict[
 
 def server_user(kind: ServerKind, user: tuple[int, int] | None) -> tuple[int, int] | None:
     """The (uid, gid) the server runs as: the scenario's, else nobody where root is refused."""
-    if user is None and kind.needs_non_root:
+    if user is None and kind.non_root:
         return NOBODY
     return user
 
@@ -310,68 +309,43 @@ def discard(setup: ServerSetup, io_dir: Path) -> None:
         shutil.rmtree(io_dir / setup.copy_from[1], ignore_errors=True)
 
 
+NGINX = (Path("/usr/sbin/nginx"),)
+REDIS = (Path("/usr/bin/redis-server"),)
+SOCKPERF = (Path("/usr/bin/sockperf"),)
+IPERF3 = (Path("/usr/bin/iperf3"),)
+POSTGRES = (PG_BIN / "postgres", PG_PLPGSQL)
+
+# One row per server: name, Debian package (doctor's fix), client kind, binaries, builder,
+# default port, then what differs from the defaults. What each serves: its builder's docstring.
 SERVERS: dict[str, ServerKind] = {
     kind.name: kind
     for kind in (
         ServerKind(
-            "nginx-static",
-            "nginx serving one static file over HTTP/1.1",
-            package="nginx-light",
-            client="http",
-            binaries=(Path("/usr/sbin/nginx"),),
-            build=nginx_static,
-            default_port=18080,
-            needs_non_root=True,
+            "nginx-static", "nginx-light", "http", NGINX, nginx_static, 18080, non_root=True
         ),
         ServerKind(
             "nginx-proxy",
-            "nginx as a reverse proxy in front of another tier",
-            package="nginx-light",
-            client="http",
-            binaries=(Path("/usr/sbin/nginx"),),
-            build=nginx_proxy,
-            default_port=18081,
-            needs_non_root=True,
+            "nginx-light",
+            "http",
+            NGINX,
+            nginx_proxy,
+            18081,
+            non_root=True,
             standalone=False,
         ),
-        ServerKind(
-            "redis",
-            "redis-server, no persistence",
-            package="redis-server",
-            client="redis",
-            binaries=(Path("/usr/bin/redis-server"),),
-            build=redis,
-            default_port=16379,
-        ),
+        ServerKind("redis", "redis-server", "redis", REDIS, redis, 16379),
+        ServerKind("tcp-rr", "sockperf", "tcp_rr", SOCKPERF, tcp_rr, 11111),
+        ServerKind("tcp-stream", "iperf3", "tcp_stream", IPERF3, tcp_stream, 15201),
         ServerKind(
             "postgres",
-            "PostgreSQL 15 on a data directory initialised once per run",
-            package="postgresql-15",
-            client="pgbench",
-            binaries=(PG_BIN / "postgres", PG_PLPGSQL),
+            "postgresql-15",
+            "pgbench",
+            POSTGRES,
+            postgres,
+            15432,
+            non_root=True,
             data_paths=(PG_SHARE,),
-            build=postgres,
-            default_port=15432,
-            needs_non_root=True,
             prepare=postgres_initdb,
-        ),
-        ServerKind(
-            "tcp-rr",
-            "sockperf server: TCP request/response",
-            package="sockperf",
-            client="tcp_rr",
-            binaries=(Path("/usr/bin/sockperf"),),
-            build=tcp_rr,
-            default_port=11111,
-        ),
-        ServerKind(
-            "tcp-stream",
-            "iperf3 server: TCP stream throughput",
-            package="iperf3",
-            client="tcp_stream",
-            binaries=(Path("/usr/bin/iperf3"),),
-            build=tcp_stream,
-            default_port=15201,
         ),
     )
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.errors import InputError
-from bench.plan import build_plan
+from bench.plan import PlanStep, build_plan
 from bench.scenario import Scenario
 
 
@@ -105,30 +105,18 @@ def test_quick_mode_keeps_what_is_measured_but_shrinks_it() -> None:
 SERVICE = {"name": "web", "service": "nginx-static", "server_cpus": "0"}
 
 
-def test_service_trials_take_each_network_path_a_runtime_supports() -> None:
-    plan = build_plan(
-        scenario(
-            runtimes=["bare", "docker", "lxc"],
-            warmups=0,
-            repetitions=1,
-            network_modes=["host", "bridge", "published"],
-            workloads=[SERVICE],
-        ),
-        ["bare", "docker", "lxc"],
-    )
-    paths = [
-        (s.trials[0].runtime, s.trials[0].network, bool(s.trials[0].skip_reason)) for s in plan
-    ]
-    # bare metal on loopback is the baseline; lxc has no published mode (skipped, with why).
-    assert paths == [
-        ("bare", "host", False),
-        ("docker", "host", False),
-        ("docker", "bridge", False),
-        ("docker", "published", False),
-        ("lxc", "host", False),
-        ("lxc", "bridge", False),
-        ("lxc", "published", True),
-    ]
+def test_service_trials_take_the_network_paths_a_cpu_workload_takes() -> None:
+    """test_network_plan pins the paths down; a service workload must not change them."""
+    axes: dict[str, object] = {"runtimes": ["bare", "docker", "lxc"], "warmups": 0}
+    axes.update(repetitions=1, network_modes=["host", "bridge", "published"])
+    plan = build_plan(scenario(**axes, workloads=[SERVICE]), ["bare", "docker", "lxc"])
+    cpu_plan = build_plan(scenario(**axes), ["bare", "docker", "lxc"])
+
+    def paths(steps: list[PlanStep]) -> list[tuple[str, str, str]]:
+        return [(s.trials[0].runtime, s.trials[0].network, s.trials[0].skip_reason) for s in steps]
+
+    assert paths(plan) == paths(cpu_plan)
+    assert len(plan) == 7
     assert all(step.trials[0].limits.cpuset == "0" for step in plan)
     assert plan[3].group_id == "0003-docker-published-web-r0"
 
