@@ -41,8 +41,10 @@ class Trial:
     # Set when the plan already knows the trial cannot run (a network mode its runtime
     # lacks): the runner records it as skipped with this reason.
     skip_reason: str = ""
-    # Service trials: the client's offered rate (None: closed loop).
+    # Service trials: the client's offered rate (None: closed loop), and the tier of a
+    # multi-tier service this trial runs ("" for a single server; bench.stacks).
     offered_rate_per_s: float | None = None
+    tier: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,12 @@ class PlanStep:
 
 @dataclass(frozen=True)
 class _StepShape:
-    """A step before it is given ids and a runtime: (role, workload, limits) members."""
+    """A step before it is given ids and a runtime: (role, workload, limits) members; a
+    multi-tier service's members name their tiers (in start order)."""
 
     label: str
     members: tuple[tuple[Role, WorkloadModel, Limits], ...]
+    tiers: tuple[str, ...] = ()
     isolation_kind: str = ""
     placement: str = ""
     offered_rate_per_s: float | None = None
@@ -134,13 +138,16 @@ def _solo_shapes(scenario: Scenario, workload: WorkloadModel, limits: Limits) ->
         ]
     from bench.loadgen import default_cpus
     from bench.service import rates
+    from bench.stacks import stack_of
 
     server_limits = _pinned(limits, workload.server_cpus or limits.cpuset or default_cpus()[0])
+    tiers = tuple(tier.name for tier in stack_of(workload.service).tiers)
     return [
         _StepShape(
             workload.name if rate is None else f"{workload.name}-{rate:g}rps",
-            (("solo", workload, server_limits),),
+            tuple(("solo", workload, server_limits) for _ in tiers),
             offered_rate_per_s=rate,
+            tiers=tiers if len(tiers) > 1 else (),
         )
         for rate in rates(workload)
     ]
@@ -196,9 +203,12 @@ def build_plan(scenario: Scenario, runtimes: list[str], cpus: int = 2) -> list[P
                 runtime_label = "-".join(filter(None, [runtime, oci, network]))
                 kind = "w" if warmup else "r"
                 group_id = f"{index:04d}-{runtime_label}-{shape.label}-{kind}{repetition}"
+                tiers = shape.tiers or ("",) * len(shape.members)
                 trials = tuple(
                     Trial(
-                        trial_id=group_id if len(shape.members) == 1 else f"{group_id}-{n}-{role}",
+                        trial_id=group_id
+                        if len(shape.members) == 1
+                        else f"{group_id}-{n}-{tier or role}",
                         runtime=runtime,
                         oci_runtime=oci,
                         workload=workload,
@@ -212,8 +222,11 @@ def build_plan(scenario: Scenario, runtimes: list[str], cpus: int = 2) -> list[P
                         network=network or "none",
                         skip_reason=skip_reason,
                         offered_rate_per_s=shape.offered_rate_per_s,
+                        tier=tier,
                     )
-                    for n, (role, workload, member_limits) in enumerate(shape.members)
+                    for n, ((role, workload, member_limits), tier) in enumerate(
+                        zip(shape.members, tiers, strict=True)
+                    )
                 )
                 steps.append(PlanStep(group_id, trials))
     return steps

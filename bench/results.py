@@ -98,6 +98,10 @@ class TrialResult:
     client_saturated: bool = False
     # The runtime's network helpers outside the server's cgroup (docker-proxy, conmon).
     helper_cpu_s: float | None = None
+    # Multi-tier services (bench.stacks): the tier this row measures ("" for a single
+    # server), and every service row's own cgroup CPU during the load (not its start).
+    tier: str = ""
+    load_cpu_s: float | None = None
     warnings: str = ""
 
 

@@ -34,6 +34,7 @@ SIZE_RE = re.compile(r"^(\d+)\s*([kmgt]?)i?b?$", re.IGNORECASE)
 SIZE_FACTORS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+HTTP_PATH = re.compile(r"^/[A-Za-z0-9._~/?&=%+-]{0,200}$")
 # stress-ng options bench sets itself: results go to the trial's io dir, whatever the runtime.
 RESERVED_OPTIONS = frozenset(
     {"timeout", "metrics", "metrics-brief", "yaml", "log-file", "temp-path", "job"}
@@ -138,6 +139,9 @@ class LoadModel(StrictModel):
     operation: str | None = None
     # redis-benchmark's request count (its runs are bounded by count, not time).
     max_requests: Annotated[int, Field(ge=1, le=60_000_000)] | None = None
+    # The HTTP path the client requests (e.g. one endpoint of a multi-tier app); the
+    # server's own default when unset.
+    path: str | None = None
 
     @field_validator("duration_s", mode="before")
     @classmethod
@@ -157,6 +161,13 @@ class LoadModel(StrictModel):
     @classmethod
     def _client_cpus(cls, value: str | None) -> str | None:
         return LimitsModel._cpuset(value)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and not HTTP_PATH.match(value):
+            raise ValueError(f"{value!r} is not an HTTP path like '/db' or '/json?n=1'")
+        return value
 
 
 class WorkloadModel(StrictModel):
@@ -222,10 +233,10 @@ class WorkloadModel(StrictModel):
     @field_validator("service")
     @classmethod
     def _service(cls, value: str | None) -> str | None:
-        from bench.servers import SERVERS
+        from bench.stacks import service_names
 
-        if value is not None and value not in SERVERS:
-            raise ValueError(f"unknown service {value!r}; known: {', '.join(SERVERS)}")
+        if value is not None and value not in service_names():
+            raise ValueError(f"unknown service {value!r}; known: {', '.join(service_names())}")
         return value
 
     @field_validator("server_cpus")
@@ -426,6 +437,16 @@ class Scenario(StrictModel):
         services = [w for w in self.workloads if w.service is not None]
         if services and (self.isolation is not None or self.density > 1):
             raise ValueError("service workloads do not combine with isolation or density yet")
+        from bench.stacks import STACK_NETWORK_MODES, is_stack
+
+        stacks = [w.name for w in services if w.service is not None and is_stack(w.service)]
+        other = [m for m in self.network_modes if m not in STACK_NETWORK_MODES]
+        if stacks and other:
+            raise ValueError(
+                f"workload {stacks[0]!r} is a multi-tier service, whose tiers reach each other "
+                f"in network modes {' and '.join(STACK_NETWORK_MODES)} only; drop "
+                f"{', '.join(other)} from network_modes (or run it in a scenario of its own)"
+            )
         if "none" in self.network_modes and services:
             raise ValueError(
                 "network mode 'none' gives a service no path to its client; list the paths "

@@ -32,14 +32,33 @@ STATIC_ROOT = "www"
 
 
 @dataclass(frozen=True)
+class Peer:
+    """Another tier of the same trial, as this tier reaches it (bench.stacks)."""
+
+    tier: str
+    server: str  # its server kind
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
 class ServerParams:
     """What a trial decides about a server: its port and the address it listens on."""
 
     port: int
     network: NetworkMode = "host"
     body_bytes: int = 1024  # nginx-static: size of the file served
-    upstream: tuple[str, int] | None = None  # nginx-proxy: where requests go
+    upstream: tuple[str, int] | None = None  # nginx-proxy: where requests go (its first peer)
     pgbench_scale: int = 1  # postgres: the scale of the pgbench tables (pgbench -i -s)
+    # The tiers this one needs, started and answering before it (multi-tier stacks).
+    peers: tuple[Peer, ...] = ()
+
+    def peer(self, server: str) -> tuple[str, int]:
+        """(host, port) of the needed tier whose server kind is `server`."""
+        for peer in self.peers:
+            if peer.server == server:
+                return peer.host, peer.port
+        raise InputError(f"this tier needs a {server} tier; list it in the stack's needs")
 
     @property
     def listen_host(self) -> str:
@@ -245,7 +264,9 @@ def tcp_stream(params: ServerParams, _state_dir: Path) -> ServerSetup:
 def server_kind(name: str) -> ServerKind:
     kind = SERVERS.get(name)
     if kind is None:
-        raise InputError(f"unknown service {name!r}; known: {', '.join(SERVERS)}")
+        from bench.stacks import service_names
+
+        raise InputError(f"unknown service {name!r}; known: {', '.join(service_names())}")
     return kind
 
 

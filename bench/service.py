@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 
 from bench.errors import BenchError, InputError
 from bench.probes import answers
-from bench.servers import ServerParams, ServerSetup, server_kind
+from bench.servers import Peer, ServerKind, ServerParams, ServerSetup, server_kind
 from bench.spec import STDERR_FILE
+from bench.stacks import Tier, stack_of
 
 if TYPE_CHECKING:
+    from bench.cgroups.model import CgroupReader
     from bench.loadgen import LoadResult, LoadSpec
     from bench.plan import Trial
     from bench.results import TrialResult
@@ -51,25 +53,54 @@ def state_dir(run_dir: Path) -> Path:
     return run_dir / STATE_SUBDIR
 
 
-def server_port(workload: WorkloadModel) -> int:
+def tier_of(workload: WorkloadModel, name: str = "") -> Tier:
+    """The workload's tier called `name`; "" is the front (a single server's one tier)."""
     assert workload.service is not None
-    return workload.port or server_kind(workload.service).default_port
+    stack = stack_of(workload.service)
+    if not name:
+        return stack.front
+    for tier in stack.tiers:
+        if tier.name == name:
+            return tier
+    raise InputError(f"service {workload.service!r} has no tier {name!r}")
 
 
-def server_params(workload: WorkloadModel, network: NetworkMode) -> ServerParams:
-    """What the workload decides about its server."""
+def server_port(workload: WorkloadModel, tier: Tier | None = None) -> int:
+    """The port a tier listens on: the workload's `port` for the front, else its default."""
+    front = tier_of(workload)
+    tier = tier or front
+    default = server_kind(tier.server).default_port
+    return (workload.port or default) if tier == front else default
+
+
+def server_params(
+    workload: WorkloadModel,
+    network: NetworkMode,
+    tier: Tier | None = None,
+    peers: tuple[Peer, ...] = (),
+) -> ServerParams:
+    """What the workload decides about a tier's server (the front's when `tier` is None)."""
     return ServerParams(
-        server_port(workload),
+        server_port(workload, tier),
         network,
         body_bytes=workload.body_bytes,
         pgbench_scale=workload.pgbench_scale,
+        upstream=(peers[0].host, peers[0].port) if peers else None,
+        peers=peers,
     )
 
 
-def server_setup(workload: WorkloadModel, network: NetworkMode, state_dir: Path) -> ServerSetup:
-    """The trial's server: argv, files and probe, listening on the workload's port."""
-    assert workload.service is not None
-    return server_kind(workload.service).build(server_params(workload, network), state_dir)
+def server_setup(
+    workload: WorkloadModel,
+    network: NetworkMode,
+    state_dir: Path,
+    tier: Tier | None = None,
+    peers: tuple[Peer, ...] = (),
+) -> ServerSetup:
+    """A tier's server: argv, files and probe, listening on its port, given its peers."""
+    tier = tier or tier_of(workload)
+    params = server_params(workload, network, tier, peers)
+    return server_kind(tier.server).build(params, state_dir)
 
 
 def load_spec(
@@ -82,14 +113,13 @@ def load_spec(
     from bench.loadgen import LoadSpec
     from bench.scenario import LoadModel
 
-    assert workload.service is not None
     load = workload.load or LoadModel()
     host, port = endpoint
     return LoadSpec(
-        kind=server_kind(workload.service).client,
+        kind=server_kind(tier_of(workload).server).client,
         port=port,
         host=host,
-        path=target,
+        path=load.path or target,
         connections=load.connections,
         duration_s=load.duration_s,
         rate_per_s=rate_per_s,
@@ -108,14 +138,20 @@ def check_service(workload: WorkloadModel) -> None:
     from bench.loadgen import KINDS
 
     assert workload.service is not None
-    kind = server_kind(workload.service)
+    stack = stack_of(workload.service)
+    kind = server_kind(stack.front.server)
     if kind.client not in KINDS:
         raise ValueError(
             f"service {kind.name!r}: no load generator for it yet (bench drives "
             f"{', '.join(KINDS)}); pick another service"
         )
-    if not kind.standalone:
+    if len(stack.tiers) == 1 and not kind.standalone:
         raise ValueError(f"service {kind.name!r} fronts another tier; it cannot run alone")
+    ports = [server_port(workload, tier) for tier in stack.tiers]
+    if len(set(ports)) != len(ports):
+        raise ValueError(
+            f"port {workload.port} is the port of another tier of {stack.name}; pick another"
+        )
     for rate in rates(workload):
         try:
             load_spec(workload, ("127.0.0.1", server_port(workload)), rate)
@@ -123,13 +159,20 @@ def check_service(workload: WorkloadModel) -> None:
             raise ValueError(str(exc)) from None
 
 
+def tier_kinds(workload: WorkloadModel) -> list[ServerKind]:
+    """The server kinds of every tier of a service workload (one for a single server)."""
+    assert workload.service is not None
+    return [server_kind(tier.server) for tier in stack_of(workload.service).tiers]
+
+
 def check_installed(scenario: Scenario) -> None:
     """InputError, before anything runs, when a service's server is not on this host."""
     from bench.servers import missing_files
 
     for workload in scenario.workloads:
-        if workload.service is not None:
-            kind = server_kind(workload.service)
+        if workload.service is None:
+            continue
+        for kind in tier_kinds(workload):
             missing = missing_files(kind)
             if missing:
                 raise InputError(
@@ -144,9 +187,11 @@ def prepare_services(scenario: Scenario, run_dir: Path, user: tuple[int, int] | 
     from bench.servers import prepare_run
 
     for workload in scenario.workloads:
-        if workload.service is not None:
-            params = server_params(workload, "host")
-            prepare_run(server_kind(workload.service), params, state_dir(run_dir), user)
+        if workload.service is None:
+            continue
+        for tier in stack_of(workload.service).tiers:
+            params = server_params(workload, "host", tier)
+            prepare_run(server_kind(tier.server), params, state_dir(run_dir), user)
 
 
 def discard_services(run_dir: Path) -> None:
@@ -189,50 +234,100 @@ class ServedLoad:
 
     load: LoadResult
     helper_cpu_s: float
-    ready_s: float
-    load_started_s: float  # since the server's start (t0)
+    load_started_s: float  # since the front's start (its t0)
     load_ended_s: float
+    # CPU-seconds each tier's own cgroup used during the load, by trial id.
+    tier_cpu_s: dict[str, float]
 
 
-def drive(handle: Handle, trial: Trial, setup: ServerSetup, t0: float, io_dir: Path) -> ServedLoad:
-    """Wait until the server answers, run the load against it, measure the helpers' CPU.
+@dataclass(frozen=True)
+class RunningTier:
+    """A started tier of a service trial: its trial id, handle and io dir."""
 
-    BenchError (a failed trial, with the reason) when the server never answers or exits.
+    trial_id: str
+    server: str
+    handle: Handle
+    io_dir: Path
+
+
+def wait_ready(tier: RunningTier, setup: ServerSetup, port: int) -> None:
+    """Return once the tier's server answers its probe at its endpoint.
+
+    BenchError (a failed trial, with the reason) when it exits first or never answers.
     """
-    from bench.loadgen import run_load
-
-    workload = trial.workload
-    port = server_port(workload)
+    handle = tier.handle
     endpoint = handle.endpoint(port)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not answers(*endpoint, setup.probe, inside=(handle.pid, port)):
         exited = handle.wait(0.0)
         if exited is not None:
             raise BenchError(
-                f"server {workload.service} exited (code {exited.exit_code}) before it "
-                f"answered: {_stderr_tail(io_dir)}"
+                f"server {tier.server} exited (code {exited.exit_code}) before it "
+                f"answered: {_stderr_tail(tier.io_dir)}"
             )
         if time.monotonic() > deadline:
             raise BenchError(
-                f"server {workload.service} did not answer a {setup.probe.kind} probe on "
-                f"{endpoint[0]}:{endpoint[1]} within {READY_TIMEOUT_S:g} s: {_stderr_tail(io_dir)}"
+                f"server {tier.server} did not answer a {setup.probe.kind} probe on "
+                f"{endpoint[0]}:{endpoint[1]} within {READY_TIMEOUT_S:g} s: "
+                f"{_stderr_tail(tier.io_dir)}"
             )
         time.sleep(READY_POLL_S)
-    ready_s = time.monotonic() - t0
+
+
+def drive(
+    front: RunningTier, trial: Trial, setup: ServerSetup, t0: float, tiers: list[RunningTier]
+) -> ServedLoad:
+    """Run the load against the front tier (already answering); measure the runtime's
+    helpers' CPU and each tier's own CPU during it. `tiers` are every tier, front included.
+
+    BenchError (a failed trial, with the reason) when a tier exits during the load.
+    """
+    from bench.loadgen import run_load
+
+    workload = trial.workload
+    endpoint = front.handle.endpoint(server_port(workload))
     spec = load_spec(workload, endpoint, trial.offered_rate_per_s, setup.target)
-    helpers = handle.helper_pids()
-    helpers_before = helper_cpu_ticks(helpers)
-    started = time.monotonic()
-    result = run_load(spec)
-    ended = time.monotonic()
-    helpers_after = helper_cpu_ticks(helpers)
-    if handle.wait(0.0) is not None:
-        raise BenchError(
-            f"server {workload.service} exited during the load: {_stderr_tail(io_dir)}"
-        )
+    helpers = [pid for tier in tiers for pid in tier.handle.helper_pids()]
+    readers = _open_readers(tiers)
+    try:
+        cpu_before = {tid: reader.read_core().cpu_usage_ns for tid, reader in readers.items()}
+        helpers_before = helper_cpu_ticks(helpers)
+        started = time.monotonic()
+        result = run_load(spec)
+        ended = time.monotonic()
+        helpers_after = helper_cpu_ticks(helpers)
+        cpu_after = {tid: reader.read_core().cpu_usage_ns for tid, reader in readers.items()}
+    finally:
+        for reader in readers.values():
+            reader.close()
+    for tier in tiers:
+        if tier.handle.wait(0.0) is not None:
+            raise BenchError(
+                f"server {tier.server} exited during the load: {_stderr_tail(tier.io_dir)}"
+            )
+    tier_cpu_s = {tid: (cpu_after[tid] - cpu_before[tid]) / 1e9 for tid in readers}
     return ServedLoad(
-        result, helper_cpu_s(helpers_before, helpers_after), ready_s, started - t0, ended - t0
+        result,
+        helper_cpu_s(helpers_before, helpers_after),
+        started - t0,
+        ended - t0,
+        tier_cpu_s,
     )
+
+
+def _open_readers(tiers: list[RunningTier]) -> dict[str, CgroupReader]:
+    """A reader of each tier's cgroup of its own (the sampler's run on another thread)."""
+    from bench.cgroups import open_reader
+
+    readers: dict[str, CgroupReader] = {}
+    try:
+        for tier in tiers:
+            readers[tier.trial_id] = open_reader(tier.handle.cgroup)
+    except BaseException:
+        for reader in readers.values():
+            reader.close()
+        raise
+    return readers
 
 
 def _stderr_tail(io_dir: Path) -> str:
@@ -242,7 +337,8 @@ def _stderr_tail(io_dir: Path) -> str:
 
 
 def record(result: TrialResult, served: ServedLoad) -> None:
-    """The client's numbers on the server's row (the group's result, one tier today)."""
+    """The client's numbers on the front tier's row (the other tiers' rows get their CPU
+    during the load, load_cpu_s, in the step)."""
     load = served.load
     result.requests = load.requests
     result.request_errors = load.errors
@@ -253,7 +349,6 @@ def record(result: TrialResult, served: ServedLoad) -> None:
     result.client_cpus = load.client_cpus
     result.client_saturated = load.client_saturated
     result.helper_cpu_s = served.helper_cpu_s
-    result.ready_s = served.ready_s
     result.offered_rate_per_s = load.spec.rate_per_s
     if load.latency is not None and load.latency.count > 0:
         summary = load.latency.summary()

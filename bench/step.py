@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from bench.results import ResultStore, TrialResult
     from bench.runtimes.base import ExitInfo, Handle, Runtime
     from bench.sampler import SampleColumns, Sampler
-    from bench.servers import ServerSetup
-    from bench.service import ServedLoad
+    from bench.servers import Peer, ServerSetup
+    from bench.service import RunningTier, ServedLoad
     from bench.signals import Signals
 
 StepResults = list[tuple["TrialResult", "SampleColumns | None"]]
@@ -51,8 +51,9 @@ class Member:
     t0: float
     exit_info: ExitInfo | None = None
     wall_s: float | None = None
-    setup: ServerSetup | None = None  # a service's server
-    served: ServedLoad | None = None  # what its client measured
+    setup: ServerSetup | None = None  # a service's server (one tier of it)
+    served: ServedLoad | None = None  # what its client measured (the front tier)
+    ready_s: float | None = None  # since t0, when its server first answered
 
 
 def run_step(step: PlanStep, runtime: Runtime, ctx: StepContext) -> StepResults:
@@ -63,16 +64,31 @@ def run_step(step: PlanStep, runtime: Runtime, ctx: StepContext) -> StepResults:
     """
     started: list[Member] = []
     errors: dict[str, str] = {}
+    service_errors: dict[str, str] = {}
     finished: StepResults = []
     idle = _footprint(runtime) if len(step.trials) > 1 else None
     try:
         for trial in step.trials:
             ctx.signals.check()
+            if trial.tier and (errors or service_errors):  # a tier before it failed
+                errors[trial.trial_id] = "not started: a tier it follows failed"
+                continue
             try:
-                started.append(start_member(trial, runtime, ctx))
+                member = start_member(trial, runtime, ctx, started)
             except BenchError as exc:
                 errors[trial.trial_id] = str(exc)
-        service_errors = serve_members(started, ctx)
+                continue
+            started.append(member)
+            if member.setup is not None:
+                try:
+                    _wait_ready(member, ctx)
+                except BenchError as exc:
+                    service_errors[trial.trial_id] = str(exc)
+        service_errors.update(serve_members(started, ctx, failed=bool(errors or service_errors)))
+        if any(t.tier for t in step.trials) and (errors or service_errors):
+            why = next(iter({**errors, **service_errors}.values()))
+            for member in started:  # a stack measures nothing without every tier
+                service_errors.setdefault(member.trial.trial_id, f"another tier failed: {why}")
         wait_members(started, ctx)
         finished = measure_members(started, runtime, ctx)
         for result, _samples in finished:
@@ -96,8 +112,14 @@ def run_step(step: PlanStep, runtime: Runtime, ctx: StepContext) -> StepResults:
     return finished + failed
 
 
-def start_member(trial: Trial, runtime: Runtime, ctx: StepContext) -> Member:
-    """Start one trial and take its cgroup's first read; nothing is left running on error."""
+def start_member(
+    trial: Trial, runtime: Runtime, ctx: StepContext, started: list[Member] | None = None
+) -> Member:
+    """Start one trial and take its cgroup's first read; nothing is left running on error.
+
+    A tier of a multi-tier service is given the addresses of the tiers it needs, which
+    are among the `started` members of its step.
+    """
     from bench.cgroups import open_reader
     from bench.workloads import build_argv
 
@@ -107,10 +129,12 @@ def start_member(trial: Trial, runtime: Runtime, ctx: StepContext) -> Member:
     argv: tuple[str, ...] = ()
     if trial.workload.service is not None:
         from bench.servers import materialize, server_kind, server_user
-        from bench.service import server_setup, state_dir
+        from bench.service import server_setup, state_dir, tier_of
 
-        user = server_user(server_kind(trial.workload.service), ctx.user)
-        setup = server_setup(trial.workload, trial.network, state_dir(store.run_dir))
+        tier = tier_of(trial.workload, trial.tier)
+        peers = _peers(trial, started or [])
+        user = server_user(server_kind(tier.server), ctx.user)
+        setup = server_setup(trial.workload, trial.network, state_dir(store.run_dir), tier, peers)
         materialize(setup, io_dir, user)  # chowns the io dir to the server's user too
         argv = setup.argv
     else:
@@ -140,23 +164,65 @@ def start_member(trial: Trial, runtime: Runtime, ctx: StepContext) -> Member:
     return Member(trial, handle, reader, first, t0, setup=setup)
 
 
-def serve_members(started: list[Member], ctx: StepContext) -> dict[str, str]:
-    """Drive each started server with its load (bench.service.drive); why each one failed.
+def _peers(trial: Trial, started: list[Member]) -> tuple[Peer, ...]:
+    """Where the tiers `trial` needs are reached from it: their endpoints (127.0.0.1 on
+    the host's stack, their addresses on the run's network in bridge mode)."""
+    from bench.servers import Peer
+    from bench.service import server_port, tier_of
 
-    A service's server does not end by itself: once its load is done it counts as finished.
+    workload = trial.workload
+    peers = []
+    for need in tier_of(workload, trial.tier).needs:
+        tier = tier_of(workload, need)
+        member = next(m for m in started if m.trial.tier == need)
+        host, port = member.handle.endpoint(server_port(workload, tier))
+        peers.append(Peer(need, tier.server, host, port))
+    return tuple(peers)
+
+
+def _running(member: Member, ctx: StepContext) -> RunningTier:
+    from bench.service import RunningTier, tier_of
+
+    server = tier_of(member.trial.workload, member.trial.tier).server
+    io_dir = ctx.store.trial_dir(member.trial.trial_id)
+    return RunningTier(member.trial.trial_id, server, member.handle, io_dir)
+
+
+def _wait_ready(member: Member, ctx: StepContext) -> None:
+    """Wait until a started tier answers (bench.service.wait_ready); BenchError if never."""
+    from bench.service import server_port, tier_of, wait_ready
+
+    assert member.setup is not None
+    tier = tier_of(member.trial.workload, member.trial.tier)
+    with ctx.signals.interruptible():
+        wait_ready(_running(member, ctx), member.setup, server_port(member.trial.workload, tier))
+    member.ready_s = time.monotonic() - member.t0
+
+
+def serve_members(started: list[Member], ctx: StepContext, failed: bool = False) -> dict[str, str]:
+    """Drive the front tier of a service with its load (bench.service.drive), unless a tier
+    already `failed`; why each tier's trial failed.
+
+    A service's servers do not end by themselves: once the load is done they count as
+    finished.
     """
-    from bench.service import drive
+    from bench.service import drive, tier_of
 
     failures: dict[str, str] = {}
-    for member in started:
-        if member.setup is None:
+    tiers = [member for member in started if member.setup is not None]
+    for member in tiers:
+        if failed or member.trial.tier != tier_of(member.trial.workload).name:
             continue
+        assert member.setup is not None
         try:
             with ctx.signals.interruptible():
-                io_dir = ctx.store.trial_dir(member.trial.trial_id)
-                member.served = drive(member.handle, member.trial, member.setup, member.t0, io_dir)
+                running = [_running(tier, ctx) for tier in tiers]
+                member.served = drive(
+                    _running(member, ctx), member.trial, member.setup, member.t0, running
+                )
         except BenchError as exc:
-            failures[member.trial.trial_id] = str(exc)
+            failures.update({tier.trial.trial_id: str(exc) for tier in tiers})
+    for member in tiers:
         member.exit_info = member.handle.wait(0.0)
         member.wall_s = time.monotonic() - member.t0
     return failures
@@ -197,20 +263,26 @@ def measure_members(started: list[Member], runtime: Runtime, ctx: StepContext) -
         )
         result = measured_row(trial, seen, ctx.store.trial_dir(trial.trial_id))
         result.host_probe_ms = host_probe_ms
+        result.ready_s = member.ready_s
         if member.served is not None:
             from bench.service import record
 
             record(result, member.served)
         finished.append((result, columns))
+    served = next((m.served for m in started if m.served is not None), None)
+    if served is not None:  # each tier's own CPU during the load
+        for result, _columns in finished:
+            result.load_cpu_s = served.tier_cpu_s.get(result.trial_id)
     return finished
 
 
 def stop_members(
     started: list[Member], ctx: StepContext, errors: dict[str, str]
 ) -> dict[str, float]:
-    """Stop every member, also after an error; the seconds each stop took."""
+    """Stop every member, also after an error, in reverse start order (a front before the
+    tiers it needs); the seconds each stop took."""
     stop_seconds: dict[str, float] = {}
-    for member in started:
+    for member in reversed(started):
         trial_id = member.trial.trial_id
         with contextlib.suppress(KeyError):
             ctx.sampler.remove(trial_id)

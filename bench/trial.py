@@ -52,6 +52,7 @@ def trial_row(trial: Trial, status: TrialStatus, error: str = "", cgroup: str = 
         scenario_isolation_kind=trial.isolation_kind,
         placement=trial.placement,
         network=trial.network,
+        tier=trial.tier,
         error=error,
     )
 

@@ -63,9 +63,9 @@ def build_argv(workload: WorkloadModel) -> tuple[str, ...]:
 def binaries(workload: WorkloadModel) -> list[Path]:
     """Absolute host paths of the programs the workload executes (copied into the image)."""
     if workload.service is not None:
-        from bench.servers import server_kind
+        from bench.service import tier_kinds
 
-        return list(server_kind(workload.service).binaries)
+        return [path for kind in tier_kinds(workload) for path in kind.binaries]
     return [Path(build_argv(workload)[0])]
 
 
@@ -73,9 +73,9 @@ def data_paths(workload: WorkloadModel) -> list[Path]:
     """Files or directories a service's server reads besides its libraries (copied as-is)."""
     if workload.service is None:
         return []
-    from bench.servers import server_kind
+    from bench.service import tier_kinds
 
-    return list(server_kind(workload.service).data_paths)
+    return [path for kind in tier_kinds(workload) for path in kind.data_paths]
 
 
 def parse_metrics(io_dir: Path, workload: WorkloadModel) -> Throughput | None:
