@@ -78,7 +78,7 @@ def stack_of(service: str) -> Stack:
 
     if service not in SERVERS:
         raise InputError(f"unknown service {service!r}; known: {', '.join(service_names())}")
-    return Stack(service, SERVERS[service].description, (Tier("", service),))
+    return Stack(service, "a single server", (Tier("", service),))
 
 
 def service_names() -> list[str]:
