@@ -174,12 +174,14 @@ def doctor(as_json: bool) -> None:
             oci = (
                 f"  (OCI runtime: {check.default_oci_runtime})" if check.default_oci_runtime else ""
             )
-            click.echo(f"{check.name:<9} ok  {check.version}{oci}")
+            click.echo(f"{check.name:<14} ok  {check.version}{oci}")
         else:
-            click.echo(f"{check.name:<9} --  {check.reason}  fix: {check.fix}")
+            click.echo(f"{check.name:<14} --  {check.reason}  fix: {check.fix}")
     for tool in report.tools:
         if not tool.available:
             click.echo(f"{tool.name:<9} --  missing {', '.join(tool.missing)}  fix: {tool.fix}")
+    for unsupported in report.unsupported:
+        click.echo(f"{unsupported.name:<14} not supported: {unsupported.reason}")
 
 
 @main.command(name="list")

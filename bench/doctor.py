@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from bench.cgroups.locate import cgroup_mounts
 from bench.host import host_facts
 from bench.runtimes import registry
+from bench.runtimes.unsupported import UNSUPPORTED
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -38,6 +39,14 @@ class ToolCheck:
 
 
 @dataclass
+class UnsupportedCheck:
+    """A runtime bench does not offer on this kind of host, with the reason."""
+
+    name: str
+    reason: str
+
+
+@dataclass
 class DoctorReport:
     host: dict[str, Any]
     controllers: list[str]
@@ -45,6 +54,7 @@ class DoctorReport:
     cgroup_detail: str
     runtimes: list[RuntimeCheck] = field(default_factory=list)
     tools: list[ToolCheck] = field(default_factory=list)
+    unsupported: list[UnsupportedCheck] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,4 +109,5 @@ def run_doctor() -> DoctorReport:
     )
     report.runtimes = [check_runtime(name) for name in registry.names()]
     report.tools = check_tools()
+    report.unsupported = [UnsupportedCheck(u.name, u.reason) for u in UNSUPPORTED]
     return report

@@ -29,6 +29,17 @@ def cgroup_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> dict[str, P
     return mounts
 
 
+@cache
+def hierarchy_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> tuple[Path, ...]:
+    """Mount points of every cgroup hierarchy, named ones (name=systemd) included."""
+    points = []
+    for line in mountinfo.read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        if right.split(" ")[0] in ("cgroup", "cgroup2"):
+            points.append(Path(left.split(" ")[4].replace("\\040", " ")))
+    return tuple(sorted(set(points)))
+
+
 def host_cgroup_version(mounts: dict[str, Path] | None = None) -> HostCgroupVersion:
     """v2 when only cgroup2 is mounted, v1 when only v1, hybrid when both are."""
     mounts = cgroup_mounts() if mounts is None else mounts

@@ -21,6 +21,7 @@ from pathlib import Path
 from bench.cgroups.locate import (
     V1_CONTROLLERS,
     cgroup_mounts,
+    hierarchy_mounts,
     host_cgroup_version,
     parse_proc_cgroup,
 )
@@ -73,15 +74,33 @@ class ManagedCgroup:
         once empty. Idempotent."""
         if self._removed:
             return
-        for directory in self.dirs:
+        for directory in (*self.dirs, *_added_by_runtime(self.name, self.dirs)):
             for sub in _subtree(directory):
                 _rmdir(sub, timeout_s)
+        for parent in {d.parent for d in self.dirs} | {m / BENCH_DIR for m in hierarchy_mounts()}:
             with contextlib.suppress(OSError):  # siblings may still use the parent
-                directory.parent.rmdir()
+                parent.rmdir()
         for fd in self.join_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._removed = True
+
+
+def _added_by_runtime(name: str, made: tuple[Path, ...]) -> list[Path]:
+    """bench/<name> in hierarchies bench did not create it in.
+
+    A runtime started inside the cgroup joins every hierarchy: runc adds devices and
+    freezer, systemd-nspawn name=systemd and the unified tree. Removed with the cgroup.
+    """
+    found = [mount / BENCH_DIR / name for mount in hierarchy_mounts()]
+    return [path for path in found if path not in made and path.is_dir()]
+
+
+def cgroup_path(managed: ManagedCgroup) -> str:
+    """The cgroup's path relative to its hierarchy's root, as runtimes take it (/bench/x)."""
+    directory = managed.dirs[0]
+    root = next(m for m in hierarchy_mounts() if directory.is_relative_to(m))
+    return "/" + str(directory.relative_to(root))
 
 
 def create_cgroup(name: str, limits: Limits) -> ManagedCgroup:
@@ -326,6 +345,8 @@ def bench_parents() -> list[Path]:
     """Every directory under which bench creates cgroups on this host."""
     mounts = cgroup_mounts()
     parents = {mounts[c] / BENCH_DIR for c in V1_CONTROLLERS if c in mounts}
+    # Runtimes started in a bench cgroup add it to the other hierarchies too.
+    parents |= {mount / BENCH_DIR for mount in hierarchy_mounts()}
     if "unified" in mounts:
         root = mounts["unified"]
         parents.add(root / BENCH_DIR)

@@ -72,6 +72,22 @@ _ENTRIES: dict[str, Entry] = {
             baseline=True,
         ),
         Entry(
+            "containerd",
+            "bench.runtimes.containerd",
+            "ContainerdRuntime",
+            # Between bare metal and docker: the layer docker adds reads off one table.
+            order=5,
+            colour="#17becf",
+            # ctr offers its own network namespace (lo only) or the host's; no bridge
+            # without CNI plugins, which Debian's containerd does not ship.
+            capabilities=Capabilities(
+                needs_image=True,
+                oci_runtime_axis=False,
+                network_modes=frozenset({"none", "host"}),
+                own_processes=True,
+            ),
+        ),
+        Entry(
             "docker",
             "bench.runtimes.docker",
             "DockerRuntime",

@@ -141,6 +141,23 @@ def leftovers(run_id: str, bench_pid: int) -> dict[str, list[str]]:
             if any(marker in arg for arg in process.info["cmdline"] or []):
                 found["podman-service"].append(f"pid {process.pid}")
         found["podman-service"] += [str(p) for p in PRIVATE_PODMAN_SOCKETS.glob(f"{marker}*")]
+    found["containerd"] = _private_containerd(bench_pid)
+    return found
+
+
+def _private_containerd(bench_pid: int) -> list[str]:
+    """The private containerd of bench process `bench_pid`: its directories and processes."""
+    from bench.runtimes._containerd_service import ROOT_PARENT, STATE_PARENT
+
+    if bench_pid <= 0:
+        return []
+    marker = f"{bench_pid}-"
+    found = [
+        str(p) for d in (STATE_PARENT, ROOT_PARENT) if d.is_dir() for p in d.glob(f"{marker}*")
+    ]
+    for process in psutil.process_iter(["cmdline"]):
+        if any(f"{STATE_PARENT}/{marker}" in arg for arg in process.info["cmdline"] or []):
+            found.append(f"pid {process.pid}")
     return found
 
 
@@ -168,6 +185,15 @@ def remove_run_objects(run_id: str, bench_pid: int = -1) -> None:
                 os.kill(int(entry.split()[1]), signal.SIGKILL)
         else:
             Path(entry).unlink(missing_ok=True)
+    for entry in left["containerd"]:
+        if entry.startswith("pid "):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.split()[1]), signal.SIGKILL)
+    for entry in left["containerd"]:
+        if not entry.startswith("pid "):
+            from bench.runtimes._containerd_service import remove_tree
+
+            remove_tree(Path(entry))
     for name in left["docker"]:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
     for name in left["podman"]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.analysis import load_run
+from bench.runtimes import registry
 from tests.helpers import bench, require, require_root
 
 NO_DAEMON = "unix:///nonexistent/bench-test-docker.sock"
@@ -34,7 +35,7 @@ def test_doctor_reports_host_cgroups_and_every_runtime() -> None:
     assert {"cpu", "memory", "pids"} <= set(report["controllers"])
     assert report["can_create_cgroups"] is True, report["cgroup_detail"]
     checks = {check["name"]: check for check in report["runtimes"]}
-    assert set(checks) == {"bare", "docker", "podman", "lxc"}
+    assert set(checks) == set(registry.names())
     for name, check in checks.items():
         require(check["available"], f"{name} unavailable: {check['reason']} {check['fix']}")
         assert check["version"], name
@@ -43,6 +44,9 @@ def test_doctor_reports_host_cgroups_and_every_runtime() -> None:
     if report["host"]["cgroup_version"] == "hybrid":
         # crun refuses hybrid hosts (docs/host-notes.md): the working default must be runc.
         assert checks["podman"]["default_oci_runtime"] == "runc"
+    unsupported = {u["name"]: u["reason"] for u in report["unsupported"]}
+    assert {"kubernetes", "cri-o", "pouch"} <= set(unsupported)
+    assert all("Debian 12" in reason for reason in unsupported.values()), unsupported
     tools = {tool["name"]: tool for tool in report["tools"]}
     assert "nginx-static server" in tools and "postgres server" in tools
     for name, tool in tools.items():

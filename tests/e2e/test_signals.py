@@ -18,7 +18,7 @@ import pytest
 
 from bench.analysis import load_run
 from tests.e2e import reliability as rel
-from tests.helpers import bench, require_root
+from tests.helpers import bench, require, require_root
 
 EXIT_WITHIN_S = 10.0
 SEED = 6
@@ -109,6 +109,32 @@ def test_sigkill_then_warning_then_gc(runtimes: list[str], tmp_path: Path) -> No
         # The killed run stays readable: what it had written is there, status `running`.
         assert json.loads((started.run_dir / "manifest.json").read_text())["status"] == "running"
         load_run(started.run_dir)
+    finally:
+        if started.process.poll() is None:
+            started.process.kill()
+        rel.remove_run_objects(run_id, started.process.pid)
+
+
+@pytest.mark.parametrize("runtime", ["containerd"])
+def test_sigkill_then_gc_removes_what_each_newer_runtime_left(runtime: str, tmp_path: Path) -> None:
+    """SIGKILL mid-trial under one runtime of docs/runtimes.md; `bench gc` removes the rest."""
+    require_root()
+    why_not = rel.answering((runtime,))[runtime]
+    require(not why_not, f"{runtime} is not available: {why_not}")
+    scenario = rel.scenario_file(tmp_path, [runtime], [("sleep", ["/bin/busybox", "sleep", "20"])])
+    run_id = f"sigkill-{runtime}-{time.time_ns() % 10**6}"
+    started = rel.start_run(scenario, tmp_path / "results", run_id)
+    try:
+        rel.wait_for_workload(run_id)
+        started.process.kill()
+        started.process.wait(timeout=10)
+        left = {kind: names for kind, names in rel.leftovers(run_id, started.process.pid).items()}
+        assert left["cgroups"], f"SIGKILL mid-trial left no cgroup of {runtime}: {left}"
+        gc = _gc_when_no_other_run_is_live()
+        assert gc.returncode == 0, gc.stderr
+        assert "Traceback" not in gc.stderr
+        assert f"{runtime}: removed " in gc.stdout, gc.stdout
+        rel.assert_none_left(run_id, started.process.pid)
     finally:
         if started.process.poll() is None:
             started.process.kill()

@@ -1,6 +1,6 @@
 """Runtime fixtures: the workload image, dockerd, and each container runtime ready to start.
 
-`container_runtime` is every container runtime in turn (docker, podman, lxc) for the
+`container_runtime` is every container runtime in turn (docker, podman, lxc, containerd) for the
 checks all of them must pass (test_container_contract.py). A runtime that is missing
 skips its tests with the reason, and fails them under CI=true (tests.helpers.require).
 """
@@ -20,11 +20,12 @@ if TYPE_CHECKING:
     from bench.image import WorkloadImage
     from bench.runtimes._container import ContainerHandle
     from bench.runtimes.base import Runtime
+    from bench.runtimes.containerd import ContainerdRuntime
     from bench.runtimes.docker import DockerRuntime
     from bench.runtimes.lxc import LxcRuntime
     from bench.runtimes.podman import PodmanRuntime
 
-CONTAINER_RUNTIMES = ("docker", "podman", "lxc")
+CONTAINER_RUNTIMES = ("docker", "podman", "lxc", "containerd")
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +103,35 @@ def lxc_runtime(
     runtime.remove_leftovers()
     left = runtime.leftovers()
     assert left == [], f"lxc objects left behind by the tests: {left}"
+
+
+@pytest.fixture(scope="module")
+def containerd_runtime(workload_image: WorkloadImage) -> Iterator[ContainerdRuntime]:
+    """ContainerdRuntime (the host's daemon or a private one); teardown checks nothing is left."""
+    from bench.runtimes import _containerd_service as service
+    from bench.runtimes.containerd import ContainerdRuntime
+
+    require_root()
+    require(
+        shutil.which("ctr") is not None, "containerd is not installed (apt-get install containerd)"
+    )
+    runtime = ContainerdRuntime()
+    availability = runtime.available()
+    require(availability.ok, availability.reason)
+    runtime.prepare(workload_image)
+    daemon = runtime._connect()
+    yield runtime
+    runtime.close()
+    if daemon.process is not None:
+        assert daemon.process.poll() is not None, "the private containerd still runs"
+        assert daemon.state_dir is not None and not daemon.state_dir.exists()
+        assert daemon.root_dir is not None and not daemon.root_dir.exists()
+    else:
+        assert (
+            runtime._namespace
+            not in service.ctr(daemon.address, "default", "ns", "ls", "-q").stdout
+        )
+    assert runtime.leftovers() == [], "containerd objects left behind by the tests"
 
 
 @pytest.fixture(scope="module", params=CONTAINER_RUNTIMES)

@@ -1,4 +1,4 @@
-"""Checks every container runtime must pass, run against each of docker, podman and lxc.
+"""Checks every container runtime must pass, run against each of docker, podman, lxc, containerd.
 
 Each check starts real containers through `container_runtime` (tests/integration/
 conftest.py) and reads their cgroup files. What only one runtime has is tested in its own
@@ -40,7 +40,7 @@ EXIT_CASES = [
 ]
 # The exit code wait() reports for a container killed from outside; None: any non-zero
 # (lxc-execute reports its own failure status, not a signal number, after lxc-stop -k).
-KILLED_EXIT_CODE = {"docker": 137, "podman": 137, "lxc": None}
+KILLED_EXIT_CODE = {"docker": 137, "podman": 137, "lxc": None, "containerd": 137}
 
 
 def test_cpu_workload_runs_and_writes_metrics(

@@ -16,7 +16,7 @@ from bench.runtimes import registry
 from bench.scenario import Scenario
 from bench.scenario_load import ScenarioError, load_scenario
 
-SHIPPED = ("bare", "docker", "podman", "lxc")
+SHIPPED = ("bare", "containerd", "docker", "podman", "lxc")
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_shipped_runtimes_in_display_order_with_bare_metal_as_baseline() -> None
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
-    with pytest.raises(InputError, match="unknown runtime 'dockr'; known: bare, docker, podman"):
+    with pytest.raises(InputError, match=f"unknown runtime 'dockr'; known: {', '.join(SHIPPED)}"):
         registry.entry("dockr")
 
 
@@ -49,7 +49,8 @@ def test_unknown_name_lists_the_known_ones() -> None:
         ("podman-runc", "podman"),  # trial and group ids
         ("lxc", "lxc"),
         ("bare", "bare"),
-        ("containerd", None),
+        ("containerd", "containerd"),
+        ("kata", None),
         ("bareish", None),
     ],
 )
@@ -61,15 +62,15 @@ def test_labels_map_to_their_runtime(label: str, runtime: str | None) -> None:
 def test_colour_and_order_of_a_label_follow_its_runtime() -> None:
     assert _color("docker+crun") == registry.entry("docker").colour
     assert _color("podman-runc") == registry.entry("podman").colour
-    assert _color("containerd") == UNKNOWN_COLOUR
-    labels = ["containerd", "lxc", "podman+crun", "docker+runc", "bare", "docker+crun"]
+    assert _color("kata") == UNKNOWN_COLOUR
+    labels = ["kata", "lxc", "podman+crun", "docker+runc", "bare", "docker+crun"]
     assert analysis.label_order(labels) == [
         "bare",
         "docker+crun",
         "docker+runc",
         "podman+crun",
         "lxc",
-        "containerd",
+        "kata",
     ]
     assert analysis.label_order(labels, baseline="lxc")[0] == "lxc"
 
@@ -77,7 +78,9 @@ def test_colour_and_order_of_a_label_follow_its_runtime() -> None:
 def test_a_registered_name_is_planned_ordered_and_refused_twice(
     engine_alias: registry.Entry,
 ) -> None:
-    assert registry.names() == ("bare", "docker", "docker-alias", "podman", "lxc")
+    with_alias = list(SHIPPED)
+    with_alias.insert(SHIPPED.index("docker") + 1, "docker-alias")
+    assert registry.names() == tuple(with_alias)
     # Its entry, not its name, decides: the longest registered name owns a label.
     assert registry.of_label("docker-alias+crun") == engine_alias
     assert registry.of_label("docker-alias-runc") == engine_alias
@@ -110,7 +113,7 @@ def test_scenario_names_only_registered_runtimes(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as caught:
         load_scenario(path)
     assert str(caught.value) == (
-        f"{path}:2: runtimes[1]: unknown runtime 'docker-alias'; known: bare, docker, podman, lxc."
+        f"{path}:2: runtimes[1]: unknown runtime 'docker-alias'; known: {', '.join(SHIPPED)}."
     )
 
 

@@ -110,7 +110,7 @@ def test_several_problems_report_the_first_and_count_the_rest(tmp_path: Path) ->
 def test_smoke_scenario_loads_as_documented() -> None:
     scenario = load_scenario(SCENARIOS_DIR / "smoke.toml")
     assert scenario.name == "smoke"
-    assert scenario.runtimes == ["bare", "docker", "podman", "lxc"]
+    assert scenario.runtimes == ["bare", "containerd", "docker", "podman", "lxc"]
     assert scenario.repetitions == 2
     assert scenario.warmups in (0, 1)
     assert scenario.sample_interval_ms == 100
@@ -121,7 +121,7 @@ def test_smoke_scenario_loads_as_documented() -> None:
 
 
 def test_smoke_scenario_fits_its_time_budget() -> None:
-    """4 runtimes x every trial's stressor time must leave room for start/stop in 90 s."""
+    """Every runtime x every trial's stressor time must leave room for start/stop in 90 s."""
     scenario = load_scenario(SCENARIOS_DIR / "smoke.toml")
     rounds = scenario.repetitions + scenario.warmups
     busy_s = len(scenario.runtimes) * rounds * sum(w.duration_s for w in scenario.workloads)
