@@ -24,7 +24,7 @@ from typing import IO
 
 from bench.errors import BenchError, RuntimeUnavailable
 from bench.runtimes._network import owner_alive
-from bench.runtimes._podman_service import stop_pids
+from bench.runtimes._podman_service import stop_pids as stop_pids
 
 SYSTEM_SOCKET = Path("/run/containerd/containerd.sock")
 # /run/bench-containerd/<owner pid>-<token>/ holds the socket and state, and
