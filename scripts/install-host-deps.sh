@@ -5,6 +5,7 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS=(
   docker.io podman runc crun conmon uidmap fuse-overlayfs   # container engines
   lxc lxc-templates                                         # LXC (command-line tools)
+  containerd systemd-container                              # ctr, systemd-nspawn (docs/runtimes.md)
   stress-ng busybox-static                                  # the workload image
   nginx-light redis-server postgresql-15 sockperf iperf3    # service workloads' servers
   qemu-system-x86 cpio                                      # the cgroup v2 test VM

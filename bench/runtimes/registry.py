@@ -120,6 +120,19 @@ _ENTRIES: dict[str, Entry] = {
                 own_processes=True,
             ),
         ),
+        Entry(
+            "systemd-nspawn",
+            "bench.runtimes.nspawn",
+            "NspawnRuntime",
+            order=40,
+            colour="#bcbd22",
+            capabilities=Capabilities(
+                needs_image=True,
+                oci_runtime_axis=False,
+                network_modes=frozenset({"none", "host"}),
+                own_processes=True,
+            ),
+        ),
     )
 }
 

@@ -115,7 +115,7 @@ def test_sigkill_then_warning_then_gc(runtimes: list[str], tmp_path: Path) -> No
         rel.remove_run_objects(run_id, started.process.pid)
 
 
-@pytest.mark.parametrize("runtime", ["containerd"])
+@pytest.mark.parametrize("runtime", ["containerd", "systemd-nspawn"])
 def test_sigkill_then_gc_removes_what_each_newer_runtime_left(runtime: str, tmp_path: Path) -> None:
     """SIGKILL mid-trial under one runtime of docs/runtimes.md; `bench gc` removes the rest."""
     require_root()

@@ -1,8 +1,9 @@
 """Runtime fixtures: the workload image, dockerd, and each container runtime ready to start.
 
-`container_runtime` is every container runtime in turn (docker, podman, lxc, containerd) for the
-checks all of them must pass (test_container_contract.py). A runtime that is missing
-skips its tests with the reason, and fails them under CI=true (tests.helpers.require).
+`container_runtime` is every container runtime in turn (docker, podman, lxc, containerd,
+systemd-nspawn) for the checks all of them must pass (test_container_contract.py). A
+runtime that is missing skips its tests with the reason, and fails them under CI=true
+(tests.helpers.require).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ if TYPE_CHECKING:
     from bench.runtimes.containerd import ContainerdRuntime
     from bench.runtimes.docker import DockerRuntime
     from bench.runtimes.lxc import LxcRuntime
+    from bench.runtimes.nspawn import NspawnRuntime
     from bench.runtimes.podman import PodmanRuntime
 
-CONTAINER_RUNTIMES = ("docker", "podman", "lxc", "containerd")
+CONTAINER_RUNTIMES = ("docker", "podman", "lxc", "containerd", "systemd-nspawn")
 
 
 @pytest.fixture(scope="session")
@@ -134,10 +136,26 @@ def containerd_runtime(workload_image: WorkloadImage) -> Iterator[ContainerdRunt
     assert runtime.leftovers() == [], "containerd objects left behind by the tests"
 
 
+@pytest.fixture(scope="module")
+def systemd_nspawn_runtime(workload_image: WorkloadImage) -> Iterator[NspawnRuntime]:
+    """NspawnRuntime with the image's rootfs; teardown checks no nspawn or cgroup is left."""
+    from bench.runtimes.nspawn import NspawnRuntime
+
+    require_root()
+    runtime = NspawnRuntime()
+    availability = runtime.available()
+    require(availability.ok, f"{availability.reason} ({availability.fix})")
+    runtime.prepare(workload_image)
+    yield runtime
+    assert runtime.footprint_pids() == [], "an nspawn outlived its container"
+    runtime.close()
+
+
 @pytest.fixture(scope="module", params=CONTAINER_RUNTIMES)
 def container_runtime(request: pytest.FixtureRequest) -> Runtime:
     """Each container runtime in turn, through its own fixture above (skips when missing)."""
-    runtime: Runtime = request.getfixturevalue(f"{request.param}_runtime")
+    fixture = f"{request.param.replace('-', '_')}_runtime"
+    runtime: Runtime = request.getfixturevalue(fixture)
     return runtime
 
 

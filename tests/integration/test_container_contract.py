@@ -40,7 +40,13 @@ EXIT_CASES = [
 ]
 # The exit code wait() reports for a container killed from outside; None: any non-zero
 # (lxc-execute reports its own failure status, not a signal number, after lxc-stop -k).
-KILLED_EXIT_CODE = {"docker": 137, "podman": 137, "lxc": None, "containerd": 137}
+KILLED_EXIT_CODE = {
+    "docker": 137,
+    "podman": 137,
+    "lxc": None,
+    "containerd": 137,
+    "systemd-nspawn": None,
+}
 
 
 def test_cpu_workload_runs_and_writes_metrics(

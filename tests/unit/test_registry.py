@@ -16,7 +16,7 @@ from bench.runtimes import registry
 from bench.scenario import Scenario
 from bench.scenario_load import ScenarioError, load_scenario
 
-SHIPPED = ("bare", "containerd", "docker", "podman", "lxc")
+SHIPPED = ("bare", "containerd", "docker", "podman", "lxc", "systemd-nspawn")
 
 
 @pytest.fixture
