@@ -23,12 +23,13 @@ from bench.errors import BenchError, InputError
 IMAGE_REPOSITORY = "bench-workload"
 STRESS_NG = Path("/usr/bin/stress-ng")
 BUSYBOX = Path("/bin/busybox")
-# run: systemd-nspawn mounts a tmpfs there and cannot create it in a read-only tree.
-MOUNT_POINTS = ("tmp", "proc", "sys", "dev", "run", "bench")
+# run, root, var: systemd-nspawn mounts over them (a tmpfs on /run) and would otherwise create
+# them in the shared rootfs directory, or fail to in a read-only tree.
+MOUNT_POINTS = ("tmp", "proc", "sys", "dev", "run", "root", "var", "bench")
 CACHE_SUBDIR = "images"
 CACHE_ENTRY_PREFIX = "bench-image-"
 # Bump when the layout below changes, so old cache entries are not reused.
-_LAYOUT_VERSION = "3"
+_LAYOUT_VERSION = "4"
 # Account files for servers that look names up: nginx started as root drops its workers to
 # nobody:nogroup by name. Written by bench, never copied from the host (no host accounts leak
 # into results), so the image stays the same bytes on every host.
