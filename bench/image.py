@@ -134,10 +134,13 @@ def _relative(path: Path) -> str:
 
 
 def _data_files(path: Path) -> list[Path]:
-    """`path` if a file, else every regular file under it (symlinks followed), sorted."""
+    """`path` if a file, else every regular file under it (symlinks followed), sorted;
+    never Python bytecode caches (their content depends on what ran on the host before)."""
     if not path.is_dir():
         return [path]
-    return sorted(p for p in path.rglob("*") if p.is_file())
+    return sorted(
+        p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.relative_to(path).parts
+    )
 
 
 def _entries(binaries: Sequence[Path], data_paths: Sequence[Path] = ()) -> list[_Entry]:

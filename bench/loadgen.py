@@ -26,13 +26,18 @@ from bench.loadparse import (
     ParsedLoad,
     parse_iperf3,
     parse_pgbench,
+    parse_queue,
     parse_redis_benchmark,
     parse_sockperf,
     parse_wrk,
 )
+from bench.pyimage import PYTHON_ARGV
+from bench.queuesvc import load_argv
 
-KINDS = ("http", "tcp_rr", "tcp_stream", "redis", "pgbench")
-OPEN_LOOP_KINDS = ("tcp_rr", "pgbench")
+KINDS = ("http", "tcp_rr", "tcp_stream", "redis", "pgbench", "mqtt")
+OPEN_LOOP_KINDS = ("tcp_rr", "pgbench", "mqtt")
+# Kinds that measure at fixed offered rates only (a message queue has no closed loop here).
+RATE_ONLY_KINDS = ("mqtt",)
 MAX_DURATION_S = 600.0
 MAX_CONNECTIONS = 10_000
 # The default cap on requests: 600 s at 100k req/s, above anything measured here (79k).
@@ -98,8 +103,10 @@ class LoadSpec:
     kind: "http" (wrk), "tcp_rr" (sockperf), "tcp_stream" (iperf3), "redis"
     (redis-benchmark running `operation` max_requests times, default 100k: a count, not a
     duration, which then only bounds it), "pgbench" (built-in script `operation` on
-    `database` as `user`). rate_per_s None is closed loop (as fast as `connections` allow);
-    a number is open loop at that rate (tcp_rr, pgbench).
+    `database` as `user`), "mqtt" (bench/apps/queueapp.py's open-loop client of the
+    app-queue services, through the broker at host:port). rate_per_s None is closed loop
+    (as fast as `connections` allow); a number is open loop at that rate (tcp_rr, pgbench,
+    mqtt, which has no closed loop).
     host must be loopback unless `host_created_by_run` says the run created that address.
     """
 
@@ -159,9 +166,15 @@ class LoadSpec:
             _check_range("rate_per_s", self.rate_per_s, 1, 10_000_000)
             if self.kind not in OPEN_LOOP_KINDS:
                 raise InputError(
-                    f"load kind {self.kind}: open loop (rate_per_s) needs kind tcp_rr or pgbench; "
-                    "see docs/load-generators.md for why HTTP is closed loop only"
+                    f"load kind {self.kind}: open loop (rate_per_s) needs kind "
+                    f"{' or '.join(OPEN_LOOP_KINDS)}; see docs/load-generators.md for why "
+                    "HTTP is closed loop only"
                 )
+        elif self.kind in RATE_ONLY_KINDS:
+            raise InputError(
+                f"load kind {self.kind} measures at fixed offered rates only: give "
+                "load.rate_per_s, e.g. rate_per_s = [200, 500]"
+            )
         if not self.path.startswith("/") or any(c.isspace() or ord(c) < 32 for c in self.path):
             raise InputError(f"load path {self.path!r}: expected /... without spaces")
         for cpus in (self.client_cpus, self.server_cpus):
@@ -217,6 +230,9 @@ class _Generator:
     package: str
     argv: Callable[[LoadSpec, int, Path], list[str]]
     parse: Callable[[str, LoadSpec, Path], ParsedLoad]
+    # Open loop: whether its own CPU time says it was saturated (False where it spins
+    # between sends by design, as sockperf does).
+    open_loop_cpu_rule: bool = False
 
 
 def _wrk_argv(spec: LoadSpec, n_cpus: int, workdir: Path) -> list[str]:
@@ -312,6 +328,16 @@ GENERATORS = {
         _pgbench_argv,
         lambda out, _, workdir: parse_pgbench(out, sorted(workdir.glob("txlog.*"))),
     ),
+    "mqtt": _Generator(
+        PYTHON_ARGV[0],
+        "python3-paho-mqtt",
+        lambda spec, _, workdir: load_argv(spec, workdir / "latency.bin")[1:],
+        lambda out, spec, workdir: parse_queue(
+            out, (workdir / "latency.bin").read_bytes(), spec.message_size_bytes
+        ),
+        # It sleeps until each message's slot: a busy CPU means it could not keep up.
+        open_loop_cpu_rule=True,
+    ),
 }
 
 
@@ -353,7 +379,7 @@ def run_load(spec: LoadSpec) -> LoadResult:
             tail = "\n".join(output.strip().splitlines()[-5:])
             raise BenchError(f"{generator.program} exited with {run.exit_code}:\n{tail}")
         parsed = generator.parse(output, spec, workdir)
-    return _result(spec, tuple(argv), parsed, cpus, run, busy)
+    return _result(spec, tuple(argv), parsed, cpus, run, busy, generator.open_loop_cpu_rule)
 
 
 def _result(
@@ -363,30 +389,38 @@ def _result(
     cpus: frozenset[int],
     run: ChildRun,
     busy: float,
+    open_loop_cpu_rule: bool = False,
 ) -> LoadResult:
     duration_s = parsed.duration_s or run.wall_s
     own = run.cpu_s / (run.wall_s * len(cpus)) if run.wall_s > 0 else 0.0
     requests_per_s = parsed.requests / duration_s if duration_s > 0 else 0.0
     warnings: list[str] = []
+    contended = busy >= SATURATED_BUSY_FRACTION and busy - own >= SATURATED_OTHERS_FRACTION
+    cpu_bound = own >= SATURATED_OWN_CPU_FRACTION or contended
+    cpu_warning = (
+        f"load client saturated: it used {own:.0%} of CPUs {format_cpus(cpus)}, which "
+        f"were {busy:.0%} busy; the numbers measure the client, not the server"
+    )
     if spec.rate_per_s is None:
-        contended = busy >= SATURATED_BUSY_FRACTION and busy - own >= SATURATED_OTHERS_FRACTION
-        saturated = own >= SATURATED_OWN_CPU_FRACTION or contended
+        saturated = cpu_bound
         if saturated:
-            warnings.append(
-                f"load client saturated: it used {own:.0%} of CPUs {format_cpus(cpus)}, which "
-                f"were {busy:.0%} busy; the numbers measure the client, not the server"
-            )
+            warnings.append(cpu_warning)
     else:
         # sockperf paces by spinning between sends, so its CPU says nothing; keeping to the
         # schedule does. pgbench draws its schedule from a Poisson process: allow 3 sigma.
         expected = spec.rate_per_s * duration_s
         allowed = max((1 - ON_SCHEDULE_FRACTION) * expected, 3 * math.sqrt(expected))
-        saturated = parsed.requests < expected - allowed
-        if saturated:
+        behind = parsed.requests < expected - allowed
+        if behind:
             warnings.append(
                 f"load client behind schedule: {requests_per_s:.0f} of {spec.rate_per_s:g} "
                 "req/s offered were sent; the client, not the server, set the rate"
             )
+        # A client that sleeps until each slot and still had no idle CPU kept to its schedule
+        # only just: its receive times (the latencies) include its own queueing.
+        if open_loop_cpu_rule and cpu_bound:
+            warnings.append(cpu_warning)
+        saturated = behind or (open_loop_cpu_rule and cpu_bound)
     return LoadResult(
         spec=spec,
         argv=argv,

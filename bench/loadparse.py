@@ -253,3 +253,37 @@ def parse_pgbench(text: str, logs: list[Path]) -> ParsedLoad:
         bytes_total=0,
         latency=LatencyHistogram.from_seconds(np.array(latencies_us, dtype=np.float64) / US_PER_S),
     )
+
+
+_QUEUE_SUMMARY = re.compile(r"^BENCH_QUEUE (\{.*\})$", re.MULTILINE)
+
+
+def parse_queue(text: str, latencies_ns: bytes, message_size_bytes: int) -> ParsedLoad:
+    """bench/apps/queueapp.py's load role: its summary line and every returned message's
+    latency from its slot in the schedule (native int64 ns, one per message).
+
+    requests are the messages sent (the open-loop schedule check counts them); a message
+    that did not come back, or came back marked failed by a service, is an error.
+    """
+    import numpy as np
+
+    match = _QUEUE_SUMMARY.search(text)
+    if match is None:
+        raise _fail("queueapp load", "no BENCH_QUEUE line", text)
+    try:
+        summary = json.loads(match.group(1))
+        sent, received = int(summary["sent"]), int(summary["received"])
+        send_s, lag_s = float(summary["send_s"]), float(summary["schedule_lag_max_s"])
+    except (ValueError, KeyError, TypeError):
+        raise _fail("queueapp load", "a malformed BENCH_QUEUE line", text) from None
+    values_ns = np.frombuffer(latencies_ns, dtype=np.int64)
+    if len(values_ns) != received or received > sent:
+        raise _fail("queueapp load", f"{len(values_ns)} latencies for {received} of {sent}", text)
+    return ParsedLoad(
+        requests=sent,
+        errors=sent - received,
+        duration_s=send_s,
+        bytes_total=received * message_size_bytes,
+        latency=LatencyHistogram.from_seconds(values_ns / 1e9),
+        schedule_lag_max_s=lag_s,
+    )

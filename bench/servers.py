@@ -17,6 +17,8 @@ from pathlib import Path
 from bench.errors import BenchError, InputError
 from bench.pginit import PG_BIN, PG_USER, init_template, pg_argv
 from bench.probes import Probe
+from bench.pyimage import python_binaries, python_data_paths
+from bench.queuesvc import MOSQUITTO, mosquitto, queue_orders, queue_pricing
 from bench.spec import NetworkMode
 
 # Servers run as nobody:nogroup when the scenario names no user: PostgreSQL refuses root,
@@ -336,6 +338,8 @@ SOCKPERF = (Path("/usr/bin/sockperf"),)
 IPERF3 = (Path("/usr/bin/iperf3"),)
 POSTGRES = (PG_BIN / "postgres", PG_PLPGSQL)
 
+PYTHON_APP = python_binaries()
+PYTHON_APP_DATA = python_data_paths(("paho",))
 # One row per server: name, Debian package (doctor's fix), client kind, binaries, builder,
 # default port, then what differs from the defaults. What each serves: its builder's docstring.
 SERVERS: dict[str, ServerKind] = {
@@ -367,6 +371,39 @@ SERVERS: dict[str, ServerKind] = {
             non_root=True,
             data_paths=(PG_SHARE,),
             prepare=postgres_initdb,
+        ),
+        # app-queue (bench.queuesvc): a broker and two services, tiers of one stack only.
+        ServerKind(
+            "mosquitto",
+            "mosquitto",
+            "mqtt",
+            (MOSQUITTO,),
+            mosquitto,
+            11883,
+            non_root=True,
+            standalone=False,
+        ),
+        ServerKind(
+            "queue-pricing",
+            "python3-paho-mqtt",
+            "mqtt",
+            PYTHON_APP,
+            queue_pricing,
+            18091,
+            non_root=True,
+            standalone=False,
+            data_paths=PYTHON_APP_DATA,
+        ),
+        ServerKind(
+            "queue-orders",
+            "python3-paho-mqtt",
+            "mqtt",
+            PYTHON_APP,
+            queue_orders,
+            18092,
+            non_root=True,
+            standalone=False,
+            data_paths=PYTHON_APP_DATA,
         ),
     )
 }

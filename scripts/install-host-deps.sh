@@ -8,6 +8,7 @@ PKGS=(
   containerd systemd-container                              # ctr, systemd-nspawn (docs/runtimes.md)
   stress-ng busybox-static                                  # the workload image
   nginx-light redis-server postgresql-15 sockperf iperf3    # service workloads' servers
+  mosquitto python3-paho-mqtt                               # app-queue: broker, services and client
   qemu-system-x86 cpio                                      # the cgroup v2 test VM
   chromium                                                  # e2e: renders the HTML report
   wrk                                                       # HTTP load (the others come with the servers)
