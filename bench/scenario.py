@@ -350,6 +350,16 @@ class QuickModel(StrictModel):
     repetitions: Annotated[int, Field(ge=1, le=1000)] = 3
     warmups: Annotated[int, Field(ge=0, le=100)] = 0
     duration_s: Annotated[int, Field(ge=1, le=86_400)] = 2
+    # The offered rates of an open-loop service load in a quick run (default: the
+    # scenario's own): one point of a sweep keeps CI short.
+    rate_per_s: Annotated[
+        list[Annotated[float, Field(ge=1, le=10_000_000)]], AfterValidator(unique_entries)
+    ] = Field(default_factory=list)
+
+    @field_validator("rate_per_s", mode="before")
+    @classmethod
+    def _rates(cls, value: object) -> object:
+        return LoadModel._rates(value)
 
 
 class Scenario(StrictModel):
@@ -400,7 +410,9 @@ class Scenario(StrictModel):
 
     def quickened(self) -> Scenario:
         """The CI-sized version: fewer repetitions, shorter stressors, same measurement."""
-        workloads = [_quick_workload(w, self.quick.duration_s) for w in self.workloads]
+        workloads = [
+            _quick_workload(w, self.quick.duration_s, self.quick.rate_per_s) for w in self.workloads
+        ]
         return self.model_copy(
             update={
                 "repetitions": min(self.repetitions, self.quick.repetitions),
@@ -455,15 +467,19 @@ class Scenario(StrictModel):
         return self
 
 
-def _quick_workload(workload: WorkloadModel, duration_s: int) -> WorkloadModel:
-    """A stressor or a service's load shortened to at most `duration_s`."""
+def _quick_workload(
+    workload: WorkloadModel, duration_s: int, rates_per_s: list[float]
+) -> WorkloadModel:
+    """A stressor or a service's load shortened to at most `duration_s`, an open-loop load
+    at `rates_per_s` instead of its own rates when given."""
     if workload.stressor is not None:
         return workload.model_copy(
             update={"duration_s": float(min(workload.duration_s, duration_s))}
         )
     if workload.load is not None:
-        load = workload.load.model_copy(
-            update={"duration_s": float(min(workload.load.duration_s, duration_s))}
-        )
+        update: dict[str, object] = {"duration_s": float(min(workload.load.duration_s, duration_s))}
+        if rates_per_s and workload.load.rate_per_s:
+            update["rate_per_s"] = list(rates_per_s)
+        load = workload.load.model_copy(update=update)
         return workload.model_copy(update={"load": load})
     return workload

@@ -94,12 +94,15 @@ def orders(args: argparse.Namespace) -> None:
 class _PriceHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: orders reuses one connection
     disable_nagle_algorithm = True
+    delay_s = 0.0  # added to every price lookup (a known delay the tests look for)
 
     def do_GET(self) -> None:  # http.server calls it by this name
         key = self.path.rpartition("/")[2]
         if self.path == "/health":
             body = b'{"ok": true}'
         elif self.path.startswith("/price/") and key:
+            if self.delay_s:
+                time.sleep(self.delay_s)
             body = json.dumps({"key": key, "price_cents": 100 + len(key)}).encode()
         else:
             self.send_error(404)
@@ -123,6 +126,7 @@ def pricing(args: argparse.Namespace) -> None:
 
     client.on_message = on_message
     client.loop_start()
+    _PriceHandler.delay_s = args.delay_ms / 1000
     server = ThreadingHTTPServer(_address(args.listen), _PriceHandler)
     server.daemon_threads = True
     server.serve_forever()
@@ -218,6 +222,7 @@ def main(argv: list[str]) -> None:
     roles.choices["orders"].add_argument("--pricing", required=True, help="host:port")
     roles.choices["orders"].add_argument("--ready", required=True, help="host:port to listen on")
     roles.choices["pricing"].add_argument("--listen", required=True, help="host:port")
+    roles.choices["pricing"].add_argument("--delay-ms", type=float, default=0.0)
     loader = roles.choices["load"]
     loader.add_argument("--rate", type=float, required=True, help="messages per second")
     loader.add_argument("--duration", type=float, required=True, help="seconds")
