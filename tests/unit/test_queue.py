@@ -105,7 +105,7 @@ def test_mosquitto_listens_on_the_trial_address_without_nagle_or_persistence(
     assert f"listener 23456 {host}" in conf
     assert {"set_tcp_nodelay true", "persistence false", "allow_anonymous true"} <= set(conf)
     assert setup.argv[0] == "/usr/sbin/mosquitto" and setup.ports == (23456,)
-    assert server_kind("mosquitto").needs_non_root  # as root it would switch to a user
+    assert server_kind("mosquitto").non_root  # as root it would switch to a user
 
 
 def test_the_image_gets_pythons_stdlib_and_paho_but_no_bytecode_caches(tmp_path: Path) -> None:
