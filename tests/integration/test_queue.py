@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -47,8 +48,8 @@ def queue_app(delay_s: float = 0.0) -> Iterator[int]:
             to_broker = Peer("broker", BROKER_KIND, "127.0.0.1", broker.port)
             pricing = ServerParams(port=free_port(), peers=(to_broker,))
             setup = queue_pricing(pricing, root)
-            argv = (*setup.argv, "--delay-ms", f"{delay_s * 1000:g}")
-            servers.append(_start(ServerSetup(argv, setup.files, ports=setup.ports, probe=setup.probe), root / "pricing"))
+            setup = replace(setup, argv=(*setup.argv, "--delay-ms", f"{delay_s * 1000:g}"))
+            servers.append(_start(setup, root / "pricing"))
             to_pricing = Peer("pricing", PRICING_KIND, "127.0.0.1", pricing.port)
             orders = ServerParams(port=free_port(), peers=(to_broker, to_pricing))
             servers.append(_start(queue_orders(orders, root), root / "orders"))

@@ -62,7 +62,7 @@ def test_queue_parser_refuses_output_it_cannot_trust(
 
 
 def test_mqtt_load_is_open_loop_only_and_its_argv_is_a_list(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="fixed offered rates only: give load.rate_per_s"):
+    with pytest.raises(InputError, match=r"fixed offered rates only: give load\.rate_per_s"):
         LoadSpec("mqtt", 11883)
     spec = LoadSpec("mqtt", 11883, rate_per_s=500, duration_s=3, max_requests=1_000)
     argv = GENERATORS["mqtt"].argv(spec, 1, tmp_path)
@@ -71,7 +71,7 @@ def test_mqtt_load_is_open_loop_only_and_its_argv_is_a_list(tmp_path: Path) -> N
     assert argv[argv.index("--rate") + 1] == "500"
     assert argv[argv.index("--duration") + 1] == "3"
     assert argv[argv.index("--max") + 1] == "1000"
-    with pytest.raises(InputError, match="only to 127.0.0.1"):
+    with pytest.raises(InputError, match=r"only to 127\.0\.0\.1"):
         LoadSpec("mqtt", 11883, host="10.1.2.3", rate_per_s=500)
 
 
