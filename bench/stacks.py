@@ -31,15 +31,17 @@ class Tier:
 
 @dataclass(frozen=True)
 class Stack:
-    """Tiers in start order; the last is the front, which the client's load reaches."""
+    """Tiers in start order; the front, which the client's load reaches, is the last unless
+    `entry` names another (app-queue's client talks to the broker the services need first)."""
 
     name: str
     description: str
     tiers: tuple[Tier, ...]
+    entry: str = ""
 
     @property
     def front(self) -> Tier:
-        return self.tiers[-1]
+        return next((t for t in self.tiers if t.name == self.entry), self.tiers[-1])
 
 
 def _checked(stack: Stack) -> Stack:
@@ -50,6 +52,8 @@ def _checked(stack: Stack) -> Stack:
         if missing or not tier.name or tier.name in seen:
             raise ValueError(f"stack {stack.name}: tier {tier.name!r} needs {missing} first")
         seen.add(tier.name)
+    if stack.entry and stack.entry not in seen:
+        raise ValueError(f"stack {stack.name}: entry {stack.entry!r} is none of its tiers")
     return stack
 
 
@@ -60,6 +64,17 @@ STACKS: dict[str, Stack] = {
             "proxy-static",
             "nginx as a reverse proxy in front of nginx serving one static file",
             (Tier("static", "nginx-static"), Tier("front", "nginx-proxy", ("static",))),
+        ),
+        # app-queue (bench.queuesvc): the client publishes to the broker and receives there.
+        Stack(
+            "queue",
+            "orders calls pricing over HTTP; both exchange messages through mosquitto",
+            (
+                Tier("broker", "mosquitto"),
+                Tier("pricing", "queue-pricing", ("broker",)),
+                Tier("orders", "queue-orders", ("broker", "pricing")),
+            ),
+            entry="broker",
         ),
     )
 }

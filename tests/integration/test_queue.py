@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.loadgen import LoadResult, LoadSpec, run_load
+from bench.probes import Probe
 from bench.queuesvc import BROKER_KIND, PRICING_KIND, mosquitto, queue_orders, queue_pricing
 from bench.servers import Peer, ServerParams, ServerSetup, materialize
 from tests import hostservers
@@ -32,7 +33,10 @@ def _start(setup: ServerSetup, directory: Path) -> Server:
     directory.mkdir()
     materialize(setup, directory, None)
     port = setup.ports[0]
-    return start_server(list(setup.argv), "127.0.0.1", port, directory, setup.probe)
+    # orders' listen probe needs the server's pid (bench's step has it); a connect to its
+    # ready port answers once it listens all the same.
+    probe = Probe("tcp") if setup.probe.kind == "listen" else setup.probe
+    return start_server(list(setup.argv), "127.0.0.1", port, directory, probe)
 
 
 @contextlib.contextmanager
