@@ -2,8 +2,9 @@
 
 Each shipped service scenario runs with `--quick` under bare, docker, podman and lxc; every
 runtime and network path must have carried real requests without errors, with latency
-percentiles in order and a histogram that decodes to them, and afterwards nothing bench
-started may still listen.
+percentiles in order and a histogram that decodes to them (on the front tier's row of a
+multi-tier service; every tier's own cgroup busy during the load), and afterwards nothing
+bench started may still listen.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import pytest
 from bench.latency import LatencyHistogram
 from bench.plan import network_axis
 from bench.scenario_load import load_scenario, resolve_scenario
+from bench.stacks import stack_of
 from tests.helpers import bench, require, require_root
 
 pytestmark = pytest.mark.slow
 
 RUN_TIMEOUT_S = 600
-SCENARIOS = ["app-http", "app-kv", "app-db", "overhead-network"]
+SCENARIOS = ["app-http", "app-kv", "app-db", "overhead-network", "app-queue"]
 
 
 def listening_ports() -> set[int]:
@@ -83,7 +85,16 @@ def test_quick_service_scenario_measures_real_traffic_everywhere(
         (row.runtime, row.network, str(row.workload).split("@")[0]) for row in measured.itertuples()
     }
     assert seen == expected
-    for row in measured.itertuples():
+    # The client's numbers are on the front tier's row; a stack's other tiers have their own
+    # cgroup's CPU, during the load too.
+    fronts = {w.name: stack_of(str(w.service)).front.name for w in scenario.workloads}
+    is_front = [
+        row.tier == fronts[str(row.workload).split("@")[0]] for row in measured.itertuples()
+    ]
+    for row in measured[[not front for front in is_front]].itertuples():
+        assert row.cpu_s > 0 and row.load_cpu_s > 0, f"{row.trial_id}: its cgroup saw no CPU"
+        assert pd.isna(row.requests), row.trial_id
+    for row in measured[is_front].itertuples():
         assert row.throughput > 0, row.trial_id  # req/s, or B/s for a stream
         if row.throughput_unit == "req/s":
             assert row.requests > 0 and row.requests_per_s > 0, row.trial_id
