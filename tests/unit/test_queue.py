@@ -18,6 +18,7 @@ from bench.loadgen import GENERATORS, LoadSpec, _result
 from bench.loadparse import ParsedLoad, parse_queue
 from bench.queuesvc import APP_SOURCE, mosquitto
 from bench.servers import ServerParams, server_kind
+from bench.stacks import Stack, _checked, stack_of
 
 
 def queue_output(sent: int, received: int, send_s: float = 3.0) -> str:
@@ -120,3 +121,12 @@ def test_the_image_gets_pythons_stdlib_and_paho_but_no_bytecode_caches(tmp_path:
     assert not skipped & set(kind.data_paths)
     if pyimage.STDLIB.is_dir():
         assert pyimage.STDLIB / "http" in kind.data_paths
+
+
+def test_the_queue_stack_starts_the_broker_first_and_takes_the_load_there() -> None:
+    stack = stack_of("queue")
+    assert [tier.server for tier in stack.tiers] == ["mosquitto", "queue-pricing", "queue-orders"]
+    assert stack.front.name == "broker"  # the client publishes and receives at the broker
+    assert server_kind(stack.front.server).client == "mqtt"
+    with pytest.raises(ValueError, match="entry 'gateway' is none of its tiers"):
+        _checked(Stack("x", "", stack.tiers, entry="gateway"))

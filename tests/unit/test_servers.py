@@ -20,6 +20,7 @@ from bench.servers import (
     NOBODY,
     PG_DATA,
     SERVERS,
+    Peer,
     ServerParams,
     discard,
     image_inputs,
@@ -39,7 +40,14 @@ def test_every_server_listens_on_the_trial_port_and_address(
     name: str, network: str, tmp_path: Path
 ) -> None:
     kind = server_kind(name)
-    params = ServerParams(port=23456, network=network, upstream=("10.88.0.5", 8000))  # type: ignore[arg-type]
+    # A tier of a stack is given its peers: here one of every kind, on a bridge address.
+    peers = tuple(Peer(other, other, "10.88.0.5", 8000) for other in sorted(SERVERS))
+    params = ServerParams(
+        port=23456,
+        network=network,  # type: ignore[arg-type]
+        upstream=("10.88.0.5", 8000),
+        peers=peers,
+    )
     setup = kind.build(params, tmp_path)
     text = " ".join(setup.argv) + "\n" + "\n".join(c.decode() for c in setup.files.values())
     assert setup.ports == (23456,)
