@@ -25,6 +25,7 @@ from bench.frames import load_run as load_run
 from bench.frames import load_runs as load_runs
 from bench.frames import timeseries as timeseries
 from bench.frames import usable_solo as usable_solo
+from bench.history import load_history as load_history
 from bench.runtimes import registry
 from bench.service_analysis import service_table as service_table
 from bench.service_analysis import service_warnings as service_warnings

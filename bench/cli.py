@@ -230,6 +230,31 @@ def compare(base: Path, new: Path, threshold: float, markdown: bool) -> None:
 
 
 @main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+@click.option("--metric", "metrics", multiple=True, help="Only this metric (repeatable).")
+@click.option(
+    "--format", "formats", multiple=True, type=click.Choice(["html", "md", "json"]), default=()
+)
+@friendly
+def history(
+    run_dirs: tuple[Path, ...], out: Path | None, metrics: tuple[str, ...], formats: tuple[str, ...]
+) -> None:
+    """Trends and change points across runs of one scenario (RUN_DIRs or folders of them)."""
+    from bench.history import load_history
+    from bench.report.history import build_history
+
+    found = load_history(run_dirs, metrics)
+    name = found.scenario.name if found.scenario else "runs"
+    out_dir = out or Path("reports") / f"history-{name}"
+    for item in found.excluded:
+        where = f" {item.runtime}/{item.workload}" if item.runtime else ""
+        click.echo(f"left out: {item.run_id}{where}: {item.reason}", err=True)
+    for path in build_history(found, out_dir, set(formats or ("html", "md", "json"))):
+        click.echo(str(path))
+
+
+@main.command()
 @click.option("--force", is_flag=True, help="Even while another bench run is in progress.")
 @friendly
 def gc(force: bool) -> None:

@@ -92,27 +92,27 @@ def label_order(labels: Iterable[str], baseline: str | None = None) -> list[str]
     return sorted(set(labels), key=lambda label: (label != base, registry.rank(label), label))
 
 
-def load_run(path: str | Path) -> Run:
-    """Load results/<run-id>/ (manifest.json, trials.parquet, samples.parquet) into a Run."""
+def load_run(path: str | Path, *, samples: bool = True) -> Run:
+    """Load results/<run-id>/ (manifest.json, trials.parquet, samples.parquet) into a Run.
+
+    `samples=False` leaves the samples out (an empty frame): tables of trials need none."""
     run_dir = Path(path)
     manifest = Manifest.load(run_dir / MANIFEST)
     run_id = manifest.run_id
     trials_path = run_dir / TRIALS
     if not trials_path.exists():
         raise InputError(f"{trials_path} is missing; the run wrote no trials.")
-    trials = read_trials(trials_path)
+    trials = _with_run_id(read_trials(trials_path), run_id)
     blank_group = trials["group_id"] == ""
     trials.loc[blank_group, "group_id"] = trials.loc[blank_group, "trial_id"]
-    trials.insert(0, "run_id", run_id)
-    trials["usable"] = ~trials["warmup"] & (trials["status"] == "ok")
     samples_path = run_dir / SAMPLES
-    samples = (
+    frame = (
         read_samples(samples_path)
-        if samples_path.exists()
+        if samples and samples_path.exists()
         else pd.DataFrame({"trial_id": pd.Series(dtype=str), "t_s": pd.Series(dtype=float)})
     )
-    samples.insert(0, "run_id", run_id)
-    return Run(run_dir, {run_id: manifest}, _add_labels(trials), samples)
+    frame.insert(0, "run_id", run_id)
+    return Run(run_dir, {run_id: manifest}, _add_labels(trials), frame)
 
 
 def load_runs(paths: Iterable[str | Path]) -> Run:
@@ -130,6 +130,32 @@ def load_runs(paths: Iterable[str | Path]) -> Run:
     samples = pd.concat([r.samples for r in runs], ignore_index=True)
     manifests = {r.run_id: r.manifest for r in runs}
     return Run(runs[0].path, manifests, _add_labels(trials), samples)
+
+
+# What `usable` and `label` are computed from.
+_LABEL_COLUMNS = ("runtime", "oci_runtime", "network", "role", "warmup", "status")
+
+
+def load_solo_trials(runs: Iterable[tuple[str, Path]], columns: Iterable[str]) -> pd.DataFrame:
+    """The usable solo trials of many runs (run id, directory) in one frame, with `label`,
+    `run_id` and only `columns` besides: a year of nightly runs without their samples."""
+    wanted = [*_LABEL_COLUMNS, *columns]
+    frames = []
+    for run_id, path in runs:
+        trials_path = Path(path) / TRIALS
+        if not trials_path.exists():
+            raise InputError(f"{trials_path} is missing; the run wrote no trials.")
+        frames.append(_with_run_id(read_trials(trials_path, wanted), run_id))
+    if not frames:
+        raise InputError("load_solo_trials needs at least one run directory.")
+    trials = _add_labels(pd.concat(frames, ignore_index=True))
+    return trials[trials["usable"] & (trials["role"] == "solo")]
+
+
+def _with_run_id(trials: pd.DataFrame, run_id: str) -> pd.DataFrame:
+    trials.insert(0, "run_id", run_id)
+    trials["usable"] = ~trials["warmup"].astype(bool) & (trials["status"] == "ok")
+    return trials
 
 
 def timeseries(run: Run, metric: str) -> pd.DataFrame:

@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -374,13 +375,24 @@ _OLDER_STORE_DEFAULTS: dict[str, object] = {
 }
 
 
-def read_trials(path: Path) -> pd.DataFrame:
-    """trials.parquet as pandas in the store's dtypes; InputError naming what is wrong."""
+def read_trials(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """trials.parquet as pandas in the store's dtypes; InputError naming what is wrong.
+
+    `columns` (with the required ones) keeps only those: a year of nightly runs is read
+    several times faster when only the columns a history needs are converted."""
+    import pyarrow as pa
+
     fields = TrialResult.__dataclass_fields__.values()
     defaults = {f.name: f.default for f in fields if f.default is not MISSING}
     defaults |= _OLDER_STORE_DEFAULTS
-    table = _conform(_read_parquet(path), _trials_schema(), REQUIRED_TRIAL_COLUMNS, defaults, path)
-    frame: pd.DataFrame = table.to_pandas()
+    schema = _trials_schema()
+    if columns is not None:
+        wanted = {*REQUIRED_TRIAL_COLUMNS, *columns}
+        schema = pa.schema([spec for spec in schema if spec.name in wanted])
+    table = _read_parquet(path, None if columns is None else schema.names)
+    frame: pd.DataFrame = _conform(
+        table, schema, REQUIRED_TRIAL_COLUMNS, defaults, path
+    ).to_pandas()
     return frame
 
 
@@ -391,12 +403,17 @@ def read_samples(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _read_parquet(path: Path) -> pa.Table:
+def _read_parquet(path: Path, columns: Iterable[str] | None = None) -> pa.Table:
+    """The table at `path`; with `columns`, only those of them it has (others not decoded)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path)
+        if columns is None:
+            return pq.read_table(path)
+        parquet = pq.ParquetFile(path)
+        wanted = set(columns)
+        return parquet.read(columns=[n for n in parquet.schema_arrow.names if n in wanted])
     except (pa.ArrowException, OSError) as exc:
         raise InputError(
             f"{path} is not a readable Parquet table ({exc}); it was not written by bench "

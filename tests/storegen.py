@@ -96,6 +96,16 @@ class StoreSpec:
     cpus: int = 2
     seed: int = 0
     omit_columns: tuple[str, ...] = ()  # simulate a store written before these columns
+    # What the manifest records about where and with what the run ran (history tests vary them).
+    started_at: str = "2025-01-01T00:00:00+00:00"
+    scenario_name: str = "synthetic"
+    scenario_sha256: str = ""  # "" = a hash of run_id: every run its own scenario
+    bench_version: str = "0.1.0"
+    git_commit: str = "0123456789abcdef0123456789abcdef01234567"
+    kernel: str = "6.1.0-synthetic"
+    hostname: str = "bench-host"
+    runtime_versions: dict[str, str] = field(default_factory=dict)  # runtime -> version
+    status: str = "complete"
 
 
 def _samples(
@@ -370,17 +380,17 @@ def build(spec: StoreSpec) -> tuple[Manifest, list[tuple[TrialResult, SampleColu
     ]
     manifest = Manifest(
         run_id=spec.run_id,
-        status="complete",
+        status=spec.status,  # type: ignore[arg-type]
         scenario=ScenarioRef(
-            "synthetic",
-            "scenarios/synthetic.toml",
-            hashlib.sha256(spec.run_id.encode()).hexdigest(),
+            spec.scenario_name,
+            f"scenarios/{spec.scenario_name}.toml",
+            spec.scenario_sha256 or hashlib.sha256(spec.run_id.encode()).hexdigest(),
         ),
-        started_at="2025-01-01T00:00:00+00:00",
+        started_at=spec.started_at,
         ended_at="2025-01-01T00:30:00+00:00",
         host=HostFacts(
-            hostname="bench-host",
-            kernel="6.1.0-synthetic",
+            hostname=spec.hostname,
+            kernel=spec.kernel,
             cpu_model="Synthetic CPU @ 3.0GHz",
             cpus=spec.cpus,
             memory_bytes=8 << 30,
@@ -388,14 +398,17 @@ def build(spec: StoreSpec) -> tuple[Manifest, list[tuple[TrialResult, SampleColu
             load_1m=spec.host_load_before,
         ),
         runtimes={
-            r: RuntimeEntry(available=True, version="" if r == "bare" else f"{r} 1.0")
+            r: RuntimeEntry(
+                available=True,
+                version=spec.runtime_versions.get(r, "" if r == "bare" else f"{r} 1.0"),
+            )
             for r in dict.fromkeys(
                 [*spec.runtimes, *(p.split("/")[0] for c in spec.services for p in c.paths)]
             )
         },
         image=ImageEntry(digest="sha256:" + "0" * 64, binaries={"/usr/bin/stress-ng": "ab" * 32}),
-        bench_version="0.1.0",
-        git_commit="0123456789abcdef0123456789abcdef01234567",
+        bench_version=spec.bench_version,
+        git_commit=spec.git_commit,
         host_load_before=spec.host_load_before,
         trials_planned=len(results),
         trials_done=len(results),
