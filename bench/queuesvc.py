@@ -19,8 +19,11 @@ if TYPE_CHECKING:
     from bench.servers import ServerParams, ServerSetup
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
-APP_SOURCE = Path(__file__).parent / "apps" / "queueapp.py"
-APP_FILE = "queueapp.py"  # in the io dir: the same bytes under every runtime
+APP_SOURCE = (Path(__file__).parent / "apps" / "queueapp.py").resolve()
+# The services run the copy in their io dir: readable by their user (nobody) on bare metal
+# too, whatever the permissions of bench's checkout. The image carries the source as well,
+# so the manifest holds its hash beside the interpreter's and paho's.
+APP_FILE = "queueapp.py"
 BROKER_KIND = "mosquitto"
 PRICING_KIND = "queue-pricing"
 

@@ -18,7 +18,7 @@ from bench.errors import BenchError, InputError
 from bench.pginit import PG_BIN, PG_USER, init_template, pg_argv
 from bench.probes import Probe
 from bench.pyimage import python_binaries, python_data_paths
-from bench.queuesvc import MOSQUITTO, mosquitto, queue_orders, queue_pricing
+from bench.queuesvc import APP_SOURCE, MOSQUITTO, mosquitto, queue_orders, queue_pricing
 from bench.spec import NetworkMode
 
 # Servers run as nobody:nogroup when the scenario names no user: PostgreSQL refuses root,
@@ -339,7 +339,7 @@ IPERF3 = (Path("/usr/bin/iperf3"),)
 POSTGRES = (PG_BIN / "postgres", PG_PLPGSQL)
 
 PYTHON_APP = python_binaries()
-PYTHON_APP_DATA = python_data_paths(("paho",))
+PYTHON_APP_DATA = (*python_data_paths(("paho",)), APP_SOURCE)
 # One row per server: name, Debian package (doctor's fix), client kind, binaries, builder,
 # default port, then what differs from the defaults. What each serves: its builder's docstring.
 SERVERS: dict[str, ServerKind] = {

@@ -16,9 +16,14 @@ from bench.image import _data_files
 from bench.latency import RELATIVE_PRECISION
 from bench.loadgen import GENERATORS, LoadSpec, _result
 from bench.loadparse import ParsedLoad, parse_queue
-from bench.queuesvc import APP_SOURCE, mosquitto
-from bench.servers import ServerParams, server_kind
+from bench.queuesvc import APP_FILE, APP_SOURCE, BROKER_KIND, PRICING_KIND, mosquitto
+from bench.servers import Peer, ServerParams, server_kind
 from bench.stacks import Stack, _checked, stack_of
+
+PEERS = (
+    Peer("broker", BROKER_KIND, "127.0.0.1", 11883),
+    Peer("pricing", PRICING_KIND, "127.0.0.1", 18091),
+)
 
 
 def queue_output(sent: int, received: int, send_s: float = 3.0) -> str:
@@ -117,6 +122,9 @@ def test_the_image_gets_pythons_stdlib_and_paho_but_no_bytecode_caches(tmp_path:
     kind = server_kind("queue-orders")
     assert pyimage.PYTHON in kind.binaries
     assert pyimage.DIST_PACKAGES / "paho" in kind.data_paths
+    assert APP_SOURCE in kind.data_paths  # its hash in the manifest
+    setup = kind.build(ServerParams(port=1, peers=PEERS), tmp_path)
+    assert setup.files[APP_FILE] == APP_SOURCE.read_bytes()  # the same bytes in the io dir
     skipped = {pyimage.STDLIB / "config-3.11-x86_64-linux-gnu", pyimage.STDLIB / "test"}
     assert not skipped & set(kind.data_paths)
     if pyimage.STDLIB.is_dir():
