@@ -34,9 +34,12 @@ NOISE_FLOOR_REL = 0.005
 _MAD_DIFF = 0.6745 * math.sqrt(2.0)
 
 
-def noise_scale(values: FloatArray, point_sigmas: FloatArray | None = None) -> float:
-    """Run-to-run noise of a series: the larger of the neighbour-difference estimate, the
-    typical within-run uncertainty of a point, and NOISE_FLOOR_REL of the level."""
+def noise_scale(
+    values: FloatArray, point_sigmas: FloatArray | None = None, resolution: float = 0.0
+) -> float:
+    """Run-to-run noise of a series: the largest of the neighbour-difference estimate, the
+    typical within-run uncertainty of a point, the metric's `resolution` and
+    NOISE_FLOOR_REL of the level."""
     n = values.size
     diffs = np.abs(np.diff(values))
     scale = float(np.median(diffs)) / _MAD_DIFF * (1.0 + 2.0 / n) if diffs.size else 0.0
@@ -44,19 +47,21 @@ def noise_scale(values: FloatArray, point_sigmas: FloatArray | None = None) -> f
         finite = point_sigmas[np.isfinite(point_sigmas)]
         if finite.size:
             scale = max(scale, float(np.median(finite)))
-    return max(scale, NOISE_FLOOR_REL * abs(float(np.median(values))))
+    return max(scale, resolution, NOISE_FLOOR_REL * abs(float(np.median(values))))
 
 
 def change_points(
     values: Sequence[float] | FloatArray,
     point_sigmas: Sequence[float] | FloatArray | None = None,
     *,
+    resolution: float = 0.0,
     penalty_per_log_runs: float = PENALTY_PER_LOG_RUNS,
 ) -> list[int]:
     """Indices of the first point after each change (ascending); [] for short or flat series.
 
     `point_sigmas`: each point's own standard error (e.g. its CI half-width / 1.96), so that
-    noise within runs sets a lower bound on the noise between them.
+    noise within runs sets a lower bound on the noise between them; `resolution`: the
+    smallest difference the metric's counter can tell apart.
     """
     import ruptures
 
@@ -64,7 +69,7 @@ def change_points(
     if arr.size < MIN_RUNS or not np.all(np.isfinite(arr)) or np.ptp(arr) == 0.0:
         return []
     sigmas = None if point_sigmas is None else np.asarray(point_sigmas, dtype=np.float64)
-    scale = noise_scale(arr, sigmas)
+    scale = noise_scale(arr, sigmas, resolution)
     if scale <= 0.0:
         return []
     signal = ((arr - np.median(arr)) / scale).reshape(-1, 1)

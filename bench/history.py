@@ -61,6 +61,10 @@ POINT_COLUMNS = [
     "high",
     "n",
 ]
+# Smallest step a metric's counter resolves. Peak memory: the kernel charges memory to a
+# cgroup in per-CPU batches of 64 pages (cgroup-v1 memory.rst 5.5), 256 KiB; real runs of a
+# 4.7 MiB stress-ng here moved by half a batch between runs, which is no change.
+RESOLUTION = {"mem_peak_bytes": 64 * 4096.0}
 Z_95 = 1.959964  # a 95 % interval's half-width in standard errors
 
 
@@ -296,7 +300,7 @@ def _change_points(runs: Sequence[HistoryRun], points: pd.DataFrame) -> list[Cha
         frame = frame.sort_values("position")
         values = frame["value"].to_numpy(dtype=float)
         sigmas = (frame["high"] - frame["low"]).to_numpy(dtype=float) / (2 * Z_95)
-        cuts = change_points(values, sigmas)
+        cuts = change_points(values, sigmas, resolution=RESOLUTION.get(str(metric), 0.0))
         bounds = [0, *cuts, len(values)]
         ids = frame["run_id"].tolist()
         for k, cut in enumerate(cuts):
