@@ -20,6 +20,8 @@ import numpy.typing as npt
 from scipy import stats as sps
 
 DEFAULT_SEED = 20_240_601
+# median_cis works through this many groups at a time: 1,000 x 2,000 resamples is 16 MB.
+_BATCH_GROUPS = 1000
 DEFAULT_RESAMPLES = 2000
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -110,18 +112,32 @@ def median_cis(
             out[i] = Estimate(float(arr[0]), float(arr[0]), float(arr[0]), 1)
         elif arr.size > 1:
             by_size.setdefault(int(arr.size), []).append(i)
+    # np.percentile's default (linear) interpolation, from the two ranks around each bound:
+    # partitioning at four ranks is several times faster than the full sort it does.
+    positions = [q / 100.0 * (resamples - 1) for q in (tail, 100.0 - tail)]
+    ranks = sorted({math.floor(p) for p in positions} | {math.ceil(p) for p in positions})
     for size, members in by_size.items():
-        idx = np.sort(np.random.default_rng(seed).integers(0, size, size=(resamples, size)), axis=1)
-        values = np.sort(np.stack([arrays[i] for i in members]), axis=1)
+        picks = np.sort(
+            np.random.default_rng(seed).integers(0, size, size=(resamples, size)), axis=1
+        )
         mid = size // 2
-        # A resample of the sorted group by sorted indices is itself sorted: its median is
-        # the middle element (odd size) or the mean of the middle two (even size).
-        high_mid = values[:, idx[:, mid]]
-        boot = high_mid if size % 2 else (values[:, idx[:, mid - 1]] + high_mid) / 2.0
-        low, high = np.percentile(boot, [tail, 100.0 - tail], axis=1)
-        medians = np.median(values, axis=1)
-        for row, i in enumerate(members):
-            out[i] = Estimate(float(medians[row]), float(low[row]), float(high[row]), size)
+        for start in range(0, len(members), _BATCH_GROUPS):
+            chunk = members[start : start + _BATCH_GROUPS]
+            values = np.sort(np.stack([arrays[i] for i in chunk]), axis=1)
+            # A resample of the sorted group by sorted indices is itself sorted: its median
+            # is the middle element (odd size) or the mean of the middle two (even size).
+            high_mid = values[:, picks[:, mid]]
+            boot = high_mid if size % 2 else (values[:, picks[:, mid - 1]] + high_mid) / 2.0
+            boot = np.partition(boot, ranks, axis=1)
+            bounds = [
+                boot[:, math.floor(p)] * (1.0 - (p % 1.0)) + boot[:, math.ceil(p)] * (p % 1.0)
+                for p in positions
+            ]
+            medians = np.median(values, axis=1)
+            for row, i in enumerate(chunk):
+                out[i] = Estimate(
+                    float(medians[row]), float(bounds[0][row]), float(bounds[1][row]), size
+                )
     return out
 
 

@@ -26,6 +26,7 @@ from bench.report.markdown import Rows, md_table, num, with_ci
 
 FORMATS = frozenset({"html", "md", "json"})
 PANELS_PER_ROW = 4
+MARKERS_UP_TO_RUNS = 60
 CHANGE_COLOUR = "#b00020"
 HISTORY_CSS = ".regression{color:#b00020;font-weight:600}"
 
@@ -176,7 +177,10 @@ def trend_plot(history: History, workload: str, metric: str) -> str | None:
             alpha=0.25,
             lw=0,
         )
-        ax.plot(x, frame["value"].to_numpy(dtype=float) * scale, "o-", ms=2, lw=1, color=colour)
+        # Markers only while they can be told apart: 365 of them made each panel's SVG
+        # several times larger and slower to write.
+        style = "o-" if len(frame) <= MARKERS_UP_TO_RUNS else "-"
+        ax.plot(x, frame["value"].to_numpy(dtype=float) * scale, style, ms=2, lw=1, color=colour)
         for c in cuts.get(label, []):
             ax.axvline(c.position - 0.5, color=CHANGE_COLOUR, lw=1, ls="--")
             ax.annotate(
