@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench.errors import InputError
@@ -141,18 +143,24 @@ def load_solo_trials(runs: Iterable[tuple[str, Path]], columns: Iterable[str]) -
     `run_id` and only `columns` besides: a year of nightly runs without their samples."""
     wanted = [*_LABEL_COLUMNS, *columns]
     frames = []
+    ids = []
     for run_id, path in runs:
         trials_path = Path(path) / TRIALS
         if not trials_path.exists():
             raise InputError(f"{trials_path} is missing; the run wrote no trials.")
-        frames.append(_with_run_id(read_trials(trials_path, wanted), run_id))
+        frames.append(read_trials(trials_path, wanted))
+        ids.append(run_id)
     if not frames:
         raise InputError("load_solo_trials needs at least one run directory.")
-    trials = _add_labels(pd.concat(frames, ignore_index=True))
-    return trials[trials["usable"] & (trials["role"] == "solo")]
+    # Run ids and `usable` once on the whole frame: per run they cost 2 ms each.
+    trials = pd.concat(frames, ignore_index=True)
+    run_ids = np.repeat(np.array(ids, dtype=object), [len(f) for f in frames])
+    trials = _with_run_id(trials, run_ids)
+    solo = trials[trials["usable"] & (trials["role"] == "solo")]
+    return _add_labels(solo.reset_index(drop=True))
 
 
-def _with_run_id(trials: pd.DataFrame, run_id: str) -> pd.DataFrame:
+def _with_run_id(trials: pd.DataFrame, run_id: str | np.ndarray[Any, Any]) -> pd.DataFrame:
     trials.insert(0, "run_id", run_id)
     trials["usable"] = ~trials["warmup"].astype(bool) & (trials["status"] == "ok")
     return trials
