@@ -7,14 +7,15 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from bench.cgroups.manage import bench_parents
+from bench.cgroups.locate import cgroup_mounts, host_cgroup_version
+from bench.cgroups.manage import BENCH_DIR
 from tests.browser import WINDOW, SvgCounter, console_problems, run_chromium
 from tests.helpers import bench, require, require_root
 
@@ -44,26 +45,32 @@ RUN_TIMEOUT_S = 120
 
 
 @contextmanager
-def cpu_limit_on_bench_parents(cpus: float) -> Iterator[None]:
-    """A CFS quota on the parent of bench's cgroups (v1 cpu.cfs_quota_us, v2 cpu.max), put
-    back afterwards. Only bench's own trials live there, and the heavy-test lock keeps other
-    runs out meanwhile."""
+def cpu_limit_on_bench_parent(cpus: float) -> Iterator[None]:
+    """A CFS quota on the parent of bench's cgroups (v1 cpu.cfs_quota_us, v2 cpu.max), all
+    removed afterwards. An empty child cgroup of ours keeps the parent from being removed
+    when a trial's cgroup goes; the heavy-test lock keeps other runs out meanwhile."""
+    mounts = cgroup_mounts()
+    v2 = host_cgroup_version(mounts) == "v2"
+    parent = (mounts["unified"] if v2 else mounts["cpu"]) / BENCH_DIR
+    made_parent = not parent.exists()
+    hold = parent / "bench-e2e-history-hold"
+    quota_file = parent / ("cpu.max" if v2 else "cpu.cfs_quota_us")
     quota = int(cpus * PERIOD_US)
-    saved: list[tuple[Path, str]] = []
     try:
-        for parent in bench_parents():
-            v1, v2 = parent / "cpu.cfs_quota_us", parent / "cpu.max"
-            if v1.exists() and (parent / "cpu.cfs_period_us").read_text().strip() == str(PERIOD_US):
-                saved.append((v1, v1.read_text().strip()))
-                v1.write_text(str(quota))
-            elif v2.exists():
-                saved.append((v2, v2.read_text().strip()))
-                v2.write_text(f"{quota} {PERIOD_US}")
-        assert saved, f"no bench parent cgroup with a CPU quota file among {bench_parents()}"
+        parent.mkdir(exist_ok=True)
+        hold.mkdir()
+        if not v2:
+            (parent / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+        quota_file.write_text(f"{quota} {PERIOD_US}" if v2 else str(quota))
         yield
     finally:
-        for path, text in reversed(saved):
-            path.write_text(text)
+        with suppress(OSError):
+            quota_file.write_text(f"max {PERIOD_US}" if v2 else "-1")
+        with suppress(OSError):
+            hold.rmdir()
+        if made_parent:
+            with suppress(OSError):  # a sibling still in it keeps it
+                parent.rmdir()
 
 
 def _run(scenario: Path, results: Path) -> str:
@@ -84,7 +91,7 @@ def series(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     scenario.write_text(SCENARIO)
     results = tmp_path_factory.mktemp("bench-e2e-history-results")
     ids = [_run(scenario, results) for _ in range(NORMAL_RUNS)]
-    with cpu_limit_on_bench_parents(LIMIT_CPUS):
+    with cpu_limit_on_bench_parent(LIMIT_CPUS):
         ids += [_run(scenario, results) for _ in range(LIMITED_RUNS)]
     return results, ids
 
