@@ -190,6 +190,8 @@ def select_runs(dirs: Sequence[Path]) -> tuple[list[HistoryRun], list[Excluded],
                 f"another scenario: {scenario.name} (sha256 {scenario.sha256[:12]}), not "
                 f"{newest.name} (sha256 {newest.sha256[:12]}) of the newest run"
             )
+        elif scenario.quick != newest.quick:
+            reason = f"{_plan(scenario.quick)} run, not {_plan(newest.quick)} as the newest run"
         elif run.manifest.status != "complete":
             reason = f"run status {run.manifest.status}"
         else:
@@ -359,3 +361,7 @@ def load_history(paths: Iterable[str | Path], metrics: Sequence[str] = ()) -> Hi
         change_points=_change_points(runs, points),
         excluded=excluded + missing,
     )
+
+
+def _plan(quick: bool) -> str:
+    return "a --quick" if quick else "a full"

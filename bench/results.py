@@ -113,6 +113,9 @@ class ScenarioRef:
     name: str
     path: str
     sha256: str
+    # --quick: the CI-sized plan (fewer repetitions, shorter loads); not comparable with a
+    # full run of the same file, so history and resume keep the two apart.
+    quick: bool = False
 
 
 @dataclass(frozen=True)

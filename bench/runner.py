@@ -130,14 +130,14 @@ def run_scenario(
         if options.resume is not None:
             store = ResultStore(options.resume, resume=True)
             run_id = options.resume.name
-            _check_same_scenario(options.resume, scenario_sha256)
+            _check_same_scenario(options.resume, scenario_sha256, options.quick)
         else:
             run_id = check_run_id(options.run_id or default_run_id(scenario))
             store = ResultStore(options.results_dir / run_id)
         manifest = Manifest(
             run_id=run_id,
             status="running",
-            scenario=ScenarioRef(scenario.name, str(scenario_path), scenario_sha256),
+            scenario=ScenarioRef(scenario.name, str(scenario_path), scenario_sha256, options.quick),
             started_at=_now(),
             bench_version=__version__,
             git_commit=git_commit(),
@@ -175,7 +175,7 @@ def _plan_and_execute(names: list[str], run: _Run, cpus: int) -> RunStatus:
     return _execute(plan, run)
 
 
-def _check_same_scenario(run_dir: Path, scenario_sha256: str) -> None:
+def _check_same_scenario(run_dir: Path, scenario_sha256: str, quick: bool) -> None:
     """Trial ids come from the scenario: resuming with another one would mix two plans."""
     recorded = Manifest.load(run_dir / MANIFEST).scenario
     if recorded.sha256 != scenario_sha256:
@@ -184,6 +184,9 @@ def _check_same_scenario(run_dir: Path, scenario_sha256: str) -> None:
             f"(sha256 {recorded.sha256[:12]}), not this file; resume it with "
             "the same scenario file, or start a new run"
         )
+    if recorded.quick != quick:
+        flag = "with --quick" if recorded.quick else "without --quick"
+        raise InputError(f"{run_dir} was run {flag}; resume it {flag}, or start a new run")
 
 
 def _clean_up(run: _Run, status: RunStatus) -> None:

@@ -100,6 +100,7 @@ class StoreSpec:
     started_at: str = "2025-01-01T00:00:00+00:00"
     scenario_name: str = "synthetic"
     scenario_sha256: str = ""  # "" = a hash of run_id: every run its own scenario
+    quick: bool = False  # run with --quick
     bench_version: str = "0.1.0"
     git_commit: str = "0123456789abcdef0123456789abcdef01234567"
     kernel: str = "6.1.0-synthetic"
@@ -385,6 +386,7 @@ def build(spec: StoreSpec) -> tuple[Manifest, list[tuple[TrialResult, SampleColu
             spec.scenario_name,
             f"scenarios/{spec.scenario_name}.toml",
             spec.scenario_sha256 or hashlib.sha256(spec.run_id.encode()).hexdigest(),
+            spec.quick,
         ),
         started_at=spec.started_at,
         ended_at="2025-01-01T00:30:00+00:00",

@@ -55,6 +55,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_store(root, nightly(i))
     write_store(root, nightly(30, run_id="other-scenario", scenario_sha256="77" * 32))
     write_store(root, nightly(31, run_id="interrupted", status="incomplete"))
+    write_store(root, nightly(10, run_id="quick-one", quick=True))
     write_store(
         root,
         nightly(
@@ -87,9 +88,10 @@ def test_other_scenarios_incomplete_runs_and_missing_series_are_left_out(results
     reasons = {(e.run_id, e.runtime): e.reason for e in history.excluded}
     assert "another scenario" in reasons[("other-scenario", "")]
     assert reasons[("interrupted", "")] == "run status incomplete"
+    assert reasons[("quick-one", "")] == "a --quick run, not a full as the newest run"
     assert reasons[("no-docker", "docker")].startswith("no usable value of throughput, cpu_s")
     points = history.points
-    assert not points["run_id"].isin(["other-scenario", "interrupted"]).any()
+    assert not points["run_id"].isin(["other-scenario", "interrupted", "quick-one"]).any()
     # The run without docker still counts for the other runtimes, never for docker.
     assert set(points.loc[points["run_id"] == "no-docker", "runtime"]) == {"bare", "podman", "lxc"}
     times = [r.started_at for r in history.runs]

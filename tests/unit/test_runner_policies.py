@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.errors import BenchError
+from bench.errors import BenchError, InputError
 from bench.results import Manifest, TrialResult
 from bench.runner import MAX_RUNTIME_ERRORS, RunOptions, RunOutcome, run_scenario
 from bench.runtimes.base import Availability
@@ -201,6 +201,14 @@ def test_resume_does_not_redo_finished_trials(host: FakeHost, tmp_path: Path) ->
     again = [h.trial_id for h in host.handles[started_before:]]
     assert again == [t.trial_id for t in resumed.trials if t.workload != "first"]
     assert read_manifest(first.run_dir).trials_done == 3
+    assert read_manifest(first.run_dir).scenario.quick is False
+
+
+def test_resume_with_the_other_plan_size_is_refused(host: FakeHost, tmp_path: Path) -> None:
+    """A --quick run resumed without --quick would mix two plans' trials in one store."""
+    first, _ = run(tmp_path, ["only"], ["fake"])
+    with pytest.raises(InputError, match="was run without --quick; resume it without --quick"):
+        run_scenario(tmp_path / "scenario.toml", RunOptions(resume=first.run_dir, quick=True))
 
 
 def test_a_signal_during_a_wait_stops_everything_and_keeps_the_finished(
