@@ -109,13 +109,29 @@ class LatencyHistogram:
         return LatencySummary(
             count=self.count,
             min_s=0.0 if empty else float(self._hdr.get_min_value()) / NS_PER_S,
-            mean_s=0.0 if empty else float(self._hdr.get_mean_value()) / NS_PER_S,
+            mean_s=0.0 if empty else self._mean_ns() / NS_PER_S,
             p50_s=p50,
             p90_s=p90,
             p99_s=p99,
             p999_s=p999,
             max_s=float(self._hdr.get_max_value()) / NS_PER_S,
         )
+
+    def _mean_ns(self) -> float:
+        """HdrHistogram's mean (each bucket at its middle value) over non-empty buckets only.
+
+        hdrh's get_mean_value walks every sub-bucket up to the largest value in Python: 0.54 s
+        per trial's histogram here, against about 5 ms for this scan of the counts.
+        """
+        hdr = self._hdr
+        counts = hdr.counts
+        limit = min(hdr.counts_len, hdr.encoder.payload.counts_len)
+        total = 0
+        for index in range(limit):
+            count = counts[index]
+            if count:
+                total += count * hdr._hdr_median_equiv_value(hdr.get_value_from_index(index))
+        return float(total) / float(hdr.get_total_count())
 
     def add(self, other: LatencyHistogram) -> None:
         """Add `other`'s counts to this one: exact, since both share one bucket layout."""

@@ -18,7 +18,7 @@ from bench.changepoints import change_points
 from bench.cli import main
 from bench.history import load_history
 from bench.report.history import build_history, render_history_markdown
-from tests.storegen import StoreSpec, write_store
+from tests.storegen import ServiceCase, StoreSpec, write_store
 
 SCENARIO_SHA = "5e" * 32
 RUNS = 24
@@ -177,3 +177,31 @@ def test_user_mistakes_exit_2(results: Path, tmp_path: Path) -> None:
     empty.mkdir()
     nothing = CliRunner().invoke(main, ["history", str(empty)])
     assert nothing.exit_code == 2 and "neither a bench run directory" in nothing.output
+
+
+def test_a_p99_step_of_a_service_is_found_in_its_latency_series(tmp_path: Path) -> None:
+    """Service workloads' percentiles are series too: docker/published's latency x1.6 from
+    run 10 on is found there, and bare's series (unchanged) stays quiet."""
+    service = "app-http"
+    for i in range(16):
+        factor = {"docker/published": 1.6 if i >= 10 else 1.0}
+        write_store(
+            tmp_path,
+            nightly(
+                i,
+                workloads=(),
+                runtimes=("bare", "docker"),
+                throughput_factor={},
+                services=(ServiceCase(workload=service, latency_factor=factor, requests=1500),),
+            ),
+        )
+    history = load_history([tmp_path], ["latency_p99_s", "latency_p50_s"])
+    points = history.points
+    assert set(points["metric"]) == {"latency_p99_s", "latency_p50_s"}
+    found = {(c.runtime, c.metric, c.run_id) for c in history.change_points}
+    assert ("docker/published", "latency_p99_s", "nightly-010") in found, found
+    assert not [c for c in history.change_points if c.runtime.startswith("bare")], found
+    p99 = points[(points["metric"] == "latency_p99_s") & (points["runtime"] == "docker/published")]
+    before = p99[p99["run_id"] == "nightly-009"].iloc[0]
+    after = p99[p99["run_id"] == "nightly-010"].iloc[0]
+    assert after["value"] / before["value"] == pytest.approx(1.6, rel=0.25)
