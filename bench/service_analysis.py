@@ -35,7 +35,13 @@ COLUMNS = [
     "client_saturated",
     "helper_cpu_s_per_1k_requests",
     "server_cpu_s_per_1k_requests",
+    "knee",
 ]
+# A rate sweep's knee: the highest offered rate up to which every rate was kept on schedule
+# (achieved >= 97 % of offered: the open-loop clients' own saturation rule) with a p99 at most
+# twice the lowest rate's. Past it, queueing, not the path, sets the latency.
+KNEE_KEPT_FRACTION = 0.97
+KNEE_P99_FACTOR = 2.0
 
 
 def service_trials(run: Run) -> pd.DataFrame:
@@ -127,7 +133,33 @@ def service_table(
                     ),
                 }
             )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table["knee"] = sweep_knees(table)
+    return table
+
+
+def sweep_name(workload: pd.Series) -> pd.Series:
+    """The sweep a workload belongs to: its name without the `@<rate>/s` suffix."""
+    return workload.str.rsplit("@", n=1).str[0]
+
+
+def sweep_knees(table: pd.DataFrame) -> pd.Series:
+    """True on the row that is its sweep's knee for its label (KNEE_* above); a label that
+    missed the rule at its lowest rate has none, and so has a workload without a sweep."""
+    knee = pd.Series(False, index=table.index, dtype=bool)
+    swept = table[table["offered_rate_per_s"].notna()]
+    for _, rows in swept.groupby([sweep_name(swept["workload"]), swept["runtime"]]):
+        if rows["workload"].nunique() < 2:
+            continue
+        rows = rows.sort_values("offered_rate_per_s")
+        lowest_p99_s = float(rows["latency_p99_s"].iloc[0])
+        held = (rows["requests_per_s"] >= KNEE_KEPT_FRACTION * rows["offered_rate_per_s"]) & (
+            rows["latency_p99_s"] <= KNEE_P99_FACTOR * lowest_p99_s
+        )
+        up_to = held.cumprod().astype(bool)
+        if up_to.any():
+            knee[up_to[up_to].index[-1]] = True
+    return knee
 
 
 def service_warnings(run: Run) -> list[stats.StatWarning]:

@@ -34,7 +34,7 @@ from bench.report.markdown import (
     startup_rows,
 )
 from bench.runtimes import registry
-from bench.service_analysis import PERCENTILE_COLUMNS
+from bench.service_analysis import PERCENTILE_COLUMNS, sweep_name
 
 if TYPE_CHECKING:
     from bench.report import RunSummary
@@ -227,9 +227,9 @@ def service_latency_plot(table: pd.DataFrame) -> str | None:
 
 def sweep_plot(table: pd.DataFrame) -> str | None:
     """The throughput-latency curve of each rate sweep: achieved requests/s against p99 (log
-    scale) per label, one point per offered rate; where the curve bends up is the knee."""
+    scale) per label, one point per offered rate; the knee (service_analysis) circled."""
     swept = table[table["offered_rate_per_s"].notna() & table["latency_p99_s"].notna()]
-    swept = swept.assign(sweep=swept["workload"].str.rsplit("@", n=1).str[0])
+    swept = swept.assign(sweep=sweep_name(swept["workload"]))
     sweeps = [
         str(name)
         for name, rows in swept.groupby("sweep", sort=True)
@@ -251,6 +251,16 @@ def sweep_plot(table: pd.DataFrame) -> str | None:
                 ls=style,
                 color=colour,
                 label=label,
+            )
+            knee = line[line["knee"].astype(bool)]
+            ax.plot(
+                knee["requests_per_s"].to_numpy(float),
+                knee["latency_p99_s"].to_numpy(float) * 1e3,
+                marker="o",
+                ms=9,
+                mfc="none",
+                ls="none",
+                color=colour,
             )
         _log_ms_axis(ax, "p99 latency (ms, log scale)")
         ax.set_xlabel("achieved requests/s")

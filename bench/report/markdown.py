@@ -175,7 +175,8 @@ def _finite(value: Any) -> float:
 
 def service_rows(table: pd.DataFrame) -> Rows:
     """Service workloads per label (analysis.service_table). In bold: a p99 significantly
-    above the baseline's (its label heads each workload), and a saturated client."""
+    above the baseline's (its label heads each workload), and a saturated client; a rate
+    sweep's knee is marked "(knee)"."""
     headers = [
         "runtime",
         "workload",
@@ -199,7 +200,7 @@ def service_rows(table: pd.DataFrame) -> Rows:
         rows.append(
             [
                 str(r.runtime),
-                str(r.workload),
+                f"{r.workload} (knee)" if r.knee else str(r.workload),
                 str(r.n),
                 with_ci(r.requests_per_s, r.requests_per_s_low, r.requests_per_s_high),
                 str(r.errors),

@@ -87,3 +87,43 @@ def test_no_service_trials_is_an_empty_table(tmp_path: Path) -> None:
     _run, table = _table(tmp_path, StoreSpec(repetitions=3))
     assert len(table) == 0
     assert "latency_p99_s" in table.columns
+
+
+def test_a_sweeps_knee_is_its_last_rate_before_p99_doubles(tmp_path: Path) -> None:
+    """Latency flat up to 4,000/s, x3 at 8,000/s: the knee is 4,000/s for every label, and
+    the Markdown report marks that row."""
+    medians = {1000.0: 200e-6, 2000.0: 205e-6, 4000.0: 230e-6, 8000.0: 600e-6}
+    cases = tuple(
+        ServiceCase(offered_rate_per_s=rate, latency_median_s=median)
+        for rate, median in medians.items()
+    )
+    spec = StoreSpec(runtimes=(), workloads=(), repetitions=3, services=cases)
+    _run, table = _table(tmp_path, spec)
+    knees = table[table["knee"]]
+    assert sorted(knees["workload"]) == ["http-get@4000/s"] * 3
+    assert set(knees["runtime"]) == set(table["runtime"])
+    from bench.report.markdown import md_table, service_rows
+
+    assert md_table(*service_rows(table)).count("http-get@4000/s (knee)") == 3
+
+
+def test_knee_rule_on_schedule_and_p99() -> None:
+    """A label that fell behind its schedule at 3,000/s has its knee at 2,000/s even with a
+    flat p99; one that missed the rule at its lowest rate has none; no sweep, no knee."""
+    from bench.service_analysis import sweep_knees
+
+    rows = [
+        ("a", "x@1000/s", 1000.0, 1000.0, 1.0e-3),
+        ("a", "x@2000/s", 2000.0, 1990.0, 1.1e-3),
+        ("a", "x@3000/s", 3000.0, 2700.0, 1.2e-3),
+        ("a", "x@4000/s", 4000.0, 3990.0, 1.2e-3),  # back on schedule: after the knee anyway
+        ("b", "x@1000/s", 1000.0, 900.0, 1.0e-3),
+        ("b", "x@2000/s", 2000.0, 2000.0, 1.0e-3),
+        ("c", "closed", float("nan"), 5000.0, 1.0e-3),
+    ]
+    table = pd.DataFrame(
+        rows,
+        columns=["runtime", "workload", "offered_rate_per_s", "requests_per_s", "latency_p99_s"],
+    )
+    knees = table[sweep_knees(table)]
+    assert list(zip(knees["runtime"], knees["workload"], strict=True)) == [("a", "x@2000/s")]
