@@ -13,8 +13,10 @@ import socket
 import subprocess
 from pathlib import Path
 
+from bench.cgroups.manage import create_cgroup
 from bench.errors import BenchError
 from bench.probes import Probe, wait_answers
+from bench.spec import Limits
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_USER = "bench"
@@ -45,11 +47,14 @@ def pg_argv(data_dir: str, listen_host: str, port: int) -> list[str]:
     return argv
 
 
-def init_template(template: Path, pgbench_scale: int, user: tuple[int, int]) -> None:
+def init_template(
+    template: Path, pgbench_scale: int, user: tuple[int, int], cgroup_name: str
+) -> None:
     """`template`: a data directory with pgbench's tables, which every trial copies.
 
     initdb took ~2.4 s here; then a server on a free loopback port, `pgbench -i`, and a
-    clean shutdown (a checkpoint: the copies start without crash recovery).
+    clean shutdown (a checkpoint: the copies start without crash recovery). The server runs
+    in the bench cgroup `cgroup_name`: a run killed meanwhile leaves it to `bench gc`.
     """
     if template.is_dir():
         return
@@ -82,26 +87,42 @@ def init_template(template: Path, pgbench_scale: int, user: tuple[int, int]) -> 
     with (staging / "pg_hba.conf").open("a") as hba:
         hba.write("host all all 0.0.0.0/0 trust\n")
     try:
-        _pgbench_init(staging, pgbench_scale, (uid, gid), env)
+        _pgbench_init(staging, pgbench_scale, (uid, gid), env, cgroup_name)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     staging.rename(template)
 
 
-def _pgbench_init(data_dir: Path, scale: int, user: tuple[int, int], env: dict[str, str]) -> None:
+def _pgbench_init(
+    data_dir: Path, scale: int, user: tuple[int, int], env: dict[str, str], cgroup_name: str
+) -> None:
     """Start a server on `data_dir`, create pgbench's tables at `scale`, stop it cleanly."""
     pgbench = shutil.which("pgbench")
     if pgbench is None:
         raise BenchError("pgbench is not installed: apt-get install postgresql-client")
     port = _free_loopback_port()
     log = data_dir / "init-server.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            pg_argv(str(data_dir), "127.0.0.1", port), cwd=data_dir, env=env,
-            user=user[0], group=user[1], extra_groups=[], stdin=subprocess.DEVNULL,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    cgroup = create_cgroup(cgroup_name, Limits())
+
+    def in_child() -> None:
+        # Join first, as root (Popen's user= drops before preexec_fn, and nobody may not
+        # write cgroup.procs), then drop: bench.runtimes.bare does the same for a trial.
+        cgroup.join_current_process()
+        os.setgroups([])
+        os.setgid(user[1])
+        os.setuid(user[0])
+
+    try:
+        with log.open("wb") as out:
+            server = subprocess.Popen(
+                pg_argv(str(data_dir), "127.0.0.1", port), cwd=data_dir, env=env,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=in_child,
+            )  # fmt: skip
+    except BaseException:
+        cgroup.remove()
+        raise
     try:
         if not wait_answers("127.0.0.1", port, Probe("postgres", user=PG_USER), PG_READY_TIMEOUT_S):
             from bench.workloads import last_lines
@@ -119,7 +140,11 @@ def _pgbench_init(data_dir: Path, scale: int, user: tuple[int, int], env: dict[s
                 f"{(proc.stderr or proc.stdout).strip()[-500:]}"
             )
     finally:
-        _stop_postgres(server)
+        try:
+            _stop_postgres(server)
+        finally:
+            cgroup.kill_all()  # anything the server left (it stops its children itself)
+            cgroup.remove()
     log.unlink()
 
 

@@ -106,8 +106,8 @@ class ServerKind:
     standalone: bool = True
     data_paths: tuple[Path, ...] = ()
     # Work done once per run, outside any measurement: (params, state dir, the server's
-    # uid/gid).
-    prepare: Callable[[ServerParams, Path, tuple[int, int] | None], None] | None = None
+    # uid/gid, the name of the bench cgroup its processes run in, for `bench gc` to find).
+    prepare: Callable[[ServerParams, Path, tuple[int, int] | None, str], None] | None = None
 
 
 def _lines(*lines: str) -> bytes:
@@ -293,18 +293,24 @@ def server_user(kind: ServerKind, user: tuple[int, int] | None) -> tuple[int, in
 
 
 def prepare_run(
-    kind: ServerKind, params: ServerParams, state_dir: Path, user: tuple[int, int] | None
+    kind: ServerKind,
+    params: ServerParams,
+    state_dir: Path,
+    user: tuple[int, int] | None,
+    cgroup_name: str,
 ) -> None:
-    """Work a kind needs once per run, outside any measurement (PostgreSQL's initdb)."""
+    """Work a kind needs once per run, outside any measurement (PostgreSQL's initdb); its
+    processes run in the bench cgroup `cgroup_name`, so a killed run leaves them to gc."""
     if kind.prepare is not None:
-        kind.prepare(params, state_dir, server_user(kind, user))
+        kind.prepare(params, state_dir, server_user(kind, user), cgroup_name)
 
 
-def postgres_initdb(params: ServerParams, state_dir: Path, user: tuple[int, int] | None) -> None:
+def postgres_initdb(
+    params: ServerParams, state_dir: Path, user: tuple[int, int] | None, cgroup_name: str
+) -> None:
     """The run's data directory with pgbench's tables at the workload's scale (bench.pginit)."""
-    init_template(
-        pg_template(state_dir, params.pgbench_scale), params.pgbench_scale, user or NOBODY
-    )
+    template = pg_template(state_dir, params.pgbench_scale)
+    init_template(template, params.pgbench_scale, user or NOBODY, cgroup_name)
 
 
 def materialize(setup: ServerSetup, io_dir: Path, user: tuple[int, int] | None) -> None:

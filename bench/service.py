@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.errors import BenchError, InputError
+from bench.naming import object_name
 from bench.probes import answers
 from bench.servers import Peer, ServerKind, ServerParams, ServerSetup, server_kind
 from bench.spec import STDERR_FILE
@@ -191,7 +192,8 @@ def prepare_services(scenario: Scenario, run_dir: Path, user: tuple[int, int] | 
             continue
         for tier in stack_of(workload.service).tiers:
             params = server_params(workload, "host", tier)
-            prepare_run(server_kind(tier.server), params, state_dir(run_dir), user)
+            cgroup_name = object_name(run_dir.name, f"prep-{workload.name}-{tier.name}")
+            prepare_run(server_kind(tier.server), params, state_dir(run_dir), user, cgroup_name)
 
 
 def discard_services(run_dir: Path) -> None:

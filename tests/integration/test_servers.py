@@ -6,7 +6,9 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,7 +71,7 @@ def test_server_starts_answers_its_probe_and_stops(name: str, state_dir: Path) -
     user = server_user(kind, None)
     port = free_port()
     params = ServerParams(port=port, network="host")
-    prepare_run(kind, params, state_dir, user)
+    prepare_run(kind, params, state_dir, user, f"{PREFIX}prep-{name}")
     setup = kind.build(params, state_dir)
     io_dir = state_dir / f"io-{name}"
     io_dir.mkdir()
@@ -134,7 +136,7 @@ def test_postgres_template_holds_pgbench_tables_at_its_scale_and_leaves_no_serve
     require(not missing_files(kind), f"apt-get install {kind.package}")
     require(shutil.which("psql") is not None, "apt-get install postgresql-client")
     params = ServerParams(port=free_port(), network="host", pgbench_scale=2)
-    prepare_run(kind, params, state_dir, server_user(kind, None))
+    prepare_run(kind, params, state_dir, server_user(kind, None), f"{PREFIX}prep-template")
     template = pg_template(state_dir, 2)
     assert not (template / "postmaster.pid").exists(), "the init server was not shut down"
     running = [p.info for p in psutil.process_iter(["pid", "cmdline"]) if str(template) in
@@ -161,3 +163,58 @@ def test_postgres_template_holds_pgbench_tables_at_its_scale_and_leaves_no_serve
     finally:
         handle.stop()
     assert not listening(params.port)
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (the killed bench's orphans are reaped by whoever adopts them)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_an_init_server_that_a_sigkill_left_is_found_and_removed_by_gc() -> None:
+    """pgbench -i's server runs in a bench cgroup: when bench is SIGKILLed during the init,
+    the server outlives it there, and `bench gc` (bare metal's leftovers) kills and removes it."""
+    require_root()
+    kind = server_kind("postgres")
+    require(not missing_files(kind), f"apt-get install {kind.package}")
+    require(shutil.which("pgbench") is not None, "apt-get install postgresql-client")
+    state = Path(tempfile.mkdtemp(prefix="bench-test-pgkill-"))
+    state.chmod(0o711)
+    name = f"{PREFIX}prep-killed"
+    uid, gid = server_user(kind, None) or (65534, 65534)
+    script = (
+        "import sys; from pathlib import Path; from bench.pginit import init_template; "
+        "init_template(Path(sys.argv[1]), 40, (int(sys.argv[2]), int(sys.argv[3])), sys.argv[4])"
+    )
+    bench = subprocess.Popen(
+        [sys.executable, "-c", script, str(state / "template"), str(uid), str(gid), name],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        servers: list[int] = []
+        while not servers and time.monotonic() < deadline and bench.poll() is None:
+            time.sleep(0.1)
+            servers = [
+                pid
+                for cgroup in list_bench_cgroups()
+                if cgroup.name == name
+                for pid in map(int, (cgroup / "cgroup.procs").read_text().split())
+            ]
+        assert servers, "the init server never appeared in its bench cgroup"
+        bench.kill()
+        bench.wait()
+        time.sleep(0.5)
+        assert any(running(pid) for pid in servers), "the server died with bench"
+        assert [c for c in list_bench_cgroups() if c.name == name]
+        BareRuntime().remove_leftovers()
+        assert [c for c in list_bench_cgroups() if c.name == name] == []
+        assert not any(running(pid) for pid in servers)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+        shutil.rmtree(state, ignore_errors=True)
