@@ -20,6 +20,9 @@ from bench.probes import Probe
 from bench.pyimage import python_binaries, python_data_paths
 from bench.queuesvc import APP_SOURCE, MOSQUITTO, mosquitto, queue_orders, queue_pricing
 from bench.spec import NetworkMode
+from bench.webappsvc import APP_SOURCE as WEBAPP_SOURCE
+from bench.webappsvc import PACKAGES as WEBAPP_PACKAGES
+from bench.webappsvc import PSYCOPG2_EXTENSION, webapp
 
 # Servers run as nobody:nogroup when the scenario names no user: PostgreSQL refuses root,
 # and nginx's root master chowns its temp dirs to its workers' user, which containers
@@ -346,6 +349,7 @@ POSTGRES = (PG_BIN / "postgres", PG_PLPGSQL)
 
 PYTHON_APP = python_binaries()
 PYTHON_APP_DATA = (*python_data_paths(("paho",)), APP_SOURCE)
+WEBAPP_DATA = (*python_data_paths(WEBAPP_PACKAGES), WEBAPP_SOURCE)
 # One row per server: name, Debian package (doctor's fix), client kind, binaries, builder,
 # default port, then what differs from the defaults. What each serves: its builder's docstring.
 SERVERS: dict[str, ServerKind] = {
@@ -410,6 +414,18 @@ SERVERS: dict[str, ServerKind] = {
             non_root=True,
             standalone=False,
             data_paths=PYTHON_APP_DATA,
+        ),
+        # app-multitier (bench.webappsvc): the app tier in front of postgres and redis.
+        ServerKind(
+            "webapp",
+            "gunicorn python3-psycopg2 python3-redis",
+            "http",
+            (*PYTHON_APP, PSYCOPG2_EXTENSION),
+            webapp,
+            18000,
+            non_root=True,
+            standalone=False,
+            data_paths=WEBAPP_DATA,
         ),
     )
 }

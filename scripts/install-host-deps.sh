@@ -9,6 +9,7 @@ PKGS=(
   stress-ng busybox-static                                  # the workload image
   nginx-light redis-server postgresql-15 sockperf iperf3    # service workloads' servers
   mosquitto python3-paho-mqtt                               # app-queue: broker, services and client
+  gunicorn python3-psycopg2 python3-redis                   # app-multitier: the app tier
   qemu-system-x86 cpio                                      # the cgroup v2 test VM
   chromium                                                  # e2e: renders the HTML report
   wrk                                                       # HTTP load (the others come with the servers)

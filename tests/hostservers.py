@@ -65,7 +65,15 @@ def with_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def start_server(argv: list[str], host: str, port: int, cwd: Path, probe: Probe) -> Server:
+def start_server(
+    argv: list[str],
+    host: str,
+    port: int,
+    cwd: Path,
+    probe: Probe,
+    user: tuple[int, int] | None = None,
+) -> Server:
+    """`argv` pinned to the server CPU, as `user` (uid, gid) when given, answering `probe`."""
     process = subprocess.Popen(
         ["taskset", "-c", SERVER_CPUS, *argv],
         cwd=cwd,
@@ -73,6 +81,9 @@ def start_server(argv: list[str], host: str, port: int, cwd: Path, probe: Probe)
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        user=user[0] if user else None,
+        group=user[1] if user else None,
+        extra_groups=[] if user else None,
     )
     server = Server(process, host, port)
     if not wait_answers(host, port, probe, timeout_s=10):
