@@ -263,3 +263,65 @@ def gc(force: bool) -> None:
 
     for line in collect_garbage(force=force):
         click.echo(line)
+
+
+@main.group()
+def fleet() -> None:
+    """One scenario on every host of an Ansible inventory, one merged result."""
+
+
+@fleet.command(name="run")
+@click.argument("scenario")
+@click.option("--inventory", "-i", required=True, type=click.Path(path_type=Path))
+@click.option("--limit", "-l", help="Only the hosts this Ansible pattern selects.")
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"))
+@click.option("--fleet-id", help="Name of the fleet folder (default: fleet-scenario-time-random).")
+@click.option(
+    "--resume",
+    type=click.Path(path_type=Path),
+    help="A fleet folder: redo only its hosts that did not finish.",
+)
+@click.option("--runtime", "runtimes", multiple=True, help="Only this runtime (repeatable).")
+@click.option("--quick", is_flag=True, help="CI-sized: fewer repetitions, shorter stressors.")
+@click.option(
+    "--host-timeout", "host_timeout_s", type=float, default=3 * 3600.0, show_default=True,
+    help="Seconds every host gets for prepare, run and fetch; it is stopped at that.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@friendly
+def fleet_run(
+    scenario: str,
+    inventory: Path,
+    limit: str | None,
+    results_dir: Path,
+    fleet_id: str | None,
+    resume: Path | None,
+    runtimes: tuple[str, ...],
+    quick: bool,
+    host_timeout_s: float,
+    as_json: bool,
+) -> None:
+    """Run SCENARIO on every host of the inventory; write results/<fleet-id>/."""
+    from dataclasses import asdict
+
+    from bench.fleet import FleetOptions, run_fleet
+    from bench.scenario_load import resolve_scenario
+
+    options = FleetOptions(
+        inventory, results_dir, limit, fleet_id, resume, quick, list(runtimes), host_timeout_s
+    )
+    outcome = run_fleet(resolve_scenario(scenario), options, lambda m: click.echo(m, err=True))
+    manifest = outcome.manifest
+    if as_json:
+        hosts = {name: asdict(entry) for name, entry in manifest.hosts.items()}
+        out = {"fleet_dir": str(outcome.fleet_dir), "status": manifest.status, "hosts": hosts}
+        click.echo(json.dumps(out))
+    else:
+        for name, entry in manifest.hosts.items():
+            reason = f" ({entry.reason})" if entry.reason else ""
+            click.echo(f"{name}: {entry.status}{reason}")
+        click.echo(f"results: {outcome.fleet_dir} ({manifest.status})")
+    if manifest.status == "interrupted":
+        sys.exit(130)
+    if manifest.status != "complete":
+        sys.exit(1)

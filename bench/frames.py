@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import InputError
+from bench.fleet_store import host_runs, is_fleet_dir
 from bench.results import MANIFEST, SAMPLES, TRIALS, Manifest, read_samples, read_trials
 from bench.runtimes import registry
 
@@ -97,8 +98,11 @@ def label_order(labels: Iterable[str], baseline: str | None = None) -> list[str]
 def load_run(path: str | Path, *, samples: bool = True) -> Run:
     """Load results/<run-id>/ (manifest.json, trials.parquet, samples.parquet) into a Run.
 
-    `samples=False` leaves the samples out (an empty frame): tables of trials need none."""
+    `samples=False` leaves the samples out (an empty frame): tables of trials need none.
+    A fleet result (bench.fleet_store) gives every host's run in one Run, with a `host` column."""
     run_dir = Path(path)
+    if is_fleet_dir(run_dir):
+        return _load_fleet(run_dir, samples)
     manifest = Manifest.load(run_dir / MANIFEST)
     run_id = manifest.run_id
     trials_path = run_dir / TRIALS
@@ -132,6 +136,23 @@ def load_runs(paths: Iterable[str | Path]) -> Run:
     samples = pd.concat([r.samples for r in runs], ignore_index=True)
     manifests = {r.run_id: r.manifest for r in runs}
     return Run(runs[0].path, manifests, _add_labels(trials), samples)
+
+
+def _load_fleet(fleet_dir: Path, samples: bool) -> Run:
+    """Every host's run of a fleet result, told apart by `host` (the inventory name)."""
+    hosts = host_runs(fleet_dir)
+    if not hosts:
+        raise InputError(f"{fleet_dir}: no host of this fleet brought a run back")
+    runs = []
+    for host, run_dir in hosts:
+        run = load_run(run_dir, samples=samples)
+        run.trials.insert(1, "host", host)
+        run.samples.insert(1, "host", host)
+        runs.append(run)
+    trials = pd.concat([r.trials.drop(columns="label") for r in runs], ignore_index=True)
+    frame = pd.concat([r.samples for r in runs], ignore_index=True)
+    manifests = {r.run_id: r.manifest for r in runs}
+    return Run(fleet_dir, manifests, _add_labels(trials), frame)
 
 
 # What `usable` and `label` are computed from.

@@ -1,0 +1,147 @@
+"""Fleet results (bench.fleet_store), their frames, and the parts of `bench fleet` that need
+no hosts: inventories, the source bench ships to hosts, SSH options, the remote stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench import fleet, fleet_remote
+from bench.analysis import load_run
+from bench.errors import InputError
+from bench.fleet_store import FLEET_MANIFEST, FleetManifest, HostEntry, host_dir
+from bench.gc import live_runs
+from tests.storegen import StoreSpec, write_store
+
+
+def _manifest(**hosts: HostEntry) -> FleetManifest:
+    return FleetManifest(
+        fleet_id="fleet-x", status="incomplete", scenario_name="synthetic",
+        scenario_sha256="ab" * 32, quick=True, runtimes=["bare"], bench_version="0.1.0",
+        bench_source_sha256="cd" * 32, git_commit=None, inventory="inv.yml", limit="",
+        started_at="2025-01-01T00:00:00+00:00", hosts=dict(hosts),
+    )  # fmt: skip
+
+
+def _fleet_dir(tmp_path: Path, statuses: dict[str, str]) -> Path:
+    """A fleet result whose complete hosts hold a generated run (a host name as hostname)."""
+    fleet_dir = tmp_path / "fleet-x"
+    hosts = {}
+    for i, (name, status) in enumerate(statuses.items()):
+        hosts[name] = HostEntry(status=status, run_id=f"fleet-x.{name}")  # type: ignore[arg-type]
+        if status == "complete":
+            spec = StoreSpec(run_id=f"fleet-x.{name}", runtimes=("bare", "docker"),
+                             repetitions=3, hostname=f"machine-{name}", seed=i)  # fmt: skip
+            run_dir = write_store(tmp_path / "gen", spec)
+            host_dir(fleet_dir, name).parent.mkdir(parents=True, exist_ok=True)
+            run_dir.rename(host_dir(fleet_dir, name))
+    _manifest(**hosts).save(fleet_dir)
+    return fleet_dir
+
+
+def test_manifest_round_trip_and_unfinished_hosts(tmp_path: Path) -> None:
+    manifest = _manifest(
+        a=HostEntry(status="complete", run_id="fleet-x.a"),
+        b=HostEntry(status="unreachable", reason="No route to host", run_id="fleet-x.b"),
+    )
+    manifest.save(tmp_path)
+    back = FleetManifest.load(tmp_path)
+    assert back == manifest
+    assert back.unfinished() == ["b"]
+
+
+def test_damaged_or_missing_manifest_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not a fleet result"):
+        FleetManifest.load(tmp_path)
+    (tmp_path / FLEET_MANIFEST).write_text('{"fleet_id": 1}')
+    with pytest.raises(InputError, match="damaged"):
+        FleetManifest.load(tmp_path)
+
+
+def test_load_run_of_a_fleet_has_one_group_per_host_that_finished(tmp_path: Path) -> None:
+    fleet_dir = _fleet_dir(tmp_path, {"h1": "complete", "h2": "complete", "h3": "unreachable"})
+    run = load_run(fleet_dir)
+    assert sorted(run.trials["host"].unique()) == ["h1", "h2"]
+    assert sorted(run.samples["host"].unique()) == ["h1", "h2"]
+    assert sorted(run.run_ids) == ["fleet-x.h1", "fleet-x.h2"]
+    for name, group in run.trials.groupby("host"):
+        single = load_run(host_dir(fleet_dir, str(name)))
+        assert len(group) == len(single.trials)
+        assert set(group["run_id"]) == {f"fleet-x.{name}"}
+    host_of_run = {m.run_id: m.host.hostname for m in run.manifests.values() if m.host}
+    assert host_of_run == {"fleet-x.h1": "machine-h1", "fleet-x.h2": "machine-h2"}
+
+
+def test_load_run_of_a_fleet_without_any_run_is_an_input_error(tmp_path: Path) -> None:
+    fleet_dir = _fleet_dir(tmp_path, {"h1": "failed"})
+    with pytest.raises(InputError, match="no host"):
+        load_run(fleet_dir)
+
+
+def test_inventory_hosts_and_limit(tmp_path: Path) -> None:
+    inventory = tmp_path / "inventory.yml"
+    data = {"all": {"children": {"lab": {"hosts": {"web1": {}, "web2": {}}},
+                                 "db": {"hosts": {"db1": {}}}}}}  # fmt: skip
+    inventory.write_text(yaml.safe_dump(data))
+    assert sorted(fleet.inventory_hosts(inventory, None)) == ["db1", "web1", "web2"]
+    assert sorted(fleet.inventory_hosts(inventory, "lab")) == ["web1", "web2"]
+    assert fleet.inventory_hosts(inventory, "web*:!web1") == ["web2"]
+    with pytest.raises(InputError, match="no hosts matching"):
+        fleet.inventory_hosts(inventory, "nosuch")
+    with pytest.raises(InputError, match="no such inventory"):
+        fleet.inventory_hosts(tmp_path / "missing.yml", None)
+
+
+def test_source_tarball_holds_what_a_host_installs(tmp_path: Path) -> None:
+    first = fleet.source_tarball(tmp_path / "a.tar.gz")
+    assert first == fleet.source_tarball(tmp_path / "b.tar.gz")
+    with tarfile.open(tmp_path / "a.tar.gz") as tar:
+        names = set(tar.getnames())
+    needed = {"pyproject.toml", "scripts/setup-venv.sh", "bench/fleet_remote.py",
+              "bench/playbooks/run.yml", "scenarios/smoke.toml"}  # fmt: skip
+    assert needed <= names
+    assert not [n for n in names if n.startswith(("tests/", ".venv", "results/"))]
+
+
+def test_ssh_options_never_share_connections_and_notice_a_dead_host(tmp_path: Path) -> None:
+    options = fleet.FleetOptions(inventory=tmp_path / "inv", keepalive_s=4, keepalive_count=2)
+    args = fleet._ssh_args(options, tmp_path / "known_hosts").split()
+    assert "ControlMaster=no" in args and "ControlPersist=no" in args
+    assert "ServerAliveInterval=4" in args and "ServerAliveCountMax=2" in args
+    assert "StrictHostKeyChecking=accept-new" in args
+    assert f"UserKnownHostsFile={tmp_path / 'known_hosts'}" in args
+
+
+def test_remote_stop_interrupts_the_run_of_that_id_only(tmp_path: Path) -> None:
+    """A registered run (as `bench run` registers itself) gets SIGINT and ends; another
+    run id is left alone."""
+    script = (
+        "import sys, time\nfrom bench.gc import registered\n"
+        "with registered(sys.argv[1]):\n    print('up', flush=True)\n    time.sleep(60)\n"
+    )
+    procs = {
+        run_id: subprocess.Popen([sys.executable, "-c", script, run_id], stdout=subprocess.PIPE)
+        for run_id in (f"fleet-t{os.getpid()}.a", f"fleet-t{os.getpid()}.b")
+    }
+    try:
+        for proc in procs.values():
+            assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
+        target, other = procs
+        stopped = fleet_remote.stop(target, grace_s=10)
+        assert stopped == [{"pid": procs[target].pid, "killed": False}]
+        assert procs[target].wait(5) != 0
+        assert procs[other].poll() is None
+        assert [r.run_id for r in live_runs() if r.run_id in procs] == [other]
+        assert fleet_remote.stop(f"fleet-t{os.getpid()}.none") == []
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                proc.wait(5)
