@@ -76,6 +76,16 @@ STACKS: dict[str, Stack] = {
             ),
             entry="broker",
         ),
+        # app-multitier (bench.webappsvc): the load reaches the app, the last tier.
+        Stack(
+            "webapp",
+            "a WSGI app under gunicorn in front of PostgreSQL and redis as its cache",
+            (
+                Tier("db", "postgres"),
+                Tier("cache", "redis"),
+                Tier("app", "webapp", ("db", "cache")),
+            ),
+        ),
     )
 }
 

@@ -28,7 +28,11 @@ from tests.helpers import bench, require, require_root
 pytestmark = pytest.mark.slow
 
 RUN_TIMEOUT_S = 600
-SCENARIOS = ["app-http", "app-kv", "app-db", "overhead-network", "app-queue"]
+SCENARIOS = ["app-http", "app-kv", "app-db", "overhead-network", "app-queue", "app-multitier"]
+# Per scenario, (workload, tier): the tier that workload's requests reach and the scenario's
+# first workload's requests do not (app-multitier: /db reads PostgreSQL, /cached redis, /json
+# neither). Its own cgroup must show it: more CPU per request than under the first workload.
+TIER_AT_WORK = {"app-multitier": [("db", "db"), ("cached", "cache")]}
 
 
 def listening_ports() -> set[int]:
@@ -37,6 +41,14 @@ def listening_ports() -> set[int]:
         for conn in psutil.net_connections(kind="inet")
         if conn.status == psutil.CONN_LISTEN
     }
+
+
+def tier_cpu_per_request_s(trials: pd.DataFrame, workload: str, tier: str) -> float:
+    """A tier's CPU during the load over the requests of the same steps (every runtime)."""
+    rows = trials[trials["workload"].astype(str).str.split("@").str[0] == workload]
+    requests = rows.groupby("group_id")["requests"].sum()
+    cpu_s = rows[rows["tier"] == tier].groupby("group_id")["load_cpu_s"].sum()
+    return float(cpu_s.sum() / requests[cpu_s.index].sum())
 
 
 @pytest.fixture
@@ -109,5 +121,11 @@ def test_quick_service_scenario_measures_real_traffic_everywhere(
             histogram = LatencyHistogram.decode(row.latency_hist)
             assert histogram.count > 0
             assert histogram.summary().p99_s == pytest.approx(row.latency_p99_s)
+    for workload, tier in TIER_AT_WORK.get(name, []):
+        idle, busy = (
+            tier_cpu_per_request_s(measured, other, tier)
+            for other in (scenario.workloads[0].name, workload)
+        )
+        assert busy > 2 * idle, f"{tier}: {busy:.3g} s/request under {workload}, {idle:.3g} idle"
     left = listening_ports() - before
     assert not left, f"still listening after the run: {sorted(left)}"

@@ -10,7 +10,9 @@ import pytest
 
 from bench import pyimage
 from bench.errors import InputError
+from bench.scenario_load import load_scenario, resolve_scenario
 from bench.servers import Peer, ServerParams, server_kind
+from bench.stacks import STACK_NETWORK_MODES, stack_of
 from bench.webappsvc import (
     ACCOUNTS_PER_SCALE,
     APP_FILE,
@@ -74,3 +76,22 @@ def test_the_image_gets_gunicorn_psycopg2_with_libpq_and_redis() -> None:
         assert pyimage.DIST_PACKAGES / package in kind.data_paths
     assert APP_SOURCE in kind.data_paths  # its hash in the manifest
     assert set(kind.package.split()) == {"gunicorn", "python3-psycopg2", "python3-redis"}
+
+
+def test_the_webapp_stack_starts_its_data_tiers_first_and_takes_the_load_at_the_app() -> None:
+    stack = stack_of("webapp")
+    assert [(t.name, t.server, t.needs) for t in stack.tiers] == [
+        ("db", "postgres", ()),
+        ("cache", "redis", ()),
+        ("app", "webapp", ("db", "cache")),
+    ]
+    assert stack.front.name == "app" and server_kind(stack.front.server).client == "http"
+
+
+def test_app_multitier_measures_each_endpoint_over_the_stack_paths() -> None:
+    scenario = load_scenario(resolve_scenario("app-multitier"))
+    assert {w.service for w in scenario.workloads} == {"webapp"}
+    paths = [w.load.path if w.load else None for w in scenario.workloads]
+    assert paths == ["/json", "/db", "/cached"]
+    assert set(scenario.network_modes) <= set(STACK_NETWORK_MODES)
+    assert scenario.quick is not None and scenario.quick.repetitions == 1
