@@ -14,6 +14,7 @@ PKGS=(
   chromium                                                  # e2e: renders the HTML report
   wrk                                                       # HTTP load (the others come with the servers)
   python3-venv git procps iproute2 ca-certificates curl
+  iputils-ping                                              # tests: ping, the reference for tc netem's delay
 )
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -248,6 +248,8 @@ class Launched:
     address: str | None = None
     published: dict[int, int] | None = None
     helper_pids: Callable[[], list[int]] | None = None
+    # The cgroup to measure when it is not the init pid's own (nspawn on v2: see there).
+    cgroup: CgroupLocation | None = None
 
 
 def image_to_start(spec: StartSpec, runtime: str, image_ref: str | None) -> str:
@@ -279,7 +281,7 @@ def start_container(
         launched = launch(wrapper_argv(spec.argv))
     with undone_on_error(launched.kill, launched.remove, fifo.close):
         started = fifo.wait_started(start_timeout_s)
-        cgroup = locate(launched.pid)
+        cgroup = launched.cgroup or locate(launched.pid)
         reached = endpoints(spec, launched.address, launched.published)
     return ContainerHandle(
         name=spec.name,

@@ -31,7 +31,9 @@ SYSTEM_SOCKET = Path("/run/containerd/containerd.sock")
 # /var/lib/bench-containerd/<owner pid>-<token>/ the root (images, snapshots): the owner
 # pid tells gc whether the daemon is stale.
 STATE_PARENT = Path("/run/bench-containerd")
-ROOT_PARENT = Path("/var/lib/bench-containerd")
+# BENCH_CONTAINERD_ROOT moves the root where /var/lib is read-only (the v2 test VM, whose
+# guest-services.sh sets it as it sets podman's storage.conf).
+ROOT_PARENT = Path(os.environ.get("BENCH_CONTAINERD_ROOT", "/var/lib/bench-containerd"))
 _PRIVATE_RE = re.compile(r"^(\d+)-([0-9a-f]+)$")
 INSTALL_FIX = "apt-get install containerd"
 START_TIMEOUT_S = 30.0
@@ -114,8 +116,14 @@ def start_private() -> Daemon:
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     state, root = STATE_PARENT / tag, ROOT_PARENT / tag
     address = state / "containerd.sock"
-    state.mkdir(parents=True, mode=0o700)
-    root.mkdir(parents=True, mode=0o700)
+    try:
+        state.mkdir(parents=True, mode=0o700)
+        root.mkdir(parents=True, mode=0o700)
+    except OSError as error:
+        raise RuntimeUnavailable(
+            f"cannot make containerd's directories ({error}); fix: make {ROOT_PARENT.parent}"
+            " writable, or set BENCH_CONTAINERD_ROOT to a writable directory"
+        ) from error
     config = state / "config.toml"
     config.write_text(private_config(root, state / "state", address))
     log = tempfile.TemporaryFile(prefix="bench-containerd-")  # noqa: SIM115 (closed in stop)

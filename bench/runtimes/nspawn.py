@@ -3,8 +3,11 @@
 Without systemd as PID 1 (and with --keep-unit, --register=no where it runs) nspawn stays
 in its caller's cgroup, so bench starts it inside a cgroup it creates with the shared
 limits, as for bare metal; nspawn adds `supervisor/` and `payload/` below it in the
-name=systemd and unified hierarchies, removed with the cgroup. docs/runtimes.md,
-"systemd-nspawn", says which case was tested.
+name=systemd and unified hierarchies, removed with the cgroup. bench measures its own
+cgroup, where the limits are, nspawn's supervisor included: on a v1 host the controllers
+see nothing else, and on pure v2 the init pid's `payload/` has no limits of its own
+(cpu.max "max" there, found in the cgroup v2 VM). docs/runtimes.md, "systemd-nspawn",
+says which case was tested.
 """
 
 from __future__ import annotations
@@ -149,7 +152,7 @@ class NspawnRuntime:
                 code = monitor.poll()  # nspawn's own exit: the container's, or -N when killed
                 return None if code is None else (128 - code if code < 0 else code)
 
-            return Launched(pid, kill, remove, poll_exit)
+            return Launched(pid, kill, remove, poll_exit, cgroup=managed.location)
 
         return start_container(spec, launch)
 

@@ -16,6 +16,7 @@
 #   /etc/cni/net.d or /etc/containers/networks (network config, written even for
 #   --network none), and journald (events; no journald in the guest). cgroupfs because
 #   no systemd runs there. See docs/host-notes.md.
+# - bench's private containerd gets its root under /tmp (BENCH_CONTAINERD_ROOT);
 # - lxc needs nothing: bench's LxcRuntime takes a private lxcpath.
 # Refuses to run outside the VM (BENCH_V2VM unset): it would start a second dockerd.
 set -euo pipefail
@@ -46,6 +47,8 @@ events_logfile_path = "/tmp/prun/events.log"
 volume_path = "/tmp/pstore/volumes"
 EOF
 export CONTAINERS_CONF=$CONF/containers.conf CONTAINERS_STORAGE_CONF=$CONF/storage.conf
+# bench's private containerd keeps images and snapshots under /var/lib by default.
+export BENCH_CONTAINERD_ROOT=/tmp/bench-containerd
 
 setsid dockerd --iptables=false --bridge=none --data-root /tmp/docker \
   >/tmp/dockerd.log 2>&1 </dev/null &

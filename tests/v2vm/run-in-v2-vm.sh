@@ -40,7 +40,9 @@ MODDIR=$WORK/$MODDIR; cd "$RUN"
 # ---- initramfs: static busybox + virtio/9p modules + /init ----
 mkdir -p irfs/{bin,dev,proc,sys,newroot,mods}
 cp /bin/busybox irfs/bin/busybox; ln -s busybox irfs/bin/sh
-MODS="netfs fscache 9pnet 9p virtio_ring virtio 9pnet_virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci overlay"
+# veth and sch_netem: the netem check of the load instrument (tests/integration/test_loadgen.py),
+# which the host's module-less kernel cannot run.
+MODS="netfs fscache 9pnet 9p virtio_ring virtio 9pnet_virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci overlay veth sch_netem"
 for m in $MODS; do
   f=$(find "$MODDIR" -name "$m.ko*" | head -1); [ -n "$f" ] && cp "$f" irfs/mods/; done
 # The command travels as a file, never spliced into the init script's text.
@@ -74,9 +76,10 @@ INIT
 chmod +x irfs/init
 (cd irfs && find . | cpio -o -H newc --quiet) > initrd.cpio
 # ---- boot: TCG (stock kernels hang under this host's kvm_pvm /dev/kvm) ----
+# -cpu max: numpy's wheels need more than qemu64's instruction set (Illegal instruction).
 START=$(date +%s.%N)
 set +e
-timeout "${TIMEOUT:-420}" qemu-system-x86_64 -accel "${ACCEL:-tcg}" -m "$MEM" -smp "$SMP" \
+timeout "${TIMEOUT:-420}" qemu-system-x86_64 -accel "${ACCEL:-tcg}" -cpu max -m "$MEM" -smp "$SMP" \
   -nographic -no-reboot -kernel "$VMLINUZ" -initrd initrd.cpio \
   -append "console=ttyS0 quiet loglevel=2 panic=-1 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
