@@ -287,6 +287,10 @@ def fleet() -> None:
     "--host-timeout", "host_timeout_s", type=float, default=3 * 3600.0, show_default=True,
     help="Seconds every host gets for prepare, run and fetch; it is stopped at that.",
 )  # fmt: skip
+@click.option(
+    "--ssh-keepalive", "keepalive_s", type=click.IntRange(1, 300), default=5, show_default=True,
+    help="Seconds between SSH keep-alives; a host silent for 3 of them is given up.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @friendly
 def fleet_run(
@@ -299,6 +303,7 @@ def fleet_run(
     runtimes: tuple[str, ...],
     quick: bool,
     host_timeout_s: float,
+    keepalive_s: int,
     as_json: bool,
 ) -> None:
     """Run SCENARIO on every host of the inventory; write results/<fleet-id>/."""
@@ -308,7 +313,15 @@ def fleet_run(
     from bench.scenario_load import resolve_scenario
 
     options = FleetOptions(
-        inventory, results_dir, limit, fleet_id, resume, quick, list(runtimes), host_timeout_s
+        inventory,
+        results_dir,
+        limit,
+        fleet_id,
+        resume,
+        quick,
+        list(runtimes),
+        host_timeout_s,
+        keepalive_s,
     )
     outcome = run_fleet(resolve_scenario(scenario), options, lambda m: click.echo(m, err=True))
     manifest = outcome.manifest
