@@ -13,6 +13,7 @@ PKGS=(
   qemu-system-x86 cpio                                      # the cgroup v2 test VM
   chromium                                                  # e2e: renders the HTML report
   wrk                                                       # HTTP load (the others come with the servers)
+  openssh-client openssh-server                             # bench fleet: ssh (Ansible), sshd (its test hosts)
   python3-venv git procps iproute2 ca-certificates curl
   iputils-ping                                              # tests: ping, the reference for tc netem's delay
 )
