@@ -3,6 +3,11 @@
 - per trial: a bare run of 10 `/bin/true` trials in this process (after one warm-up run
   that pays the one-time imports); the runner's time minus the runtime's start, wait and
   stop = what bench itself adds per trial. Target <= 50 ms.
+- per service trial: a bare run of 5 one-second sockperf ping-pong trials (after a warm-up
+  run); the runner's time minus the server's start, readiness wait and stop and minus the
+  load generator's process (sockperf takes 3.3 s for `-t 1`: its 400 ms warm-up and exit)
+  = what bench adds around a service trial (cgroup readers, parsing the client's log, the
+  histogram, the result row). Target <= 100 ms.
 - `bench run` to the first trial: a fresh `python -m bench run` whose workload is
   `/bin/date +%s.%N`, so the trial records its own start time. Target < 0.5 s. Heavy
   modules (pandas, pyarrow, docker, podman, matplotlib, scipy) must not be loaded yet.
@@ -31,6 +36,8 @@ pytestmark = pytest.mark.benchmark(group="bench's own cost")
 
 TRIALS = 10
 MAX_PER_TRIAL_S = 0.050
+SERVICE_TRIALS = 5
+MAX_PER_SERVICE_TRIAL_S = 0.100  # 35 ms measured (2026-12-03, load 2.6)
 MAX_FIRST_TRIAL_S = 0.5
 HEAVY = ("pandas", "pyarrow", "docker", "podman", "matplotlib", "scipy")
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,28 +52,30 @@ def scenario(tmp_path: Path, command: list[str], repetitions: int) -> Path:
     return path
 
 
+def stopwatch(spent: dict[str, float], key: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """`func`, adding its wall time to spent[key] (instrumentation: the real method runs)."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            spent[key] += time.perf_counter() - started
+
+    return wrapper
+
+
 def test_cost_per_trial(
     benchmark: BenchmarkFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     require_cgroups()
     runner.run_scenario(scenario(tmp_path, ["/bin/true"], 1), runner.RunOptions(tmp_path / "w"))
     spent = {"runtime": 0.0, "execute": 0.0}
-
-    def timed(key: str, func: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return func(*args, **kwargs)
-            finally:
-                spent[key] += time.perf_counter() - started
-
-        return wrapper
-
     # Instrumentation only: the real methods run; their time is attributed to the runtime.
-    monkeypatch.setattr(BareRuntime, "start", timed("runtime", BareRuntime.start))
-    monkeypatch.setattr(BareHandle, "wait", timed("runtime", BareHandle.wait))
-    monkeypatch.setattr(BareHandle, "stop", timed("runtime", BareHandle.stop))
-    monkeypatch.setattr(runner, "_execute", timed("execute", runner._execute))
+    monkeypatch.setattr(BareRuntime, "start", stopwatch(spent, "runtime", BareRuntime.start))
+    monkeypatch.setattr(BareHandle, "wait", stopwatch(spent, "runtime", BareHandle.wait))
+    monkeypatch.setattr(BareHandle, "stop", stopwatch(spent, "runtime", BareHandle.stop))
+    monkeypatch.setattr(runner, "_execute", stopwatch(spent, "execute", runner._execute))
     path = scenario(tmp_path, ["/bin/true"], TRIALS)
     cpu0 = time.process_time()
 
@@ -87,6 +96,59 @@ def test_cost_per_trial(
     benchmark.extra_info.update(info)
     print(f"\nper trial: {info}")
     assert per_trial_s <= MAX_PER_TRIAL_S, info
+
+
+def service_scenario(tmp_path: Path) -> Path:
+    path = tmp_path / "bench-cost-service.toml"
+    path.write_text(
+        f'name = "bench-cost-service"\nruntimes = ["bare"]\nnetwork_modes = ["host"]\n'
+        f"repetitions = {SERVICE_TRIALS}\n"
+        'warmups = 0\n[[workloads]]\nname = "tcp-rr"\nservice = "tcp-rr"\nserver_cpus = "0"\n'
+        'load = { connections = 1, duration_s = 1, client_cpus = "1" }\n'
+    )
+    return path
+
+
+def test_cost_per_service_trial(
+    benchmark: BenchmarkFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_cgroups()
+    from bench import loadgen, service
+
+    spent = {"runtime": 0.0, "execute": 0.0, "ready": 0.0, "load": 0.0}
+    for owner, name, key in (
+        (BareRuntime, "start", "runtime"),
+        (BareHandle, "wait", "runtime"),
+        (BareHandle, "stop", "runtime"),
+        (service, "wait_ready", "ready"),
+        (loadgen, "run_child", "load"),
+        (runner, "_execute", "execute"),
+    ):
+        monkeypatch.setattr(owner, name, stopwatch(spent, key, getattr(owner, name)))
+    path = service_scenario(tmp_path)
+    runner.run_scenario(path, runner.RunOptions(tmp_path / "warm"))  # one-time imports
+    spent.update(dict.fromkeys(spent, 0.0))
+
+    def run() -> runner.RunOutcome:
+        return runner.run_scenario(path, runner.RunOptions(tmp_path / "s"))
+
+    outcome = benchmark.pedantic(run, rounds=1, iterations=1)  # type: ignore[no-untyped-call]
+    assert outcome.status == "complete" and len(outcome.trials) == SERVICE_TRIALS
+    assert all(t.requests for t in outcome.trials)
+    around = spent["runtime"] + spent["ready"] + spent["load"]
+    per_trial_s = (spent["execute"] - around) / SERVICE_TRIALS
+    info = {
+        "trials": SERVICE_TRIALS,
+        "bench_ms_per_service_trial": round(per_trial_s * 1000, 1),
+        "server_start_ready_stop_ms_per_trial": round(
+            (spent["runtime"] + spent["ready"]) / SERVICE_TRIALS * 1000, 1
+        ),
+        "load_ms_per_trial": round(spent["load"] / SERVICE_TRIALS * 1000, 1),
+        "load_1m": os.getloadavg()[0],
+    }
+    benchmark.extra_info.update(info)
+    print(f"\nper service trial: {info}")
+    assert per_trial_s <= MAX_PER_SERVICE_TRIAL_S, info
 
 
 PROBE = """
