@@ -29,6 +29,7 @@ from bench.history import load_history as load_history
 from bench.runtimes import registry
 from bench.service_analysis import service_table as service_table
 from bench.service_analysis import service_warnings as service_warnings
+from bench.service_analysis import tier_table as tier_table
 
 HARM_THRESHOLD_PCT = 5.0
 CPU_LIMIT_SLACK = 1.05  # accounting granularity: a CFS quota can overshoot by a few percent

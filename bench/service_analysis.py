@@ -1,5 +1,6 @@
 """Service workloads as tables: requests/s, latency percentiles of the merged histograms of
-the measured repetitions, client saturation, and CPU-seconds per 1,000 requests.
+the measured repetitions, client saturation, and CPU-seconds per 1,000 requests; for
+multi-tier services, each tier's own CPU during the load and its memory (tier_table).
 
 Percentiles are never averaged over repetitions: each trial stores its whole HdrHistogram
 (bench.latency), and a label's p99 is the p99 of all its requests together.
@@ -36,6 +37,17 @@ COLUMNS = [
     "helper_cpu_s_per_1k_requests",
     "server_cpu_s_per_1k_requests",
     "knee",
+]
+TIER_COLUMNS = [
+    "workload",
+    "tier",
+    "runtime",
+    "n",
+    "load_cpu_s",
+    "load_cpu_s_low",
+    "load_cpu_s_high",
+    "cpu_s_per_1k_requests",
+    "mem_peak_bytes",
 ]
 # A rate sweep's knee: the highest offered rate up to which every rate was kept on schedule
 # (achieved >= 97 % of offered: the open-loop clients' own saturation rule) with a p99 at most
@@ -160,6 +172,46 @@ def sweep_knees(table: pd.DataFrame) -> pd.Series:
         if up_to.any():
             knee[up_to[up_to].index[-1]] = True
     return knee
+
+
+def tier_table(run: Run) -> pd.DataFrame:
+    """Per multi-tier workload x tier (in start order) x label: the tier's own cgroup's
+    CPU-seconds during the load (median [95 % CI] of the usable repetitions), the same per
+    1,000 requests of the client at the front, and its memory peak (the highest)."""
+    trials = run.trials
+    if "tier" not in trials.columns:  # a store written before multi-tier services
+        return pd.DataFrame(columns=TIER_COLUMNS)
+    tiered = trials[~trials["warmup"] & (trials["role"] == "solo") & (trials["tier"] != "")]
+    # The front's row of each step carries the client's requests; the other tiers' none.
+    requests = tiered.groupby("group_id")["requests"].sum(min_count=1)
+    usable = tiered[tiered["usable"]]
+    rows: list[dict[str, Any]] = []
+    for workload, by_workload in usable.groupby("workload", sort=True):
+        base_label = default_baseline(by_workload["label"])
+        labels = label_order(by_workload["label"].unique(), base_label)
+        for tier in dict.fromkeys(by_workload["tier"]):  # trial order: the start order
+            for label in labels:
+                group = by_workload[(by_workload["tier"] == tier) & (by_workload["label"] == label)]
+                if group.empty:
+                    continue
+                cpu = stats.median_ci(_values(group, "load_cpu_s"))
+                step_requests = group["group_id"].map(requests).astype(float)
+                rows.append(
+                    {
+                        "workload": workload,
+                        "tier": tier,
+                        "runtime": label,
+                        "n": len(group),
+                        "load_cpu_s": cpu.value,
+                        "load_cpu_s_low": cpu.low,
+                        "load_cpu_s_high": cpu.high,
+                        "cpu_s_per_1k_requests": _per_1k_requests(
+                            group["load_cpu_s"], step_requests
+                        ),
+                        "mem_peak_bytes": float(group["mem_peak_bytes"].max()),
+                    }
+                )
+    return pd.DataFrame(rows, columns=TIER_COLUMNS)
 
 
 def service_warnings(run: Run) -> list[stats.StatWarning]:

@@ -40,15 +40,18 @@ def print_run_summary(run_dir: Path, skipped: dict[str, str]) -> None:
         overhead_table,
         service_table,
         service_warnings,
+        tier_table,
     )
     from bench.report.markdown import (
         FOOTPRINT_TITLE,
         SERVICE_TITLE,
+        TIER_TITLE,
         baseline_title,
         footprint_rows,
         isolation_rows,
         overhead_rows,
         service_rows,
+        tier_rows,
     )
 
     console = Console(width=max(Console().width, 180))
@@ -67,6 +70,9 @@ def print_run_summary(run_dir: Path, skipped: dict[str, str]) -> None:
         _table(console, SERVICE_TITLE, service_rows(services))
         for warning in service_warnings(run):
             console.print(f"warning: {warning.message}", style="bold red", highlight=False)
+    tiers = tier_table(run)
+    if len(tiers):
+        _table(console, TIER_TITLE, tier_rows(tiers))
     footprint = footprint_table(run)
     if len(footprint):
         _table(console, FOOTPRINT_TITLE, footprint_rows(footprint))

@@ -66,6 +66,12 @@ class ServiceCase:
     helper_cpu_s: dict[str, float] = field(default_factory=dict)  # label -> per trial
     server_cpu_s_per_request: float = 20e-6
     offered_rate_per_s: float | None = None
+    # A multi-tier service: the front tier's name, and the tiers behind it in start order
+    # with their CPU-seconds per request during the load (each one row of the same step).
+    front_tier: str = ""
+    back_tiers: dict[str, float] = field(default_factory=dict)
+    tier_cpu_factor: dict[tuple[str, str], float] = field(default_factory=dict)  # (tier, label)
+    tier_mem_peak_bytes: int = 20 * MiB
 
 
 @dataclass(frozen=True)
@@ -273,6 +279,38 @@ def _service_trial(
         client_cpu_s=load_s * 0.5,
         client_saturated=label in case.saturated,
         helper_cpu_s=case.helper_cpu_s.get(label),
+        tier=case.front_tier,
+        load_cpu_s=cpu if case.front_tier else None,
+    )
+
+
+def _back_tier_trial(
+    spec: StoreSpec, rng: np.random.Generator, case: ServiceCase, front: TrialResult, tier: str
+) -> TrialResult:
+    """A tier behind the front, in the front's step: its own CPU during the load, no client."""
+    label = f"{front.runtime}/{front.network}"
+    per_request_s = case.back_tiers[tier] * case.tier_cpu_factor.get((tier, label), 1.0)
+    load_cpu_s = case.requests * per_request_s * (1 + spec.noise * rng.standard_normal())
+    return dataclasses.replace(
+        front,
+        trial_id=f"{front.trial_id}-{tier}",
+        cpu_s=load_cpu_s * 1.1,
+        load_cpu_s=load_cpu_s,
+        mem_peak_bytes=case.tier_mem_peak_bytes,
+        tier=tier,
+        throughput=None,
+        throughput_unit="",
+        requests=None,
+        request_errors=None,
+        requests_per_s=None,
+        latency_p50_s=None,
+        latency_p90_s=None,
+        latency_p99_s=None,
+        latency_p999_s=None,
+        latency_hist="",
+        client_cpu_s=None,
+        client_saturated=False,
+        helper_cpu_s=None,
     )
 
 
@@ -313,11 +351,12 @@ def build(spec: StoreSpec) -> tuple[Manifest, list[tuple[TrialResult, SampleColu
         for service in spec.services:
             for label in service.paths:
                 tid = next_id()
-                rows.append(
-                    _service_trial(
-                        spec, rng, service, label, trial_id=tid, repetition=rep, warmup=warm
-                    )
+                front = _service_trial(
+                    spec, rng, service, label, trial_id=tid, repetition=rep, warmup=warm
                 )
+                # A stack's tiers start in order: the ones behind the front come first.
+                rows += [_back_tier_trial(spec, rng, service, front, t) for t in service.back_tiers]
+                rows.append(front)
         for case in spec.isolation:
             if warm:
                 continue

@@ -23,6 +23,7 @@ class RunSummary:
     startup: pd.DataFrame
     footprint: pd.DataFrame
     services: pd.DataFrame
+    tiers: pd.DataFrame  # multi-tier services: each tier's own CPU and memory
     warnings: list[stats.StatWarning]
     baseline: str  # the runtime label overhead ratios are taken against
 
@@ -38,6 +39,7 @@ def summarize(run: analysis.Run, baseline: str | None = None) -> RunSummary:
         startup=analysis.startup_table(run),
         footprint=analysis.footprint_table(run),
         services=analysis.service_table(run),
+        tiers=analysis.tier_table(run),
         warnings=analysis.warnings(run),
     )
 

@@ -23,6 +23,7 @@ from bench import analysis
 from bench.report.markdown import (
     FOOTPRINT_TITLE,
     SERVICE_TITLE,
+    TIER_TITLE,
     Rows,
     baseline_title,
     footprint_rows,
@@ -32,6 +33,7 @@ from bench.report.markdown import (
     service_rows,
     side_by_side_rows,
     startup_rows,
+    tier_rows,
 )
 from bench.runtimes import registry
 from bench.service_analysis import PERCENTILE_COLUMNS, sweep_name
@@ -396,6 +398,8 @@ def _run_section(s: RunSummary) -> str:
         parts.append(
             _figure_html(sweep_plot(s.services), "Rate sweeps: one point per offered rate")
         )
+    if len(s.tiers):
+        parts.append(f"<h3>{escape(TIER_TITLE)}</h3>" + _table(tier_rows(s.tiers)))
     parts.append("<h3>Start and stop latency</h3>" + _table(startup_rows(s.startup)))
     parts.append(_figure_html(latency_plot(run), "Per-trial latency, log scale"))
     parts.append(f"<h3>{escape(FOOTPRINT_TITLE)}</h3>" + _table(footprint_rows(s.footprint)))

@@ -77,6 +77,7 @@ def report_dict(summaries: list[RunSummary]) -> dict[str, Any]:
                 "startup": _records(s.startup),
                 "footprint": _records(s.footprint),
                 "services": _records(s.services),
+                "tiers": _records(s.tiers),
                 "warnings": [jsonable(asdict(w)) for w in s.warnings],
             }
             for s in summaries

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 Rows = tuple[list[str], list[list[str]]]
 FOOTPRINT_TITLE = "Runtime footprint (its own processes while the containers run)"
 SERVICE_TITLE = "Services: throughput, latency of the merged histograms, p99 vs the baseline"
+TIER_TITLE = "Tiers of multi-tier services: each tier's own CPU during the load, memory peak"
 
 
 def num(value: Any, spec: str = ".4g") -> str:
@@ -219,6 +220,33 @@ def service_rows(table: pd.DataFrame) -> Rows:
     return headers, rows
 
 
+def tier_rows(table: pd.DataFrame) -> Rows:
+    """Each tier of a multi-tier workload per label (analysis.tier_table): CPU-seconds of its
+    own cgroup during the load, per 1,000 of the front's requests, and its memory peak."""
+    headers = [
+        "workload",
+        "tier",
+        "runtime",
+        "n",
+        "CPU-s during load [95% CI]",
+        "CPU-s/1k req",
+        "memory peak MiB",
+    ]
+    rows = [
+        [
+            str(r.workload),
+            str(r.tier),
+            str(r.runtime),
+            str(r.n),
+            with_ci(r.load_cpu_s, r.load_cpu_s_low, r.load_cpu_s_high, ".3g"),
+            num(r.cpu_s_per_1k_requests, ".3g"),
+            num(_finite(r.mem_peak_bytes) / (1 << 20), ".1f"),
+        ]
+        for r in table.itertuples()
+    ]
+    return headers, rows
+
+
 def host_rows(summary: RunSummary) -> Rows:
     m = summary.run.manifest
     rows = [
@@ -308,6 +336,8 @@ def render_markdown(summaries: list[RunSummary]) -> str:
             out += [f"{h} Isolation\n", md_table(*isolation_rows(s.isolation))]
         if len(s.services):
             out += [f"{h} {SERVICE_TITLE}\n", md_table(*service_rows(s.services))]
+        if len(s.tiers):
+            out += [f"{h} {TIER_TITLE}\n", md_table(*tier_rows(s.tiers))]
         out += [f"{h} Start and stop latency\n", md_table(*startup_rows(s.startup))]
         out += [f"{h} {FOOTPRINT_TITLE}\n", md_table(*footprint_rows(s.footprint))]
         out.append(f"{h} Warnings\n")
