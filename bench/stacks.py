@@ -76,14 +76,16 @@ STACKS: dict[str, Stack] = {
             ),
             entry="broker",
         ),
-        # app-multitier (bench.webappsvc): the load reaches the app, the last tier.
+        # app-multitier (bench.webappsvc): the load reaches nginx, the last tier, which
+        # passes every request to the app over kept-alive HTTP/1.1.
         Stack(
             "webapp",
-            "a WSGI app under gunicorn in front of PostgreSQL and redis as its cache",
+            "nginx as reverse proxy, a WSGI app under gunicorn, PostgreSQL, redis as cache",
             (
                 Tier("db", "postgres"),
                 Tier("cache", "redis"),
                 Tier("app", "webapp", ("db", "cache")),
+                Tier("front", "nginx-proxy", ("app",)),
             ),
         ),
     )

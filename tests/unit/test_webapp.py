@@ -78,14 +78,15 @@ def test_the_image_gets_gunicorn_psycopg2_with_libpq_and_redis() -> None:
     assert set(kind.package.split()) == {"gunicorn", "python3-psycopg2", "python3-redis"}
 
 
-def test_the_webapp_stack_starts_its_data_tiers_first_and_takes_the_load_at_the_app() -> None:
+def test_the_webapp_stack_starts_its_data_tiers_first_and_takes_the_load_at_nginx() -> None:
     stack = stack_of("webapp")
     assert [(t.name, t.server, t.needs) for t in stack.tiers] == [
         ("db", "postgres", ()),
         ("cache", "redis", ()),
         ("app", "webapp", ("db", "cache")),
+        ("front", "nginx-proxy", ("app",)),
     ]
-    assert stack.front.name == "app" and server_kind(stack.front.server).client == "http"
+    assert stack.front.name == "front" and server_kind(stack.front.server).client == "http"
 
 
 def test_app_multitier_measures_each_endpoint_over_the_stack_paths() -> None:
