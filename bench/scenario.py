@@ -20,7 +20,7 @@ from pydantic import (
 from bench.runtimes import registry
 from bench.spec import Limits, NetworkMode
 
-OciRuntime = Literal["runc", "crun"]
+OciRuntime = Literal["runc", "crun", "runsc"]
 
 # stress-ng stressors bench knows how to run and parse; kept explicit so a typo in a
 # scenario is an error at load time rather than a failed trial an hour into a run.

@@ -251,6 +251,8 @@ def measure_members(started: list[Member], runtime: Runtime, ctx: StepContext) -
         trial = member.trial
         columns, final = ctx.sampler.finish(trial.trial_id)
         member.reader.close()
+        if final is None:  # gone: a sandbox's engine removes it as the OOM kills it
+            final = member.handle.totals_after_exit()
         seen = Observed(
             cgroup=member.handle.cgroup.display,
             start_s=member.handle.start_latency_s,

@@ -230,6 +230,22 @@ def make_spec(io_dir: Path, argv: list[str], **kwargs: object) -> StartSpec:
     return StartSpec(name=name, argv=tuple(argv), io_dir=io_dir, **kwargs)  # type: ignore[arg-type]
 
 
+class WithOciRuntime:
+    """An engine whose every start() names OCI runtime `oci` (a scenario's oci_runtimes axis)."""
+
+    def __init__(self, engine: Runtime, oci: str) -> None:
+        self.engine, self.oci = engine, oci
+        self.name = f"{engine.name}+{oci}"
+
+    def start(self, spec: StartSpec) -> Any:
+        from dataclasses import replace
+
+        return self.engine.start(replace(spec, oci_runtime=self.oci))
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.engine, attr)
+
+
 def start(runtime: Runtime, started: list[ContainerHandle], spec: StartSpec) -> ContainerHandle:
     """Start `spec` and record the handle in `started` (the fixture stops it)."""
     from bench.runtimes._container import ContainerHandle

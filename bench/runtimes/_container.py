@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.cgroups.locate import locate
-from bench.cgroups.model import CgroupLocation
+from bench.cgroups.model import CgroupLocation, CgroupSnapshot
+from bench.cgroups.oomwatch import OomWatch
 from bench.errors import BenchError
 from bench.runtimes._network import Endpoints, check_spec, endpoints
+from bench.runtimes._oci import check_network, dies_whole_on_oom
 from bench.runtimes.base import ExitInfo
 from bench.spec import CPU_PERIOD_US, NAME_PREFIX, STDERR_FILE, STDOUT_FILE, Limits, StartSpec
 
@@ -185,6 +187,7 @@ class ContainerHandle:
     poll_exit: Callable[[], int | None] | None = None
     endpoints: Endpoints | None = None
     helpers: Callable[[], list[int]] | None = None
+    oom_watch: OomWatch | None = None
     _exit: ExitInfo | None = field(default=None, init=False, repr=False)
     _stopped: bool = field(default=False, init=False, repr=False)
 
@@ -210,6 +213,10 @@ class ContainerHandle:
             if time.monotonic() >= deadline:
                 return None
 
+    def totals_after_exit(self) -> CgroupSnapshot | None:
+        """The last read the OOM watch took before the engine removed the cgroup."""
+        return None if self.oom_watch is None else self.oom_watch.last
+
     def endpoint(self, port: int) -> tuple[str, int]:
         """Where a host client reaches `port` (bench.runtimes.base.Handle.endpoint)."""
         return (self.endpoints or Endpoints(self.name, "none")).endpoint(port)
@@ -227,7 +234,8 @@ class ContainerHandle:
         if self._stopped:
             return 0.0
         started = time.monotonic()
-        run_all(self.kill, self.remove, self.fifo.close)
+        watch = self.oom_watch.close if self.oom_watch is not None else (lambda: None)
+        run_all(self.kill, self.remove, self.fifo.close, watch)
         self._stopped = True
         return time.monotonic() - started
 
@@ -259,6 +267,9 @@ def image_to_start(spec: StartSpec, runtime: str, image_ref: str | None) -> str:
     if not spec.name.startswith(NAME_PREFIX):
         raise BenchError(f"container name {spec.name!r} must start with {NAME_PREFIX!r}")
     check_spec(spec, runtime)
+    refused = check_network(spec.oci_runtime, spec.network, spec.name)
+    if refused:
+        raise BenchError(refused)
     return image_ref
 
 
@@ -283,6 +294,7 @@ def start_container(
         started = fifo.wait_started(start_timeout_s)
         cgroup = launched.cgroup or locate(launched.pid)
         reached = endpoints(spec, launched.address, launched.published)
+        oom_watch = OomWatch(cgroup) if dies_whole_on_oom(spec.oci_runtime) else None
     return ContainerHandle(
         name=spec.name,
         pid=launched.pid,
@@ -294,6 +306,7 @@ def start_container(
         poll_exit=launched.poll_exit,
         endpoints=reached,
         helpers=launched.helper_pids,
+        oom_watch=oom_watch,
     )
 
 

@@ -25,6 +25,7 @@ from typing import IO, Any
 from bench.cgroups.locate import host_cgroup_version
 from bench.errors import RuntimeUnavailable
 from bench.runtimes._network import owner_alive
+from bench.runtimes._oci import known, podman_global_args
 
 SHARED_SOCKET = Path("/run/podman/podman.sock")
 PRIVATE_SOCKET_DIR = Path("/run")
@@ -130,7 +131,9 @@ class ServicePool:
         return Service(base_url=base_url, oci_runtime=runtime, client=client)
 
     def _shared_or_private(self, oci_runtime: str) -> Service:
-        if SHARED_SOCKET.is_socket():
+        # The shared service's runtime flags cannot be read back: a runtime that needs
+        # flags of bench's (runsc) always gets a private service.
+        if SHARED_SOCKET.is_socket() and not known(oci_runtime).flags:
             shared = self._connect(f"unix://{SHARED_SOCKET}")
             if shared is not None and shared.oci_runtime == oci_runtime:
                 return shared
@@ -164,7 +167,14 @@ class ServicePool:
         base_url = f"unix://{socket_path}"
         # Kept open for the service's lifetime (closed in close()), so no `with`.
         log = tempfile.TemporaryFile(prefix="bench-podman-service-")  # noqa: SIM115
-        argv = ["podman", "--runtime", oci_runtime, "system", "service", "--time=0", base_url]
+        argv = [
+            "podman",
+            *podman_global_args(oci_runtime),
+            "system",
+            "service",
+            "--time=0",
+            base_url,
+        ]
         # Own session: a Ctrl-C aimed at bench must not kill the service before the runner
         # has removed its containers; close() stops it.
         # conmon writes a file named "oom" into its working directory when a container is

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from bench.cgroups.model import CgroupLocation
+    from bench.cgroups.model import CgroupLocation, CgroupSnapshot
     from bench.image import WorkloadImage
     from bench.spec import NetworkMode, StartSpec
 
@@ -59,6 +59,11 @@ class Handle(Protocol):
 
     def wait(self, timeout_s: float) -> ExitInfo | None:
         """Block until the workload exits (None on timeout). The cgroup stays readable."""
+        ...
+
+    def totals_after_exit(self) -> CgroupSnapshot | None:
+        """The cgroup's last totals once it is gone (a sandbox killed whole by an OOM, whose
+        engine removed its cgroup before the final read); None when nothing was kept."""
         ...
 
     def endpoint(self, port: int) -> tuple[str, int]:
@@ -120,4 +125,16 @@ class Runtime(Protocol):
 
     def close(self) -> None:
         """Release clients and stop any service bench started for the run."""
+        ...
+
+
+class OciAxisRuntime(Runtime, Protocol):
+    """An engine whose registry entry has oci_runtime_axis: it runs several OCI runtimes."""
+
+    def oci_runtime_available(self, oci_runtime: str) -> Availability:
+        """Whether this engine can run containers with `oci_runtime` here; the fix if not."""
+        ...
+
+    def oci_runtime_version(self, oci_runtime: str) -> str:
+        """`oci_runtime`'s version and the options that matter (runsc: its platform)."""
         ...

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError, RuntimeUnavailable
 from bench.image import IMAGE_REPOSITORY
+from bench.runtimes import _oci as oci
 from bench.runtimes._container import (
     IO_MOUNT,
     ContainerHandle,
@@ -91,6 +92,14 @@ class PodmanRuntime:
     def default_oci_runtime(self) -> str:
         """The OCI runtime bench's podman uses when a scenario names none."""
         return default_oci_runtime()
+
+    def oci_runtime_available(self, oci_runtime: str) -> Availability:
+        # podman finds runc, crun and runsc by name ([engine.runtimes] of containers.conf
+        # has their usual paths) and bench passes the flags itself: installed is enough.
+        return oci.available(oci_runtime)
+
+    def oci_runtime_version(self, oci_runtime: str) -> str:
+        return oci.version(oci_runtime)
 
     def version(self) -> str:
         service = self._client_for(None)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.helpers import ensure_dockerd, require, require_root
+from tests.helpers import WithOciRuntime, ensure_dockerd, require, require_root
 
 if TYPE_CHECKING:
     from bench.image import WorkloadImage
@@ -27,7 +27,15 @@ if TYPE_CHECKING:
     from bench.runtimes.nspawn import NspawnRuntime
     from bench.runtimes.podman import PodmanRuntime
 
-CONTAINER_RUNTIMES = ("docker", "podman", "lxc", "containerd", "systemd-nspawn")
+CONTAINER_RUNTIMES = (
+    "docker",
+    "podman",
+    "lxc",
+    "containerd",
+    "systemd-nspawn",
+    # An engine with another OCI runtime under it (a scenario's oci_runtimes axis).
+    "podman+runsc",
+)
 
 
 @pytest.fixture(scope="session")
@@ -154,9 +162,13 @@ def systemd_nspawn_runtime(workload_image: WorkloadImage) -> Iterator[NspawnRunt
 @pytest.fixture(scope="module", params=CONTAINER_RUNTIMES)
 def container_runtime(request: pytest.FixtureRequest) -> Runtime:
     """Each container runtime in turn, through its own fixture above (skips when missing)."""
-    fixture = f"{request.param.replace('-', '_')}_runtime"
-    runtime: Runtime = request.getfixturevalue(fixture)
-    return runtime
+    engine, _, oci = request.param.partition("+")
+    runtime: Runtime = request.getfixturevalue(f"{engine.replace('-', '_')}_runtime")
+    if not oci:
+        return runtime
+    availability = runtime.oci_runtime_available(oci)  # type: ignore[attr-defined]
+    require(availability.ok, f"{availability.reason} ({availability.fix})")
+    return WithOciRuntime(runtime, oci)  # type: ignore[return-value]
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.cgroups import open_reader
+from bench.cgroups import CgroupGone, open_reader
 from bench.image import STRESS_NG
 from bench.runtimes._container import ContainerHandle
 from bench.runtimes.base import Runtime
@@ -38,6 +38,9 @@ EXIT_CASES = [
     (["/bin/busybox", "sh", "-c", "kill -9 $$"], 137),
     (["/bin/busybox", "touch", "/read-only-rootfs"], 1),
 ]
+# A kernel of their own between the workload and the host (gVisor): what the workload
+# reads of itself is that kernel's view.
+SANDBOXED = ("podman+runsc", "docker+runsc")
 # The exit code wait() reports for a container killed from outside; None: any non-zero
 # (lxc-execute reports its own failure status, not a signal number, after lxc-stop -k).
 KILLED_EXIT_CODE = {
@@ -46,6 +49,8 @@ KILLED_EXIT_CODE = {
     "lxc": None,
     "containerd": 137,
     "systemd-nspawn": None,
+    "podman+runsc": 137,
+    "docker+runsc": 137,
 }
 
 
@@ -74,7 +79,12 @@ def test_cpu_workload_runs_and_writes_metrics(
     # (BENCH_V2VM, tests/v2vm: the cgroup counted 2.60 s for one 2 s worker there).
     own_cpu_s = float(cpu["user-time"]) + float(cpu["system-time"])
     startup_s = 1.0 if os.environ.get("BENCH_V2VM") else 0.1
-    assert own_cpu_s - 0.05 <= cpu_s <= own_cpu_s * 1.1 + startup_s
+    if container_runtime.name in SANDBOXED:
+        # stress-ng's own times come from the sandbox's kernel, which charges a task while
+        # it is runnable in its own view: 1.78 s against the host's 1.51 s was seen here.
+        assert own_cpu_s * 0.5 <= cpu_s <= own_cpu_s * 1.1 + startup_s
+    else:
+        assert own_cpu_s - 0.05 <= cpu_s <= own_cpu_s * 1.1 + startup_s
     assert cpu_s < 2.0 + startup_s + 0.4  # one worker for 2 s
     assert 0 < handle.start_latency_s < 30
     assert 0 < stop_s < 5  # a kill, not a SIGTERM grace period
@@ -138,7 +148,14 @@ def test_memory_limit_oom_kills_are_counted(
         assert int((memory_dir / swap_file).read_text()) == 256 * MIB
     exit_info = handle.wait(timeout_s=60)
     assert exit_info is not None, "stress-ng did not finish"
-    final = snapshot(handle.cgroup)
+    try:
+        final = snapshot(handle.cgroup)
+    except CgroupGone:
+        # A sandbox (gVisor) dies whole and its engine removes the cgroup at once: bench
+        # keeps the read its OOM watch took, as a trial's final read does.
+        totals = handle.totals_after_exit()
+        assert totals is not None, "the cgroup is gone and no read of it was kept"
+        final = totals
     print(
         f"\n{container_runtime.name} 256 MiB vs 400 MiB: {final.oom_kill_count} oom kills, "
         f"peak {final.mem_peak_bytes} bytes, exit {exit_info.exit_code}"
@@ -168,12 +185,22 @@ def test_network_is_off_and_workdir_is_the_io_dir(
     container_runtime: Runtime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
     """Only loopback, and it is up (IFF_UP|IFF_LOOPBACK = 0x9): loopback stressors work."""
-    script = 'ls /sys/class/net; cat /sys/class/net/lo/flags; pwd; echo "$0" > out.txt'
+    # gVisor's sysfs has no flags file: its own netlink answers `ip link` instead.
+    flags = (
+        "cat /sys/class/net/lo/flags 2>/dev/null || "
+        "/bin/busybox ip -o link show lo | /bin/busybox sed 's/.*<\\(.*\\)>.*/\\1/'"
+    )
+    script = f'ls /sys/class/net; {flags}; pwd; echo "$0" > out.txt'
     argv = ["/bin/busybox", "sh", "-c", script, "hello"]
     handle = start(container_runtime, started, make_spec(io_dir, argv))
     exit_info = handle.wait(timeout_s=30)
     assert exit_info is not None and exit_info.exit_code == 0
-    assert (io_dir / "stdout.txt").read_text().split() == ["lo", "0x9", "/bench"]
+    names, flag_text, workdir = (io_dir / "stdout.txt").read_text().split()
+    assert (names, workdir) == ("lo", "/bench")
+    if flag_text.startswith("0x"):
+        assert int(flag_text, 16) & 0x9 == 0x9, flag_text
+    else:
+        assert {"LOOPBACK", "UP"} <= set(flag_text.split(",")), flag_text
     assert (io_dir / "out.txt").read_text() == "hello\n"
 
 

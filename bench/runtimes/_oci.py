@@ -1,0 +1,128 @@
+"""The low-level OCI runtimes docker and podman run containers with (a scenario's `oci_runtimes`).
+
+What each needs from the engine above it, whether it can run on this host and how it is
+described in the manifest. gVisor's runsc is a sandbox, not a thin runc: docs/runtimes.md,
+"OCI runtimes", says what its flags are for and what it costs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+
+from bench.runtimes.base import Availability
+
+INSTALL_FIX = "apt-get install {package}"
+
+
+@dataclass(frozen=True)
+class OciRuntime:
+    """One OCI runtime: its command and the global flags bench always gives it."""
+
+    name: str
+    package: str
+    # Global flags as `name=value`: podman takes each as `--runtime-flag name=value`,
+    # dockerd as `--name=value` in the runtimeArgs of its daemon.json entry.
+    flags: tuple[str, ...] = ()
+    # The only network mode it runs with here; None: any the engine offers.
+    network_only: str | None = None
+    # Whether it refuses a hybrid cgroup host (v1 controllers plus a cgroup2 mount).
+    needs_pure_hierarchy: bool = False
+    # Whether a memory overrun kills the whole container (a sandbox's kernel is one host
+    # process) and the engine removes its cgroup at once: bench then reads the cgroup as
+    # soon as the kernel reports an OOM, to keep the totals (bench.cgroups.oomwatch).
+    dies_whole_on_oom: bool = False
+
+    @property
+    def docker_runtime_args(self) -> list[str]:
+        return [f"--{flag}" for flag in self.flags]
+
+
+# runsc: network=none because its own network stack refuses the host's root network
+# namespace ("cannot run with network enabled in root network namespace"); host-fifo=open
+# because bench's start/exit handshake is a FIFO in the bind-mounted io dir, which gVisor's
+# file proxy refuses by default; platform=ptrace because KVM hangs on this kind of VM host
+# (docs/host-notes.md), and so the manifest says which platform was measured.
+RUNSC_PLATFORM = "ptrace"
+KNOWN: dict[str, OciRuntime] = {
+    oci.name: oci
+    for oci in (
+        OciRuntime("runc", "runc"),
+        # crun 1.8 reads /sys/fs/cgroup/unified/cgroup.controllers first and stops there.
+        OciRuntime("crun", "crun", needs_pure_hierarchy=True),
+        OciRuntime(
+            "runsc",
+            "runsc",
+            flags=("network=none", "host-fifo=open", f"platform={RUNSC_PLATFORM}"),
+            network_only="none",
+            dies_whole_on_oom=True,
+        ),
+    )
+}
+
+
+def known(name: str) -> OciRuntime:
+    """The OCI runtime `name`; one bench knows nothing about runs without extra flags."""
+    return KNOWN.get(name) or OciRuntime(name, name)
+
+
+def dies_whole_on_oom(name: str | None) -> bool:
+    """Whether an OOM kill ends the whole container and its cgroup with it."""
+    return name is not None and known(name).dies_whole_on_oom
+
+
+def available(name: str) -> Availability:
+    """Whether `name` is installed and can run on this host (whatever engine is above it)."""
+    from bench.cgroups.locate import host_cgroup_version
+
+    oci = known(name)
+    if shutil.which(oci.name) is None:
+        return Availability(
+            False, f"{oci.name} is not installed", INSTALL_FIX.format(package=oci.package)
+        )
+    if oci.needs_pure_hierarchy and host_cgroup_version() == "hybrid":
+        return Availability(
+            False,
+            f"{oci.name} refuses hybrid cgroup hosts (v1 controllers plus a cgroup2 mount: "
+            "'cgroups in hybrid mode not supported'), which this host is",
+            f"run {oci.name} trials on a pure cgroup v1 or v2 host",
+        )
+    return Availability(True)
+
+
+@cache
+def version(name: str) -> str:
+    """`<name> <version>` and, for runsc, the platform it runs on (for the manifest)."""
+    oci = known(name)
+    try:
+        proc = subprocess.run(
+            [oci.name, "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+        first = proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        first = "unknown"
+    platform = dict(flag.split("=", 1) for flag in oci.flags).get("platform")
+    return first + (f", platform {platform}" if platform else "")
+
+
+def podman_global_args(name: str) -> list[str]:
+    """podman's global options that select `name` with bench's flags for it."""
+    args = ["--runtime", name]
+    for flag in known(name).flags:
+        args += ["--runtime-flag", flag]
+    return args
+
+
+def check_network(name: str | None, network: str, container: str) -> str | None:
+    """Why `name` cannot run `container` in network mode `network`; None when it can."""
+    if name is None:
+        return None
+    only = known(name).network_only
+    if only is not None and network != only:
+        return (
+            f"{container}: OCI runtime {name} runs with network mode {only!r} only here, "
+            f"not {network!r}"
+        )
+    return None
