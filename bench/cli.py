@@ -175,6 +175,12 @@ def doctor(as_json: bool) -> None:
                 f"  (OCI runtime: {check.default_oci_runtime})" if check.default_oci_runtime else ""
             )
             click.echo(f"{check.name:<14} ok  {check.version}{oci}")
+            for under in check.oci_runtimes:
+                label = f"  +{under.name}"
+                if under.available:
+                    click.echo(f"{label:<14} ok  {under.version}")
+                else:
+                    click.echo(f"{label:<14} --  {under.reason}  fix: {under.fix}")
         else:
             click.echo(f"{check.name:<14} --  {check.reason}  fix: {check.fix}")
     for tool in report.tools:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from bench.cgroups.locate import cgroup_mounts
 from bench.host import host_facts
@@ -15,6 +15,7 @@ from bench.runtimes.unsupported import UNSUPPORTED
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from bench.runtimes.base import OciAxisRuntime
     from bench.servers import ServerKind
 
 
@@ -26,6 +27,19 @@ class RuntimeCheck:
     reason: str = ""
     fix: str = ""
     default_oci_runtime: str = ""
+    # An engine with the oci_runtimes axis: each OCI runtime bench knows, whether it runs.
+    oci_runtimes: list[OciCheck] = field(default_factory=list)
+
+
+@dataclass
+class OciCheck:
+    """One OCI runtime under one engine: its version, or why not and the fix."""
+
+    name: str
+    available: bool
+    version: str = ""
+    reason: str = ""
+    fix: str = ""
 
 
 @dataclass
@@ -80,9 +94,22 @@ def check_runtime(name: str) -> RuntimeCheck:
         if availability.ok:
             check.version = runtime.version()
             check.default_oci_runtime = runtime.default_oci_runtime() or ""
+            if registry.entry(name).capabilities.oci_runtime_axis:
+                check.oci_runtimes = check_oci_runtimes(cast("OciAxisRuntime", runtime))
         return check
     finally:
         runtime.close()
+
+
+def check_oci_runtimes(engine: OciAxisRuntime) -> list[OciCheck]:
+    checks = []
+    for oci in registry.oci_runtime_names():
+        availability = engine.oci_runtime_available(oci)
+        check = OciCheck(oci, availability.ok, reason=availability.reason, fix=availability.fix)
+        if availability.ok:
+            check.version = engine.oci_runtime_version(oci)
+        checks.append(check)
+    return checks
 
 
 def check_tools(kinds: Iterable[ServerKind] | None = None) -> list[ToolCheck]:

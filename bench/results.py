@@ -125,6 +125,9 @@ class RuntimeEntry:
     available: bool
     version: str = ""
     reason: str = ""
+    # Each OCI runtime of the scenario's axis under this engine: its version and the
+    # options measured (runsc: the platform), or why its trials were skipped.
+    oci_runtimes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

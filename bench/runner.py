@@ -9,7 +9,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from bench import __version__
 from bench.errors import BenchError, InputError
@@ -38,7 +38,7 @@ from bench.trial import run_verdict, trial_row
 
 if TYPE_CHECKING:
     from bench.image import WorkloadImage
-    from bench.runtimes.base import Handle, Runtime
+    from bench.runtimes.base import Handle, OciAxisRuntime, Runtime
     from bench.sampler import Sampler
 
 log = logging.getLogger("bench")
@@ -96,6 +96,8 @@ class _Run:
     user: tuple[int, int] | None
     runtimes: dict[str, Runtime] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    # (runtime, OCI runtime) pairs of the scenario's axis that cannot run here, and why.
+    skipped_oci: dict[tuple[str, str], str] = field(default_factory=dict)
     # Runtimes given up during the run: closed at the end, after their last stop retries.
     retired: list[Runtime] = field(default_factory=list)
     runtime_errors: dict[str, int] = field(default_factory=dict)
@@ -238,7 +240,9 @@ def _prepare_runtimes(names: list[str], run: _Run) -> None:
         run.runtimes[name] = runtime
         availability = runtime.available()
         if availability.ok:
-            manifest.runtimes[name] = RuntimeEntry(available=True, version=runtime.version())
+            manifest.runtimes[name] = RuntimeEntry(
+                available=True, version=runtime.version(), oci_runtimes=_oci_axis(name, run)
+            )
             left = not_of_live_runs(runtime.leftovers())
             if left:
                 progress.note(
@@ -267,6 +271,27 @@ def _prepare_runtimes(names: list[str], run: _Run) -> None:
                 _skip_runtime(run, name, f"image import failed: {exc}")
     else:
         manifest.image = ImageEntry(binaries={str(p): _sha256(p) for p in extra})
+
+
+def _oci_axis(name: str, run: _Run) -> dict[str, str]:
+    """Check each OCI runtime of the scenario under engine `name`: its version for the
+    manifest, or the reason its trials are skipped (recorded in run.skipped_oci)."""
+    from bench.runtimes import registry
+
+    if not registry.entry(name).capabilities.oci_runtime_axis:
+        return {}
+    engine = cast("OciAxisRuntime", run.runtimes[name])
+    described: dict[str, str] = {}
+    for oci in run.scenario.oci_runtimes:
+        availability = engine.oci_runtime_available(oci)
+        if availability.ok:
+            described[oci] = engine.oci_runtime_version(oci)
+            continue
+        reason = availability.reason + (f" Fix: {availability.fix}" if availability.fix else "")
+        run.skipped_oci[(name, oci)] = reason
+        described[oci] = f"skipped: {reason}"
+        run.progress.note(f"skipping {name}+{oci}: {reason}")
+    return described
 
 
 def _skip_runtime(run: _Run, name: str, reason: str) -> None:
@@ -312,6 +337,9 @@ def _step_results(step: PlanStep, run: _Run, sampler: Sampler) -> StepResults:
         return [(trial_row(t, "skipped", run.skipped.get(name, "")), None) for t in step.trials]
     if any(t.skip_reason for t in step.trials):  # e.g. a network mode the runtime lacks
         return [(trial_row(t, "skipped", t.skip_reason), None) for t in step.trials]
+    oci_reason = run.skipped_oci.get((name, step.trials[0].oci_runtime))
+    if oci_reason is not None:
+        return [(trial_row(t, "skipped", oci_reason), None) for t in step.trials]
     for trial in step.trials:
         run.progress.trial_started(trial)
     ctx = StepContext(

@@ -6,6 +6,7 @@ PKGS=(
   docker.io podman runc crun conmon uidmap fuse-overlayfs   # container engines
   lxc lxc-templates                                         # LXC (command-line tools)
   containerd systemd-container                              # ctr, systemd-nspawn (docs/runtimes.md)
+  runsc                                                     # gVisor, an OCI runtime (docs/runtimes.md)
   stress-ng busybox-static                                  # the workload image
   nginx-light redis-server postgresql-15 sockperf iperf3    # service workloads' servers
   mosquitto python3-paho-mqtt                               # app-queue: broker, services and client

@@ -76,6 +76,9 @@ class FakeHandle:
             self.script = dataclasses.replace(self.script, oom_kills=0)
         return ExitInfo(code)
 
+    def totals_after_exit(self) -> None:
+        return None
+
     def endpoint(self, port: int) -> tuple[str, int]:
         raise BenchError(f"{self.name}: the fake runtime has network mode none only")
 
@@ -103,6 +106,8 @@ class FakeHost:
     # Per runtime: what available() answers, in turn (the last one repeats).
     availability: dict[str, list[Availability]] = field(default_factory=dict)
     handles: list[FakeHandle] = field(default_factory=list)
+    # OCI runtimes a fake engine (oci_axis=True) cannot run, and why; the others run.
+    oci_refused: dict[str, Availability] = field(default_factory=dict)
     closed: list[str] = field(default_factory=list)
 
     def script_for(self, runtime: str, spec: StartSpec) -> Script:
@@ -133,6 +138,12 @@ class FakeRuntime:
 
     def default_oci_runtime(self) -> str | None:
         return None
+
+    def oci_runtime_available(self, oci_runtime: str) -> Availability:
+        return self._host.oci_refused.get(oci_runtime, Availability(True))
+
+    def oci_runtime_version(self, oci_runtime: str) -> str:
+        return f"{oci_runtime} fake 1.0"
 
     def prepare(self, image: WorkloadImage) -> None:
         raise AssertionError("the fake runtime declares needs_image=False")
@@ -169,8 +180,8 @@ class FakeRuntime:
         self._host.closed.append(self.name)
 
 
-def entry(name: str, order: int) -> registry.Entry:
-    """A registry entry of a fake runtime: no image, no OCI axis, no processes of its own."""
+def entry(name: str, order: int, oci_axis: bool = False) -> registry.Entry:
+    """A registry entry of a fake runtime: no image, no processes of its own."""
     return registry.Entry(
         name,
         __name__,
@@ -179,7 +190,7 @@ def entry(name: str, order: int) -> registry.Entry:
         colour="#999999",
         capabilities=Capabilities(
             needs_image=False,
-            oci_runtime_axis=False,
+            oci_runtime_axis=oci_axis,
             network_modes=frozenset({"none"}),
             own_processes=False,
         ),
@@ -187,11 +198,11 @@ def entry(name: str, order: int) -> registry.Entry:
 
 
 @contextmanager
-def registered(host: FakeHost, *names: str) -> Iterator[FakeHost]:
+def registered(host: FakeHost, *names: str, oci_axis: bool = False) -> Iterator[FakeHost]:
     """Fake runtimes called `names` in the registry, all over `host`, for one test."""
     FakeRuntime.host = host
     for order, name in enumerate(names, start=900):
-        registry.register(entry(name, order))
+        registry.register(entry(name, order, oci_axis))
     try:
         yield host
     finally:

@@ -7,14 +7,23 @@ described in the manifest. gVisor's runsc is a sandbox, not a thin runc: docs/ru
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
+from typing import Any
 
 from bench.runtimes.base import Availability
 
 INSTALL_FIX = "apt-get install {package}"
+DOCKER_CONFIG = Path("/etc/docker/daemon.json")
+DOCKER_FIX = (
+    "bash scripts/start-services.sh (adds it to the runtimes of {config} and sends dockerd "
+    "SIGHUP to reload them)"
+)
 
 
 @dataclass(frozen=True)
@@ -126,3 +135,65 @@ def check_network(name: str | None, network: str, container: str) -> str | None:
             f"not {network!r}"
         )
     return None
+
+
+def docker_entry(name: str) -> dict[str, Any]:
+    """What dockerd's daemon.json "runtimes" should hold for `name` (bench's flags)."""
+    oci = known(name)
+    return {
+        "path": shutil.which(oci.name) or f"/usr/bin/{oci.name}",
+        "runtimeArgs": oci.docker_runtime_args,
+    }
+
+
+def docker_registration(name: str, registered: dict[str, Any]) -> Availability:
+    """Whether dockerd's runtimes (`docker info`'s "Runtimes") run `name` with bench's flags."""
+    found = registered.get(name)
+    if name == "runc" and found is not None:
+        return Availability(True)
+    fix = DOCKER_FIX.format(config=DOCKER_CONFIG)
+    if found is None:
+        return Availability(False, f"dockerd has no runtime named {name}", fix)
+    missing = [
+        arg
+        for arg in known(name).docker_runtime_args
+        if arg not in (found.get("runtimeArgs") or [])
+    ]
+    if missing:
+        return Availability(
+            False, f"dockerd runs {name} without {' '.join(missing)}, which bench needs", fix
+        )
+    return Availability(True)
+
+
+def merge_docker_config(config: dict[str, Any]) -> bool:
+    """Add every installed OCI runtime but runc (dockerd's own) to a daemon.json's
+    "runtimes" with bench's flags, keeping every other key; whether anything changed."""
+    runtimes = config.setdefault("runtimes", {})
+    changed = False
+    for oci in KNOWN.values():
+        if (
+            oci.name != "runc"
+            and shutil.which(oci.name)
+            and runtimes.get(oci.name) != docker_entry(oci.name)
+        ):
+            runtimes[oci.name] = docker_entry(oci.name)
+            changed = True
+    return changed
+
+
+def main(argv: list[str]) -> int:
+    """`python -m bench.runtimes._oci [daemon.json]`: register bench's OCI runtimes with
+    dockerd (scripts/start-services.sh); prints "changed" when dockerd must reload."""
+    path = Path(argv[0]) if argv else DOCKER_CONFIG
+    text = path.read_text() if path.exists() else ""
+    config = json.loads(text) if text.strip() else {}
+    if merge_docker_config(config):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(config, indent=2) + "\n")
+        print("changed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

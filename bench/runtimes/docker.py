@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError, RuntimeUnavailable
 from bench.image import IMAGE_REPOSITORY
+from bench.runtimes import _oci as oci
 from bench.runtimes._container import (
     IO_MOUNT,
     ContainerHandle,
@@ -90,6 +91,17 @@ class DockerRuntime:
     def default_oci_runtime(self) -> str:
         """The OCI runtime dockerd uses when a scenario names none (for `bench doctor`)."""
         return str(self._connect().info().get("DefaultRuntime", "unknown"))
+
+    def oci_runtime_available(self, oci_runtime: str) -> Availability:
+        # dockerd runs only the OCI runtimes its daemon.json registers, with their flags.
+        installed = oci.available(oci_runtime)
+        if not installed.ok:
+            return installed
+        registered = self._connect().info().get("Runtimes") or {}
+        return oci.docker_registration(oci_runtime, registered)
+
+    def oci_runtime_version(self, oci_runtime: str) -> str:
+        return oci.version(oci_runtime)
 
     def prepare(self, image: WorkloadImage) -> None:
         """Import the image tarball unless its digest tag is already present."""

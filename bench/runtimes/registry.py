@@ -137,6 +137,13 @@ _ENTRIES: dict[str, Entry] = {
 }
 
 
+def oci_runtime_names() -> tuple[str, ...]:
+    """The OCI runtimes a scenario's `oci_runtimes` may name (engines with the axis)."""
+    from bench.runtimes._oci import KNOWN
+
+    return tuple(KNOWN)
+
+
 def names() -> tuple[str, ...]:
     """Every registered runtime, in display order."""
     return tuple(e.name for e in sorted(_ENTRIES.values(), key=lambda e: (e.order, e.name)))

@@ -35,6 +35,7 @@ CONTAINER_RUNTIMES = (
     "systemd-nspawn",
     # An engine with another OCI runtime under it (a scenario's oci_runtimes axis).
     "podman+runsc",
+    "docker+runsc",
 )
 
 

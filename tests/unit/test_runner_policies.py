@@ -307,3 +307,30 @@ def _key(path: Path, key: str) -> int:
         if name == key:
             return int(value)
     raise AssertionError(f"{key} not in {path}")
+
+
+def test_an_oci_runtime_the_engine_cannot_run_is_skipped_and_the_rest_runs(
+    tmp_path: Path,
+) -> None:
+    """runsc missing under an engine: its trials are skipped with the fix, runc's run, and
+    the manifest describes each OCI runtime of the axis."""
+    cgroups = tmp_path / "cgroups"
+    cgroups.mkdir()
+    fake_host = FakeHost(cgroups, "v2")
+    refused = Availability(False, "runsc is not installed", "apt-get install runsc")
+    fake_host.oci_refused["runsc"] = refused
+    with registered(fake_host, "engine", oci_axis=True):
+        scenario = write_scenario(tmp_path, ["fine"], ["engine"], repetitions=2)
+        axis = 'oci_runtimes = ["runc", "runsc"]\nrepetitions'
+        scenario.write_text(scenario.read_text().replace("repetitions", axis))
+        outcome = run_scenario(scenario, RunOptions(results_dir=tmp_path / "results", run_id="r1"))
+    by_oci = {oci: [t for t in outcome.trials if t.oci_runtime == oci] for oci in ("runc", "runsc")}
+    assert [t.status for t in by_oci["runc"]] == ["ok", "ok"]
+    assert [t.status for t in by_oci["runsc"]] == ["skipped", "skipped"]
+    reason = "runsc is not installed Fix: apt-get install runsc"
+    assert all(t.error == reason for t in by_oci["runsc"])
+    described = read_manifest(outcome.run_dir).runtimes["engine"].oci_runtimes
+    assert described == {
+        "runc": "runc fake 1.0",
+        "runsc": f"skipped: {reason}",
+    }
