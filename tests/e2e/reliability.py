@@ -35,11 +35,13 @@ def scenario_file(
     repetitions: int = 1,
     timeout_s: float = 30,
     memory: str = "128m",
+    oci_runtimes: tuple[str, ...] = (),
 ) -> Path:
     """A small scenario of command workloads (argv lists), no warm-ups."""
     text = (
         f'name = "bench-rel"\nruntimes = {json.dumps(runtimes)}\nrepetitions = {repetitions}\n'
         f"warmups = 0\nsample_interval_ms = 100\ntimeout_s = {timeout_s}\n"
+        f"oci_runtimes = {json.dumps(list(oci_runtimes))}\n"
         f'[limits]\nmemory = "{memory}"\npids = 128\n'
     )
     for name, argv in workloads:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench.analysis import load_run
+from bench.runtimes import get_runtime
 from tests.e2e import reliability as rel
 from tests.helpers import bench, require, require_root
 
@@ -139,6 +140,59 @@ def test_sigkill_then_gc_removes_what_each_newer_runtime_left(runtime: str, tmp_
         if started.process.poll() is None:
             started.process.kill()
         rel.remove_run_objects(run_id, started.process.pid)
+
+
+@pytest.mark.parametrize("engine", ["docker", "podman"])
+def test_sigkill_then_gc_removes_the_gvisor_sandbox(engine: str, tmp_path: Path) -> None:
+    """SIGKILL mid-trial of engine+runsc: `bench gc` removes the container and the sandbox
+    (gVisor's Sentry and gofer processes, its state under the runsc root)."""
+    require_root()
+    why_not = rel.answering((engine,))[engine]
+    require(not why_not, f"{engine} is not available: {why_not}")
+    engine_runtime = get_runtime(engine)
+    try:
+        oci = engine_runtime.oci_runtime_available("runsc")  # type: ignore[attr-defined]
+    finally:
+        engine_runtime.close()
+    require(oci.ok, f"{engine}+runsc cannot run: {oci.reason} ({oci.fix})")
+    scenario = rel.scenario_file(
+        tmp_path, [engine], [("sleep", ["/bin/busybox", "sleep", "60"])], oci_runtimes=("runsc",)
+    )
+    run_id = f"sigkill-{engine}-runsc-{time.time_ns() % 10**6}"
+    started = rel.start_run(scenario, tmp_path / "results", run_id)
+    try:
+        rel.wait_for_workload(run_id)
+        (name,) = rel.leftovers(run_id, -1)[engine]
+        container_id = _container_id(engine, name)
+        assert _sandbox_pids(container_id), f"no gVisor sandbox runs {name}"
+        started.process.kill()
+        started.process.wait(timeout=10)
+        gc = _gc_when_no_other_run_is_live()
+        assert gc.returncode == 0, gc.stderr
+        assert "Traceback" not in gc.stderr
+        rel.assert_none_left(run_id, started.process.pid)
+        assert _sandbox_pids(container_id) == [], "the sandbox outlived bench gc"
+    finally:
+        if started.process.poll() is None:
+            started.process.kill()
+        rel.remove_run_objects(run_id, started.process.pid)
+
+
+def _container_id(engine: str, name: str) -> str:
+    argv = [engine, "inspect", "--format", "{{.Id}}", name]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _sandbox_pids(container_id: str) -> list[int]:
+    """gVisor's processes (runsc-sandbox, runsc-gofer, the Sentry) of one container."""
+    import psutil
+
+    pids = []
+    for process in psutil.process_iter(["cmdline"]):
+        args = process.info["cmdline"] or []
+        if any("runsc" in arg for arg in args[:1]) and any(container_id in arg for arg in args):
+            pids.append(process.pid)
+    return sorted(pids)
 
 
 def _gc_when_no_other_run_is_live(timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
