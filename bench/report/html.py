@@ -227,6 +227,37 @@ def service_latency_plot(table: pd.DataFrame) -> str | None:
     return _svg(fig)
 
 
+def tier_cpu_plot(table: pd.DataFrame) -> str | None:
+    """Each tier's CPU-seconds per 1,000 requests, bars per label grouped by tier, one panel
+    per workload; a runtime's network paths share its colour and differ in hatching."""
+    table = table[np.isfinite(table["cpu_s_per_1k_requests"].astype(float))]
+    if table.empty:
+        return None
+    workloads = list(dict.fromkeys(table["workload"]))
+    fig, axes = _figure(min(4.2 * len(workloads), 14), 3.0, len(workloads))
+    hatches = ("", "//", "..", "xx")
+    for ax, workload in zip(axes, workloads, strict=True):
+        rows = table[table["workload"] == workload]
+        tiers = list(dict.fromkeys(rows["tier"]))
+        labels = analysis.label_order(rows["runtime"].unique())
+        styles = _line_styles(labels)
+        seen: dict[str, int] = {}
+        width = 0.8 / len(labels)
+        for i, label in enumerate(labels):
+            colour = styles[label][0]
+            hatch = hatches[seen.get(colour, 0) % len(hatches)]
+            seen[colour] = seen.get(colour, 0) + 1
+            per_tier = rows[rows["runtime"] == label].set_index("tier")["cpu_s_per_1k_requests"]
+            values = [float(per_tier.get(tier, math.nan)) for tier in tiers]
+            x = np.arange(len(tiers)) - 0.4 + width * (i + 0.5)
+            ax.bar(x, values, width, color=colour, hatch=hatch, edgecolor="#333", label=label)
+        ax.set_xticks(np.arange(len(tiers)), tiers)
+        ax.set_ylabel("CPU-s per 1,000 requests")
+        ax.set_title(f"{workload}: each tier's own CPU during the load", fontsize=9)
+        ax.legend(fontsize=7)
+    return _svg(fig)
+
+
 def sweep_plot(table: pd.DataFrame) -> str | None:
     """The throughput-latency curve of each rate sweep: achieved requests/s against p99 (log
     scale) per label, one point per offered rate; the knee (service_analysis) circled."""
@@ -400,6 +431,9 @@ def _run_section(s: RunSummary) -> str:
         )
     if len(s.tiers):
         parts.append(f"<h3>{escape(TIER_TITLE)}</h3>" + _table(tier_rows(s.tiers)))
+        parts.append(
+            _figure_html(tier_cpu_plot(s.tiers), "Per tier: its own cgroup's CPU per request")
+        )
     parts.append("<h3>Start and stop latency</h3>" + _table(startup_rows(s.startup)))
     parts.append(_figure_html(latency_plot(run), "Per-trial latency, log scale"))
     parts.append(f"<h3>{escape(FOOTPRINT_TITLE)}</h3>" + _table(footprint_rows(s.footprint)))

@@ -85,6 +85,9 @@ def test_markdown_html_json_and_terminal_show_the_same_rows(
     assert html_table is not None
     html_rows = [[td.text or "" for td in tr.iter("td")] for tr in html_table.iter("tr")]
     assert [r for r in html_rows if r] == rows
+    figure = children[children.index(heading) + 2]
+    svg = ET.tostring(figure, encoding="unicode")
+    assert figure.tag == "figure" and "db: each tier" in svg
     records = json.loads((report / "report.json").read_text())["runs"][0]["tiers"]
     keys = list(zip(table.tier, table.runtime, strict=True))
     assert [(r["tier"], r["runtime"]) for r in records] == keys
