@@ -210,10 +210,19 @@ def list_scenarios() -> None:
 def report(run_dirs: tuple[Path, ...], out: Path | None, formats: tuple[str, ...]) -> None:
     """Write reports/<run-id>/ (index.html, report.md, report.json) for RUN_DIR(s)."""
     from bench.analysis import load_run
+    from bench.fleet_store import expand_runs, is_fleet_dir
     from bench.report import build_report
 
-    runs = [load_run(path) for path in run_dirs]
-    out_dir = out or Path("reports") / "-vs-".join(run.run_id for run in runs)
+    # A fleet result: its hosts' runs, each on its own and side by side.
+    runs, names = [], []
+    for path in run_dirs:
+        if is_fleet_dir(path):
+            runs += [load_run(host_run) for host_run in expand_runs([path])]
+            names.append(path.name)
+        else:
+            runs.append(load_run(path))
+            names.append(runs[-1].run_id)
+    out_dir = out or Path("reports") / "-vs-".join(names)
     for path in build_report(runs, out_dir, set(formats or ("html", "md", "json"))):
         click.echo(str(path))
 
@@ -227,8 +236,22 @@ def report(run_dirs: tuple[Path, ...], out: Path | None, formats: tuple[str, ...
 def compare(base: Path, new: Path, threshold: float, markdown: bool) -> None:
     """Compare NEW against BASE; exit 1 on a significant regression over the threshold."""
     from bench.analysis import load_run
-    from bench.compare import compare_runs, to_markdown
+    from bench.compare import compare_fleets, compare_runs, to_markdown
+    from bench.errors import InputError
+    from bench.fleet_store import is_fleet_dir
 
+    if is_fleet_dir(base) or is_fleet_dir(new):
+        if not (is_fleet_dir(base) and is_fleet_dir(new)):
+            raise InputError("compare a fleet result with a fleet result (or hosts/<host> runs)")
+        fleet = compare_fleets(base, new, threshold)
+        for host, why in fleet.left_out.items():
+            click.echo(f"host {host} not compared: {why}", err=True)
+        for host, one in fleet.by_host.items():
+            text = to_markdown(one) if markdown else one.to_frame().to_string()
+            click.echo(f"{'## ' if markdown else ''}host {host}\n\n{text}")
+        if fleet.has_regression:
+            sys.exit(1)
+        return
     comparison = compare_runs(load_run(base), load_run(new), threshold)
     click.echo(to_markdown(comparison) if markdown else comparison.to_frame().to_string())
     if comparison.has_regression:

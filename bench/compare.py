@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from bench import stats
-from bench.frames import Run, usable_solo
+from bench.errors import InputError
+from bench.fleet_store import host_runs
+from bench.frames import Run, load_run, usable_solo
 
 # metric column -> bigger is better
 METRICS: dict[str, bool] = {
@@ -110,6 +113,33 @@ def compare_runs(
                 )
             )
     return Comparison(base.run_id, new.run_id, threshold_pct, tuple(changes))
+
+
+@dataclass(frozen=True)
+class FleetComparison:
+    """Two fleet results compared host by host (hosts with a run in both)."""
+
+    by_host: dict[str, Comparison]
+    left_out: dict[str, str]  # host -> why it was not compared
+
+    @property
+    def has_regression(self) -> bool:
+        return any(c.has_regression for c in self.by_host.values())
+
+
+def compare_fleets(
+    base_dir: Path, new_dir: Path, threshold_pct: float = DEFAULT_THRESHOLD_PCT
+) -> FleetComparison:
+    """Each host's run in `new_dir` against the same host's run in `base_dir`."""
+    base = dict(host_runs(base_dir))
+    new = dict(host_runs(new_dir))
+    left_out = {h: f"no run in {base_dir}" for h in new if h not in base}
+    left_out |= {h: f"no run in {new_dir}" for h in base if h not in new}
+    common = [h for h in new if h in base]
+    if not common:
+        raise InputError(f"{base_dir} and {new_dir} have no host with a run in both")
+    by_host = {h: compare_runs(load_run(base[h]), load_run(new[h]), threshold_pct) for h in common}
+    return FleetComparison(by_host, left_out)
 
 
 def _fmt(value: float, spec: str) -> str:

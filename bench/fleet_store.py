@@ -98,3 +98,17 @@ def host_runs(fleet_dir: Path) -> list[tuple[str, Path]]:
         if (run_dir / "manifest.json").is_file():
             found.append((name, run_dir))
     return found
+
+
+def expand_runs(paths: list[Path]) -> list[Path]:
+    """Run directories, with every fleet result replaced by its hosts' runs (in its order)."""
+    expanded: list[Path] = []
+    for path in paths:
+        if is_fleet_dir(path):
+            runs = host_runs(path)
+            if not runs:
+                raise InputError(f"{path}: no host of this fleet brought a run back")
+            expanded += [run_dir for _host, run_dir in runs]
+        else:
+            expanded.append(path)
+    return expanded

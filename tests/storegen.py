@@ -469,3 +469,28 @@ def write_store(root: Path, spec: StoreSpec | None = None) -> Path:
         path = store.run_dir / TRIALS
         pq.write_table(pq.read_table(path).drop_columns(list(spec.omit_columns)), path)
     return store.run_dir
+
+
+def write_fleet(root: Path, fleet_id: str, hosts: dict[str, StoreSpec | None]) -> Path:
+    """A fleet result (bench.fleet_store) under root: each host with a spec brought that run
+    back (status complete), a host with None is recorded unreachable."""
+    from bench.fleet_store import FleetManifest, HostEntry, host_dir
+
+    fleet_dir = root / fleet_id
+    entries = {}
+    for name, spec in hosts.items():
+        if spec is None:
+            entries[name] = HostEntry(status="unreachable", reason="No route to host")
+            continue
+        run_dir = write_store(root / f".gen-{fleet_id}", spec)
+        host_dir(fleet_dir, name).parent.mkdir(parents=True, exist_ok=True)
+        run_dir.rename(host_dir(fleet_dir, name))
+        entries[name] = HostEntry(status="complete", run_id=spec.run_id, hostname=spec.hostname)
+    FleetManifest(
+        fleet_id=fleet_id, status="complete" if None not in hosts.values() else "incomplete",
+        scenario_name="synthetic", scenario_sha256="ab" * 32, quick=False, runtimes=[],
+        bench_version="0.1.0", bench_source_sha256="cd" * 32, git_commit=None,
+        inventory="inventory.yml", limit="", started_at="2025-01-01T00:00:00+00:00",
+        hosts=entries,
+    ).save(fleet_dir)  # fmt: skip
+    return fleet_dir

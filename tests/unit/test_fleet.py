@@ -12,13 +12,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from bench import fleet, fleet_remote
 from bench.analysis import load_run
+from bench.cli import main
+from bench.compare import compare_fleets
 from bench.errors import InputError
-from bench.fleet_store import FLEET_MANIFEST, FleetManifest, HostEntry, host_dir
+from bench.fleet_store import FLEET_MANIFEST, FleetManifest, HostEntry, expand_runs, host_dir
 from bench.gc import live_runs
-from tests.storegen import StoreSpec, write_store
+from tests.storegen import StoreSpec, write_fleet
 
 
 def _manifest(**hosts: HostEntry) -> FleetManifest:
@@ -32,18 +35,19 @@ def _manifest(**hosts: HostEntry) -> FleetManifest:
 
 def _fleet_dir(tmp_path: Path, statuses: dict[str, str]) -> Path:
     """A fleet result whose complete hosts hold a generated run (a host name as hostname)."""
-    fleet_dir = tmp_path / "fleet-x"
-    hosts = {}
-    for i, (name, status) in enumerate(statuses.items()):
-        hosts[name] = HostEntry(status=status, run_id=f"fleet-x.{name}")  # type: ignore[arg-type]
-        if status == "complete":
-            spec = StoreSpec(run_id=f"fleet-x.{name}", runtimes=("bare", "docker"),
-                             repetitions=3, hostname=f"machine-{name}", seed=i)  # fmt: skip
-            run_dir = write_store(tmp_path / "gen", spec)
-            host_dir(fleet_dir, name).parent.mkdir(parents=True, exist_ok=True)
-            run_dir.rename(host_dir(fleet_dir, name))
-    _manifest(**hosts).save(fleet_dir)
-    return fleet_dir
+    specs = {
+        name: StoreSpec(
+            run_id=f"fleet-x.{name}",
+            runtimes=("bare", "docker"),
+            repetitions=3,
+            hostname=f"machine-{name}",
+            seed=i,
+        )
+        if status == "complete"
+        else None
+        for i, (name, status) in enumerate(statuses.items())
+    }
+    return write_fleet(tmp_path, "fleet-x", specs)
 
 
 def test_manifest_round_trip_and_unfinished_hosts(tmp_path: Path) -> None:
@@ -80,7 +84,7 @@ def test_load_run_of_a_fleet_has_one_group_per_host_that_finished(tmp_path: Path
 
 
 def test_load_run_of_a_fleet_without_any_run_is_an_input_error(tmp_path: Path) -> None:
-    fleet_dir = _fleet_dir(tmp_path, {"h1": "failed"})
+    fleet_dir = _fleet_dir(tmp_path, {"h1": "unreachable"})
     with pytest.raises(InputError, match="no host"):
         load_run(fleet_dir)
 
@@ -145,3 +149,49 @@ def test_remote_stop_interrupts_the_run_of_that_id_only(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
                 proc.wait(5)
+
+
+def _host_spec(fleet_id: str, host: str, seed: int, **kwargs: object) -> StoreSpec:
+    settings: dict[str, object] = {"repetitions": 10, "noise": 0.02, "trial_duration_s": 1.0}
+    settings.update(sample_hz=2.0, runtimes=("bare", "docker"), **kwargs)
+    return StoreSpec(run_id=f"{fleet_id}.{host}", seed=seed, hostname=host, **settings)  # type: ignore[arg-type]
+
+
+def test_compare_two_fleets_host_by_host(tmp_path: Path) -> None:
+    """docker got 10 % slower on h1 only: h1 is flagged, h2 not; h3 (new only) is left out."""
+    base = write_fleet(tmp_path, "base", {
+        "h1": _host_spec("base", "h1", 1), "h2": _host_spec("base", "h2", 2),
+    })  # fmt: skip
+    new = write_fleet(tmp_path, "new", {
+        "h1": _host_spec("new", "h1", 3, throughput_factor={"docker": 0.90}),
+        "h2": _host_spec("new", "h2", 4), "h3": _host_spec("new", "h3", 5),
+    })  # fmt: skip
+    fleet_cmp = compare_fleets(base, new, threshold_pct=5.0)
+    assert list(fleet_cmp.by_host) == ["h1", "h2"]
+    assert fleet_cmp.left_out == {"h3": f"no run in {base}"}
+    assert {(c.runtime, c.metric) for c in fleet_cmp.by_host["h1"].regressions} == {
+        ("docker", "throughput")
+    }
+    assert not fleet_cmp.by_host["h2"].has_regression
+    result = CliRunner().invoke(main, ["compare", str(base), str(new), "--markdown"])
+    assert result.exit_code == 1, result.output
+    assert "## host h1" in result.output and "## host h2" in result.output
+    assert "host h3 not compared" in result.output
+    same = CliRunner().invoke(main, ["compare", str(base), str(base)])
+    assert same.exit_code == 0, same.output
+    mixed = CliRunner().invoke(main, ["compare", str(base), str(new / "hosts" / "h1")])
+    assert mixed.exit_code == 2
+
+
+def test_report_of_a_fleet_shows_every_host_side_by_side(tmp_path: Path) -> None:
+    fleet_dir = _fleet_dir(tmp_path, {"h1": "complete", "h2": "complete", "h3": "unreachable"})
+    assert expand_runs([fleet_dir]) == [host_dir(fleet_dir, "h1"), host_dir(fleet_dir, "h2")]
+    out = tmp_path / "report"
+    result = CliRunner().invoke(
+        main, ["report", str(fleet_dir), "--out", str(out), "--format", "md"]
+    )
+    assert result.exit_code == 0, result.output
+    text = (out / "report.md").read_text()
+    assert "Overhead side by side" in text
+    assert "## Run `fleet-x.h1`" in text and "## Run `fleet-x.h2`" in text
+    assert "machine-h1" in text and "machine-h2" in text
