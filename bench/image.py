@@ -30,14 +30,18 @@ CACHE_SUBDIR = "images"
 CACHE_ENTRY_PREFIX = "bench-image-"
 # Bump when the layout below changes, so old cache entries are not reused.
 _LAYOUT_VERSION = "4"
-# Account files for servers that look names up: nginx started as root drops its workers to
-# nobody:nogroup by name. Written by bench, never copied from the host (no host accounts leak
-# into results), so the image stays the same bytes on every host.
-ACCOUNT_FILES: dict[str, bytes] = {
+# Files bench writes itself, never copied from the host (no host accounts leak into results),
+# so the image stays the same bytes on every host. Account files for servers that look names
+# up: nginx started as root drops its workers to nobody:nogroup by name.
+WRITTEN_FILES: dict[str, bytes] = {
     "etc/passwd": (
         b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n"
     ),
     "etc/group": b"root:x:0:\nnogroup:x:65534:\n",
+    # busybox init's table for LXC system containers (bench/runtimes/lxc_system.py):
+    # one sysinit entry saying the init is up, and nothing to respawn, so PID 1 only reaps.
+    # Without a table busybox init would start shells on consoles the container lacks.
+    "etc/inittab": b"::sysinit:/bin/busybox sh -c 'echo B > /bench/boot'\n",
 }
 _CHUNK_BYTES = 1 << 20
 # ldd(1) output: "libm.so.6 => /lib/.../libm.so.6 (0x...)" or "/lib64/ld-linux... (0x...)".
@@ -78,7 +82,7 @@ class _Entry:
     mode: int
     source: Path | None = None
     link: str = ""
-    content: bytes | None = None  # a file bench writes itself (ACCOUNT_FILES)
+    content: bytes | None = None  # a file bench writes itself (WRITTEN_FILES)
 
 
 def default_cache_dir() -> Path:
@@ -156,7 +160,7 @@ def _entries(binaries: Sequence[Path], data_paths: Sequence[Path] = ()) -> list[
     for rel, host_path in files.items():
         mode = host_path.stat().st_mode & 0o755  # follows symlinks: the content is copied
         entries[rel] = _Entry(rel, "file", mode, source=host_path)
-    for rel, content in ACCOUNT_FILES.items():
+    for rel, content in WRITTEN_FILES.items():
         entries.setdefault(rel, _Entry(rel, "file", 0o644, content=content))
     for point in MOUNT_POINTS:
         entries.setdefault(point, _Entry(point, "dir", 0o1777 if point == "tmp" else 0o755))

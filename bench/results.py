@@ -63,6 +63,8 @@ class TrialResult:
     throughput: float | None = None
     throughput_unit: str = ""
     start_s: float | None = None
+    # System containers (lxc-system): from the launch until the init was up, within start_s.
+    boot_s: float | None = None
     stop_s: float | None = None
     runtime_rss_bytes: int | None = None
     runtime_pss_bytes: int | None = None

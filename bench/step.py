@@ -256,6 +256,7 @@ def measure_members(started: list[Member], runtime: Runtime, ctx: StepContext) -
         seen = Observed(
             cgroup=member.handle.cgroup.display,
             start_s=member.handle.start_latency_s,
+            boot_s=member.handle.boot_s,
             wall_s=member.wall_s,
             exit_info=member.exit_info,
             first=member.first,

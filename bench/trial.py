@@ -25,6 +25,7 @@ class Observed:
 
     cgroup: str
     start_s: float
+    boot_s: float | None
     wall_s: float | None
     exit_info: ExitInfo | None
     first: CgroupSnapshot
@@ -72,6 +73,7 @@ def measured_row(trial: Trial, seen: Observed, io_dir: Path) -> TrialResult:
     result.samples = len(seen.columns)
     result.wall_s = seen.wall_s
     result.start_s = seen.start_s
+    result.boot_s = seen.boot_s
     if seen.exit_info is not None:
         result.exit_code = seen.exit_info.exit_code
         user_s, sys_s = seen.exit_info.rusage_user_s, seen.exit_info.rusage_sys_s

@@ -60,6 +60,7 @@ class FakeHandle:
     script: Script
     pid: int = 0
     start_latency_s: float = 0.002
+    boot_s: float | None = None
     stops: int = 0
     stopped: bool = False
 

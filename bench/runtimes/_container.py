@@ -88,8 +88,8 @@ class ControlFifo:
     inflate the measured start latency.
     """
 
-    def __init__(self, io_dir: Path) -> None:
-        self.path = io_dir / FIFO_NAME
+    def __init__(self, io_dir: Path, name: str = FIFO_NAME) -> None:
+        self.path = io_dir / name
         if self.path.exists() or self.path.is_symlink():
             if not stat.S_ISFIFO(self.path.lstat().st_mode):
                 raise BenchError(f"{self.path} exists and is not a FIFO; remove it")
@@ -132,12 +132,20 @@ class ControlFifo:
         except queue.Empty:
             return None
 
-    def wait_started(self, timeout_s: float) -> float:
-        """time.monotonic() at which the wrapper's "S" arrived; BenchError on timeout."""
+    def wait_line(self, text: str, timeout_s: float) -> float | None:
+        """time.monotonic() at which the line `text` arrived (others are skipped); None
+        when it did not come within `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         while (line := self._next_line(deadline)) is not None:
-            if line.text == "S":
+            if line.text == text:
                 return line.monotonic_s
+        return None
+
+    def wait_started(self, timeout_s: float) -> float:
+        """time.monotonic() at which the wrapper's "S" arrived; BenchError on timeout."""
+        started = self.wait_line("S", timeout_s)
+        if started is not None:
+            return started
         raise BenchError(
             f"the container did not start its workload within {timeout_s:.0f} s (no 'S' on "
             f"{self.path}); check the runtime's logs and that the image has {BUSYBOX}"
@@ -188,6 +196,7 @@ class ContainerHandle:
     endpoints: Endpoints | None = None
     helpers: Callable[[], list[int]] | None = None
     oom_watch: OomWatch | None = None
+    boot_s: float | None = None
     _exit: ExitInfo | None = field(default=None, init=False, repr=False)
     _stopped: bool = field(default=False, init=False, repr=False)
 
@@ -258,6 +267,8 @@ class Launched:
     helper_pids: Callable[[], list[int]] | None = None
     # The cgroup to measure when it is not the init pid's own (nspawn on v2: see there).
     cgroup: CgroupLocation | None = None
+    # System containers: seconds from the launch until the container's init was up.
+    boot_s: float | None = None
 
 
 def image_to_start(spec: StartSpec, runtime: str, image_ref: str | None) -> str:
@@ -307,6 +318,7 @@ def start_container(
         endpoints=reached,
         helpers=launched.helper_pids,
         oom_watch=oom_watch,
+        boot_s=launched.boot_s,
     )
 
 

@@ -47,6 +47,7 @@ class BareHandle:
         self.pid = proc.pid
         self.cgroup: CgroupLocation = cgroup.location
         self.start_latency_s = start_latency_s
+        self.boot_s: float | None = None
         self._proc = proc
         self._managed = cgroup
         self._exit: ExitInfo | None = None
@@ -117,7 +118,7 @@ class BareRuntime:
         # away); it only means that no endpoint is offered.
         check_spec(spec, self.name)
         cgroup = create_cgroup(spec.name, spec.limits)
-        rlimits = _lowered_rlimits(spec.rlimits)
+        rlimits = lowered_rlimits(spec.rlimits)
 
         user = spec.user
 
@@ -183,7 +184,7 @@ class BareRuntime:
         """Nothing to release."""
 
 
-def _lowered_rlimits(
+def lowered_rlimits(
     rlimits: tuple[tuple[str, int, int], ...],
 ) -> list[tuple[int, int, int]]:
     """The setrlimit calls to make in the child: never above the current hard limit.

@@ -56,6 +56,9 @@ class Handle(Protocol):
     pid: int
     cgroup: CgroupLocation
     start_latency_s: float
+    # Seconds until a system container's init was up (within start_latency_s); None for
+    # runtimes that boot no init of their own.
+    boot_s: float | None
 
     def wait(self, timeout_s: float) -> ExitInfo | None:
         """Block until the workload exits (None on timeout). The cgroup stays readable."""

@@ -17,7 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from bench.cgroups.locate import cgroup_mounts, host_cgroup_version
 from bench.errors import BenchError, RuntimeUnavailable
@@ -143,8 +143,14 @@ def container_config(
     memsw: bool,
     bridge: str | None = None,
     address: IPv4Interface | None = None,
+    *,
+    init_as_user: bool = True,
 ) -> str:
-    """The whole LXC config of one application container (`memsw`: memsw_supported())."""
+    """The whole LXC config of one container (`memsw`: memsw_supported()).
+
+    `init_as_user`: the init runs as the spec's user (an application container, whose init
+    runs the workload); a system container's init stays root and lxc-attach sets the user.
+    """
     net = network_lines(spec, bridge, address)
     lines = [
         f"lxc.uts.name = {_config_value(spec.name)}",
@@ -162,7 +168,7 @@ def container_config(
         "lxc.no_new_privs = 1",
         *(
             [f"lxc.init.uid = {spec.user[0]}", f"lxc.init.gid = {spec.user[1]}"]
-            if spec.user
+            if spec.user and init_as_user
             else []
         ),
         f"lxc.cap.keep = {CAP_KEEP}",
@@ -176,6 +182,8 @@ def container_config(
 class LxcRuntime:
     """Runs workloads with lxc-execute in a private lxcpath (implements Runtime)."""
 
+    tools: ClassVar[tuple[str, ...]] = TOOLS
+    init_as_user: ClassVar[bool] = True
     lxcpath: Path = field(default_factory=default_lxcpath)
     name: str = "lxc"
     _rootfs: Path | None = field(default=None, init=False, repr=False)
@@ -185,7 +193,7 @@ class LxcRuntime:
     _bridge: Bridge | None = field(default=None, init=False, repr=False)
 
     def available(self) -> Availability:
-        missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+        missing = [tool for tool in self.tools if shutil.which(tool) is None]
         if missing:
             return Availability(False, f"{', '.join(missing)} not installed", INSTALL_FIX)
         if os.geteuid() != 0:
@@ -203,9 +211,9 @@ class LxcRuntime:
         return Availability(True)
 
     def version(self) -> str:
-        if shutil.which("lxc-execute") is None:
-            raise RuntimeUnavailable(f"lxc-execute is not installed; fix: {INSTALL_FIX}")
-        proc = _tool("lxc-execute", "--version")
+        if shutil.which(self.tools[0]) is None:
+            raise RuntimeUnavailable(f"{self.tools[0]} is not installed; fix: {INSTALL_FIX}")
+        proc = _tool(self.tools[0], "--version")
         return f"lxc {proc.stdout.strip() or '?'}"
 
     def default_oci_runtime(self) -> None:
@@ -219,7 +227,7 @@ class LxcRuntime:
 
     def start(self, spec: StartSpec) -> ContainerHandle:
         if self._rootfs is None:
-            raise BenchError("lxc: prepare(image) must run before start()")
+            raise BenchError(f"{self.name}: prepare(image) must run before start()")
         if not spec.name.startswith(NAME_PREFIX) or not _SAFE_NAME.match(spec.name):
             raise BenchError(
                 f"container name {spec.name!r} must start with {NAME_PREFIX!r} and use only "
@@ -234,7 +242,13 @@ class LxcRuntime:
         bridge = self._bridge.name if self._bridge is not None else None
         try:
             config = container_config(
-                spec, self._rootfs, host_cgroup_version(), memsw_supported(), bridge, address
+                spec,
+                self._rootfs,
+                host_cgroup_version(),
+                memsw_supported(),
+                bridge,
+                address,
+                init_as_user=self.init_as_user,
             )
             return start_container(
                 spec, lambda command: self._launch(spec, config, command, address)
@@ -244,13 +258,7 @@ class LxcRuntime:
                 self._bridge.release(address)
             raise
 
-    def _launch(
-        self,
-        spec: StartSpec,
-        config: str,
-        command: list[str],
-        address: IPv4Interface | None = None,
-    ) -> Launched:
+    def _write_config(self, spec: StartSpec, config: str) -> Path:
         config_path = self.lxcpath / f"{spec.name}{CONFIG_SUFFIX}"
         for attempt in range(2):
             self.lxcpath.mkdir(parents=True, exist_ok=True)
@@ -261,6 +269,16 @@ class LxcRuntime:
                 # Another bench process's close() removed the empty lxcpath in between.
                 if attempt:
                     raise
+        return config_path
+
+    def _launch(
+        self,
+        spec: StartSpec,
+        config: str,
+        command: list[str],
+        address: IPv4Interface | None = None,
+    ) -> Launched:
+        config_path = self._write_config(spec, config)
         argv = ["lxc-execute", "-P", str(self.lxcpath), "-n", spec.name, "-f", str(config_path)]
         with (spec.io_dir / LOG_FILE).open("wb") as log:
             # Own session: a Ctrl-C aimed at bench must not kill the monitor before the
@@ -293,20 +311,20 @@ class LxcRuntime:
             return monitor.poll()
 
         with undone_on_error(kill, remove):
-            pid = self._init_pid(spec, monitor)
+            pid = self._init_pid(spec, monitor, "lxc-execute")
         return Launched(pid, kill, remove, poll_exit, None if address is None else str(address.ip))
 
-    def _init_pid(self, spec: StartSpec, monitor: subprocess.Popen[bytes]) -> int:
-        """The container's init (lxc-init) pid on the host, polled until lxc-info has it."""
+    def _init_pid(self, spec: StartSpec, monitor: subprocess.Popen[bytes], tool: str) -> int:
+        """The container's init pid on the host, polled until lxc-info has it."""
         deadline = time.monotonic() + PID_TIMEOUT_S
         while time.monotonic() < deadline:
             proc = _tool("lxc-info", "-P", str(self.lxcpath), "-n", spec.name, "-p", "-H")
             if proc.returncode == 0 and proc.stdout.strip().isdigit():
                 return int(proc.stdout.strip())
             if monitor.poll() is not None:
-                log = (spec.io_dir / LOG_FILE).read_text(errors="replace").strip()[-800:]
+                log = (spec.io_dir / f"{tool}.log").read_text(errors="replace").strip()[-800:]
                 raise BenchError(
-                    f"lxc-execute for {spec.name} exited with status {monitor.returncode} "
+                    f"{tool} for {spec.name} exited with status {monitor.returncode} "
                     f"before its container ran: {log or 'no output'}"
                 )
             time.sleep(0.01)
@@ -320,7 +338,7 @@ class LxcRuntime:
         running = self._running()
         found = [f"lxc container {name}" for name in running]
         found += [f"lxc entry {path}" for path in self._entries() if path.name not in running]
-        for bridge in stale_bridges():
+        for bridge in self._stale_bridges():
             found.append(f"lxc bridge {bridge}")
             found += [f"lxc veth {veth} on {bridge}" for veth in ports_of(bridge)]
         return found
@@ -333,7 +351,7 @@ class LxcRuntime:
         for path in self._entries():
             _remove_path(path)
             removed += 1
-        for bridge in stale_bridges():  # its veths went with the containers stopped above
+        for bridge in self._stale_bridges():  # its veths went with the containers stopped above
             remove_bridge(bridge)
             removed += 1
         with contextlib.suppress(OSError):
@@ -348,6 +366,10 @@ class LxcRuntime:
             remove_bridge(bridge.name)
         with contextlib.suppress(OSError):
             self.lxcpath.rmdir()  # fails, harmlessly, while anything is still in it
+
+    def _stale_bridges(self) -> list[str]:
+        """Bridges of dead bench runs, with their veths."""
+        return stale_bridges()
 
     def _running(self) -> list[str]:
         if not self.lxcpath.is_dir() or shutil.which("lxc-ls") is None:

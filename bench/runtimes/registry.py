@@ -121,6 +121,23 @@ _ENTRIES: dict[str, Entry] = {
             ),
         ),
         Entry(
+            "lxc-system",
+            "bench.runtimes.lxc_system",
+            "LxcSystemRuntime",
+            # Beside lxc: a system container against an application container reads off
+            # one table.
+            order=35,
+            colour="#98df8a",
+            # Booted with lxc-start (busybox init), the workload through lxc-attach; no
+            # bridge mode yet (lxc's bridge code would serve, untested for it).
+            capabilities=Capabilities(
+                needs_image=True,
+                oci_runtime_axis=False,
+                network_modes=frozenset({"none", "host"}),
+                own_processes=True,
+            ),
+        ),
+        Entry(
             "systemd-nspawn",
             "bench.runtimes.nspawn",
             "NspawnRuntime",

@@ -24,6 +24,8 @@ from bench.naming import object_prefix
 from tests.helpers import REPO, require, require_root
 
 LXCPATH = Path("/var/lib/bench-lxc")
+# lxc-system's containers (bench/runtimes/lxc_system.py) live in a lxcpath of their own.
+LXCPATHS = (LXCPATH, Path("/var/lib/bench-lxc-system"))
 PRIVATE_PODMAN_SOCKETS = Path("/run")
 
 
@@ -129,14 +131,11 @@ def leftovers(run_id: str, bench_pid: int) -> dict[str, list[str]]:
         "cgroups": [str(p) for p in list_bench_cgroups() if p.name.startswith(prefix)],
         "docker": _names(["docker", "ps", "-a", "--format", "{{.Names}}"], prefix),
         "podman": _names(["podman", "ps", "-a", "--format", "{{.Names}}"], prefix),
-        "lxc": sorted(p.name for p in LXCPATH.glob(f"{prefix}*")) if LXCPATH.is_dir() else [],
+        "lxc": [],
         "podman-service": [],
     }
-    if LXCPATH.is_dir() and shutil.which("lxc-ls"):
-        active = subprocess.run(
-            ["lxc-ls", "-P", str(LXCPATH), "-1", "--active"], capture_output=True, text=True
-        ).stdout.split()
-        found["lxc"] += [name for name in active if name.startswith(prefix)]
+    for lxcpath in LXCPATHS:
+        found["lxc"] += _lxc_names(lxcpath, prefix)
     if bench_pid > 0:
         marker = f"bench-podman-{bench_pid}-"
         for process in psutil.process_iter(["cmdline"]):
@@ -145,6 +144,19 @@ def leftovers(run_id: str, bench_pid: int) -> dict[str, list[str]]:
         found["podman-service"] += [str(p) for p in PRIVATE_PODMAN_SOCKETS.glob(f"{marker}*")]
     found["containerd"] = _private_containerd(bench_pid)
     return found
+
+
+def _lxc_names(lxcpath: Path, prefix: str) -> list[str]:
+    """The run's entries in one lxcpath and its running containers there."""
+    if not lxcpath.is_dir():
+        return []
+    names = sorted(p.name for p in lxcpath.glob(f"{prefix}*"))
+    if shutil.which("lxc-ls"):
+        active = subprocess.run(
+            ["lxc-ls", "-P", str(lxcpath), "-1", "--active"], capture_output=True, text=True
+        ).stdout.split()
+        names += [name for name in active if name.startswith(prefix)]
+    return names
 
 
 def _private_containerd(bench_pid: int) -> list[str]:
@@ -201,14 +213,17 @@ def remove_run_objects(run_id: str, bench_pid: int = -1) -> None:
     for name in left["podman"]:
         subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True, check=False)
     for name in left["lxc"]:
-        subprocess.run(
-            ["lxc-stop", "-P", str(LXCPATH), "-n", name, "-k"], capture_output=True, check=False
-        )
-        for path in (LXCPATH / name, LXCPATH / f"{name}.conf"):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            elif path.exists():
-                path.unlink()
+        for lxcpath in LXCPATHS:
+            if not lxcpath.is_dir():
+                continue
+            subprocess.run(
+                ["lxc-stop", "-P", str(lxcpath), "-n", name, "-k"], capture_output=True, check=False
+            )
+            for path in (lxcpath / name, lxcpath / f"{name}.conf"):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                elif path.exists():
+                    path.unlink()
     for path in sorted(
         (p for p in list_bench_cgroups() if p.name.startswith(prefix)),
         key=lambda p: len(p.parts),

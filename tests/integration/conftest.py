@@ -1,7 +1,7 @@
 """Runtime fixtures: the workload image, dockerd, and each container runtime ready to start.
 
-`container_runtime` is every container runtime in turn (docker, podman, lxc, containerd,
-systemd-nspawn) for the checks all of them must pass (test_container_contract.py). A
+`container_runtime` is every container runtime in turn (docker, podman, lxc, lxc-system,
+containerd, systemd-nspawn) for the checks all of them must pass (test_container_contract.py). A
 runtime that is missing skips its tests with the reason, and fails them under CI=true
 (tests.helpers.require).
 """
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from bench.runtimes.containerd import ContainerdRuntime
     from bench.runtimes.docker import DockerRuntime
     from bench.runtimes.lxc import LxcRuntime
+    from bench.runtimes.lxc_system import LxcSystemRuntime
     from bench.runtimes.nspawn import NspawnRuntime
     from bench.runtimes.podman import PodmanRuntime
 
@@ -31,6 +32,7 @@ CONTAINER_RUNTIMES = (
     "docker",
     "podman",
     "lxc",
+    "lxc-system",
     "containerd",
     "systemd-nspawn",
     # An engine with another OCI runtime under it (a scenario's oci_runtimes axis).
@@ -114,6 +116,29 @@ def lxc_runtime(
     runtime.remove_leftovers()
     left = runtime.leftovers()
     assert left == [], f"lxc objects left behind by the tests: {left}"
+
+
+@pytest.fixture(scope="module")
+def lxc_system_runtime(
+    workload_image: WorkloadImage, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LxcSystemRuntime]:
+    """LxcSystemRuntime on a private lxcpath; teardown: no monitor, attach or entry left."""
+    from bench.runtimes.lxc_system import LxcSystemRuntime
+
+    require_root()
+    require(shutil.which("lxc-start") is not None, "lxc is not installed (apt-get install lxc)")
+    lxcpath = tmp_path_factory.mktemp("lxcpath") / "bench-lxc-system"
+    runtime = LxcSystemRuntime(lxcpath=lxcpath)
+    availability = runtime.available()
+    require(availability.ok, availability.reason)
+    runtime.prepare(workload_image)
+    yield runtime
+    assert runtime.footprint_pids() == [], "an lxc-start or lxc-attach outlived its container"
+    runtime.close()
+    assert not lxcpath.exists(), "close() left the empty private lxcpath"
+    runtime.remove_leftovers()
+    left = runtime.leftovers()
+    assert left == [], f"lxc-system objects left behind by the tests: {left}"
 
 
 @pytest.fixture(scope="module")

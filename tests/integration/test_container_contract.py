@@ -1,4 +1,4 @@
-"""Checks every container runtime must pass, run against each of docker, podman, lxc, containerd.
+"""Checks every container runtime must pass: docker, podman, lxc, lxc-system, containerd, nspawn.
 
 Each check starts real containers through `container_runtime` (tests/integration/
 conftest.py) and reads their cgroup files. What only one runtime has is tested in its own
@@ -47,6 +47,7 @@ KILLED_EXIT_CODE = {
     "docker": 137,
     "podman": 137,
     "lxc": None,
+    "lxc-system": None,
     "containerd": 137,
     "systemd-nspawn": None,
     "podman+runsc": 137,

@@ -16,7 +16,7 @@ from bench.runtimes import registry
 from bench.scenario import Scenario
 from bench.scenario_load import ScenarioError, load_scenario
 
-SHIPPED = ("bare", "containerd", "docker", "podman", "lxc", "systemd-nspawn")
+SHIPPED = ("bare", "containerd", "docker", "podman", "lxc", "lxc-system", "systemd-nspawn")
 
 
 @pytest.fixture
@@ -48,6 +48,10 @@ def test_unknown_name_lists_the_known_ones() -> None:
         ("docker+crun", "docker"),  # analysis label
         ("podman-runc", "podman"),  # trial and group ids
         ("lxc", "lxc"),
+        # The longer name wins over lxc followed by a separator.
+        ("lxc-system", "lxc-system"),
+        ("lxc-system-noop-0", "lxc-system"),
+        ("lxc-noop-0", "lxc"),
         ("bare", "bare"),
         ("containerd", "containerd"),
         ("kata", None),

@@ -16,6 +16,7 @@ from bench.errors import BenchError
 from bench.runtimes._container import IO_MOUNT, engine_limit_options
 from bench.runtimes.docker import DockerRuntime
 from bench.runtimes.lxc import CAP_KEEP, container_config, limit_lines
+from bench.runtimes.lxc_system import attach_argv
 from bench.runtimes.podman import _create_kwargs
 from bench.spec import CPU_PERIOD_US, Limits, StartSpec
 
@@ -149,6 +150,23 @@ def test_lxc_config_locks_the_container_down_and_runs_as_the_user() -> None:
 def test_lxc_config_without_user_sets_no_init_ids() -> None:
     config = container_config(spec(), Path("/r/rootfs"), "v2", memsw=False)
     assert "lxc.init.uid" not in config and "lxc.init.gid" not in config
+
+
+def test_lxc_system_config_is_lxcs_with_a_root_init_and_the_user_on_lxc_attach() -> None:
+    """lxc-system shares lxc's config (limits, hardening); only the init's user differs."""
+    with_user = spec(user=(1000, 1001))
+    app = container_config(with_user, Path("/r/rootfs"), "v1", memsw=True)
+    system = container_config(with_user, Path("/r/rootfs"), "v1", memsw=True, init_as_user=False)
+    assert system.splitlines() == [
+        line for line in app.splitlines() if not line.startswith(("lxc.init.uid", "lxc.init.gid"))
+    ]
+    assert system != app
+    argv = attach_argv(Path("/var/lib/x"), with_user.name, with_user.user)
+    assert argv == [
+        "lxc-attach", "-P", "/var/lib/x", "-n", with_user.name, "--clear-env",
+        "-u", "1000", "-g", "1001",
+    ]  # fmt: skip
+    assert "-u" not in attach_argv(Path("/var/lib/x"), with_user.name, None)
 
 
 @pytest.mark.parametrize("field", ["name", "cpuset", "rootfs"])

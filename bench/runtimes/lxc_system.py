@@ -1,0 +1,199 @@
+"""LXC system containers: `lxc-start -F` boots busybox init, the workload runs through lxc-attach.
+
+Everything but the launch is LXC's application-container runtime (bench/runtimes/lxc.py):
+the same config builder and limits, the same private-lxcpath bookkeeping and cleanup. The
+init is the image's static busybox with the image's /etc/inittab, whose only entry writes
+"B" to a FIFO in the io dir once the init runs: the boot time. See docs/runtimes.md.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from bench.errors import BenchError
+from bench.runtimes._container import (
+    BUSYBOX,
+    IO_MOUNT,
+    ControlFifo,
+    Launched,
+    undone_on_error,
+)
+from bench.runtimes.bare import lowered_rlimits
+from bench.runtimes.lxc import STOP_TIMEOUT_S, LxcRuntime, _remove_entry, _tool
+
+if TYPE_CHECKING:
+    from ipaddress import IPv4Interface
+
+    from bench.image import WorkloadImage
+    from bench.spec import StartSpec
+
+TOOLS = ("lxc-start", "lxc-attach", "lxc-info", "lxc-stop", "lxc-ls")
+BOOT_FIFO = "boot"
+BOOT_LINE = "B"
+INITTAB = Path("etc/inittab")
+BOOT_TIMEOUT_S = 30.0
+# lxc-attach starts in the caller's working directory when it exists in the container, else
+# in /; an application container's init starts in lxc.init.cwd. A constant script, as the
+# wrapper's: the command arrives as "$@".
+CD_SCRIPT = f'cd {IO_MOUNT} && exec "$@"'
+CD_ARGV0 = "bench-cd"
+
+
+def default_lxcpath() -> Path:
+    """Beside lxc's, so `bench gc` of either runtime never names the other's containers."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/bench-lxc-system")
+    return Path(f"/tmp/bench-lxc-system-{os.geteuid()}")
+
+
+def init_argv() -> list[str]:
+    """PID 1 of a system container: busybox init, which reads the image's inittab and reaps."""
+    return [BUSYBOX, "init"]
+
+
+def attach_argv(lxcpath: Path, name: str, user: tuple[int, int] | None) -> list[str]:
+    """lxc-attach up to its `--`: clear environment, the scenario's user when it has one."""
+    argv = ["lxc-attach", "-P", str(lxcpath), "-n", name, "--clear-env"]
+    if user is not None:
+        argv += ["-u", str(user[0]), "-g", str(user[1])]
+    return argv
+
+
+@dataclass
+class LxcSystemRuntime(LxcRuntime):
+    """System containers in a private lxcpath (implements Runtime; capabilities in registry)."""
+
+    tools: ClassVar[tuple[str, ...]] = TOOLS
+    # The init stays root; lxc-attach runs the workload as the scenario's user.
+    init_as_user: ClassVar[bool] = False
+    lxcpath: Path = field(default_factory=default_lxcpath)
+    name: str = "lxc-system"
+    _attached: dict[str, subprocess.Popen[bytes]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    def default_oci_runtime(self) -> None:
+        """No OCI runtime: lxc-start sets the container up itself."""
+
+    def prepare(self, image: WorkloadImage) -> None:
+        """The rootfs in place, as for lxc; it must hold the inittab the init reads."""
+        super().prepare(image)
+        if not (image.rootfs_dir / INITTAB).is_file():
+            raise BenchError(f"{image.rootfs_dir} has no {INITTAB}; rebuild the image")
+
+    def _launch(
+        self,
+        spec: StartSpec,
+        config: str,
+        command: list[str],
+        address: IPv4Interface | None = None,
+    ) -> Launched:
+        config_path = self._write_config(spec, config)
+        boot = ControlFifo(spec.io_dir, BOOT_FIFO)
+        argv = ["lxc-start", "-F", "-P", str(self.lxcpath), "-n", spec.name, "-f", str(config_path)]
+        with undone_on_error(boot.close), (spec.io_dir / "lxc-start.log").open("wb") as log:
+            launched_at = time.monotonic()
+            # -F: the monitor stays bench's child (its exit is the container's end); its own
+            # session, as lxc-execute's, so a Ctrl-C aimed at bench does not stop the
+            # container before the runner has read its final counters.
+            monitor = subprocess.Popen(
+                [*argv, "--", *init_argv()],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        self._monitors[spec.name] = monitor
+        attach: list[subprocess.Popen[bytes]] = []
+
+        def kill() -> None:
+            if monitor.poll() is None:
+                _tool("lxc-stop", "-P", str(self.lxcpath), "-n", spec.name, "-k")
+
+        def remove() -> None:
+            for proc in (monitor, *attach):
+                try:
+                    proc.wait(timeout=STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()  # the container's init dies with its monitor
+                    proc.wait(timeout=STOP_TIMEOUT_S)
+            self._monitors.pop(spec.name, None)
+            self._attached.pop(spec.name, None)
+            _remove_entry(self.lxcpath, spec.name)
+
+        def poll_exit() -> int | None:
+            # The wrapper never exits on its own: lxc-attach ending means it died (its
+            # status is the wrapper's), the monitor ending means the container did.
+            for proc in (*attach, monitor):
+                if proc.poll() is not None:
+                    return proc.returncode
+            return None
+
+        # lxc-attach applies lxc.prlimit only to the init, so the attached wrapper gets the
+        # spec's rlimits from lxc-attach itself, set between fork and exec.
+        rlimits = lowered_rlimits(spec.rlimits)
+
+        def in_child() -> None:
+            for which, soft, hard in rlimits:
+                resource.setrlimit(which, (soft, hard))
+
+        with undone_on_error(kill, remove, boot.close):
+            booted_at = self._wait_booted(spec, monitor, boot)
+            boot.close()
+            pid = self._init_pid(spec, monitor, "lxc-start")
+            with (spec.io_dir / "lxc-attach.log").open("wb") as log:
+                attach.append(
+                    subprocess.Popen(
+                        [
+                            *attach_argv(self.lxcpath, spec.name, spec.user),
+                            "--",
+                            BUSYBOX,
+                            "sh",
+                            "-c",
+                            CD_SCRIPT,
+                            CD_ARGV0,
+                            *command,
+                        ],
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=log,
+                        # in_child takes no lock and imports nothing (the preexec_fn caveat
+                        # in the subprocess docs).
+                        preexec_fn=in_child,
+                        start_new_session=True,
+                    )
+                )
+            self._attached[spec.name] = attach[0]
+        return Launched(pid, kill, remove, poll_exit, boot_s=booted_at - launched_at)
+
+    def _wait_booted(
+        self, spec: StartSpec, monitor: subprocess.Popen[bytes], boot: ControlFifo
+    ) -> float:
+        """time.monotonic() of the inittab's "B" line; BenchError when lxc-start ends first."""
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            booted_at = boot.wait_line(BOOT_LINE, 0.05)
+            if booted_at is not None:
+                return booted_at
+            if monitor.poll() is not None:
+                log = (spec.io_dir / "lxc-start.log").read_text(errors="replace").strip()
+                raise BenchError(
+                    f"lxc-start for {spec.name} exited with status {monitor.returncode} "
+                    f"before its init was up: {log[-800:] or 'no output'}"
+                )
+        raise BenchError(f"the init of {spec.name} was not up within {BOOT_TIMEOUT_S:.0f} s")
+
+    def footprint_pids(self) -> list[int]:
+        """The lxc-start monitors and the lxc-attach processes of the running containers."""
+        procs = [*self._monitors.values(), *self._attached.values()]
+        return sorted(p.pid for p in procs if p.poll() is None)
+
+    def _stale_bridges(self) -> list[str]:
+        """None: lxc-system offers no bridge mode, and lxc's gc names the bridges of dead runs."""
+        return []

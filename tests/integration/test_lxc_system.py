@@ -1,0 +1,95 @@
+"""LxcSystemRuntime with the real lxc-* tools: the booted init, lxc-attach, boot time, cleanup.
+
+The checks every container runtime passes are in test_container_contract.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bench.errors import BenchError
+from bench.runtimes._container import ContainerHandle
+from bench.runtimes.lxc_system import BOOT_FIFO, LxcSystemRuntime
+from bench.spec import Limits
+from tests.helpers import check_hardening, limit_file, make_spec, start, start_sleeper
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_boot_time_is_measured_within_the_start(
+    lxc_system_runtime: LxcSystemRuntime, io_dir: Path, started: list[ContainerHandle]
+) -> None:
+    handle = start(lxc_system_runtime, started, make_spec(io_dir, ["/bin/busybox", "true"]))
+    exit_info = handle.wait(timeout_s=30)
+    assert exit_info is not None and exit_info.exit_code == 0
+    assert handle.boot_s is not None
+    print(
+        f"\nlxc-system boot {handle.boot_s * 1000:.1f} ms, "
+        f"start {handle.start_latency_s * 1000:.1f} ms"
+    )
+    # The boot is part of the start: the workload is attached once the init is up.
+    assert 0 < handle.boot_s < handle.start_latency_s
+    assert not (io_dir / BOOT_FIFO).exists()
+    handle.stop()
+    assert not any(handle.name in item for item in lxc_system_runtime.leftovers())
+    assert lxc_system_runtime.footprint_pids() == []
+
+
+def test_init_is_busybox_and_the_workload_is_attached(
+    lxc_system_runtime: LxcSystemRuntime, io_dir: Path, started: list[ContainerHandle]
+) -> None:
+    os.chown(io_dir, 65534, 65534)  # the workload's output goes there, as bench's runner does
+    spec, handle = start_sleeper(
+        lxc_system_runtime, started, io_dir, limits=Limits(pids=64), user=(65534, 65534)
+    )
+    info = subprocess.run(
+        ["lxc-info", "-P", str(lxc_system_runtime.lxcpath), "-n", spec.name, "-p", "-H"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(info.stdout) == handle.pid
+    init = psutil.Process(handle.pid)
+    assert init.cmdline() == ["/bin/busybox", "init"]
+    assert init.uids().real == 0  # the init stays root; the workload runs as the user
+    # The wrapper is not the init's child: lxc-attach on the host started it.
+    attach_pids = set(lxc_system_runtime.footprint_pids())
+    # By argv: lxc-attach re-executes itself from a memfd, so its name is "memfd:lxc-attac".
+    names = sorted(Path(psutil.Process(pid).cmdline()[0]).name for pid in attach_pids)
+    assert names == ["lxc-attach", "lxc-start"]
+    (wrapper,) = [
+        child
+        for pid in attach_pids
+        for child in psutil.Process(pid).children()
+        if child.cmdline()[:3] == ["/bin/busybox", "sh", "-c"]
+    ]
+    assert wrapper.uids().real == 65534 and wrapper.gids().real == 65534
+    for controller, directory in handle.cgroup.dirs.items():
+        assert directory.name == f"lxc.payload.{spec.name}", (controller, directory)
+        procs = (directory / "cgroup.procs").read_text().split()
+        assert str(handle.pid) in procs and str(wrapper.pid) in procs
+    assert limit_file(handle.cgroup, "pids", "pids.max", "pids.max") == "64"
+    check_hardening(handle, spec, pid=wrapper.pid)
+    assert f"lxc container {spec.name}" in lxc_system_runtime.leftovers()
+
+
+def test_failed_start_leaves_nothing(lxc_system_runtime: LxcSystemRuntime, io_dir: Path) -> None:
+    # A cpuset no CPU has: LXC cannot write the cgroup, so the init never runs.
+    spec = make_spec(io_dir, ["/bin/busybox", "true"], limits=Limits(cpuset="4095"))
+    with pytest.raises(BenchError, match=spec.name):
+        lxc_system_runtime.start(spec)
+    assert not any(spec.name in item for item in lxc_system_runtime.leftovers())
+    assert not (io_dir / "ctl").exists() and not (io_dir / BOOT_FIFO).exists()
+    assert (io_dir / "lxc-start.log").read_text()  # lxc-start said why
+    assert lxc_system_runtime.footprint_pids() == []
+
+
+def test_bridge_mode_is_refused(lxc_system_runtime: LxcSystemRuntime, io_dir: Path) -> None:
+    spec = make_spec(io_dir, ["/bin/busybox", "true"], network="bridge")
+    with pytest.raises(BenchError, match="bridge"):
+        lxc_system_runtime.start(spec)
