@@ -290,13 +290,18 @@ def representative_trial(run: Run, runtime: str, workload: str | None = None) ->
 
 
 def startup_table(run: Run) -> pd.DataFrame:
-    """Per runtime: start and stop latency medians in ms [95 % CI]; `fastest` marks the best."""
+    """Per runtime: start and stop latency medians in ms [95 % CI]; `fastest` marks the best.
+
+    `boot_ms`: the part of the start until a system container's init was up (NaN for
+    runtimes that boot none).
+    """
     solo = usable_solo(run)
     rows = []
     for label in label_order(solo["label"].unique()):
         group = solo[solo["label"] == label]
         start = stats.median_ci(metric_values(group, "start_s") * 1e3)
         stop = stats.median_ci(metric_values(group, "stop_s") * 1e3)
+        boot = stats.median_ci(metric_values(group, "boot_s") * 1e3)
         rows.append(
             {
                 "runtime": label,
@@ -307,9 +312,15 @@ def startup_table(run: Run) -> pd.DataFrame:
                 "stop_ms": stop.value,
                 "stop_low_ms": stop.low,
                 "stop_high_ms": stop.high,
+                "boot_ms": boot.value,
+                "boot_low_ms": boot.low,
+                "boot_high_ms": boot.high,
             }
         )
-    columns = "runtime n start_ms start_low_ms start_high_ms stop_ms stop_low_ms stop_high_ms"
+    columns = (
+        "runtime n start_ms start_low_ms start_high_ms stop_ms stop_low_ms stop_high_ms "
+        "boot_ms boot_low_ms boot_high_ms"
+    )
     table = pd.DataFrame(rows, columns=columns.split())
     finite = table["start_ms"].notna()
     table["fastest"] = False

@@ -139,6 +139,11 @@ def startup_rows(table: pd.DataFrame) -> Rows:
         ]
         for r in table.itertuples()
     ]
+    # The boot column only when a runtime booted an init (system containers): part of start.
+    if "boot_ms" in table and table["boot_ms"].notna().any():
+        headers.insert(3, "of which boot ms [95% CI]")
+        for row, r in zip(rows, table.itertuples(), strict=True):
+            row.insert(3, with_ci(r.boot_ms, r.boot_low_ms, r.boot_high_ms, ".1f") or "-")
     return headers, rows
 
 

@@ -238,6 +238,31 @@ def test_startup_and_footprint(tmp_path: Path) -> None:
     assert footprint.loc["docker", "runtime_rss_bytes"] == 40 * MiB
 
 
+def test_startup_boot_column_only_for_runtimes_that_boot(tmp_path: Path) -> None:
+    """boot_s (system containers) shows as its own startup column; others leave it empty."""
+    from bench.report.markdown import startup_rows
+    from bench.results import ResultStore
+
+    spec = fast()
+    manifest, results = build(spec)
+    for result, _samples in results:
+        if result.runtime == "lxc":
+            result.boot_s = 0.014
+    store = ResultStore(tmp_path / spec.run_id)
+    store.write_manifest(manifest)
+    store.add_trials(results)
+    store.finish()
+    startup = analysis.startup_table(analysis.load_run(store.run_dir)).set_index("runtime")
+    assert startup.loc["lxc", "boot_ms"] == pytest.approx(14.0)
+    assert startup.drop(index="lxc")["boot_ms"].isna().all()
+    headers, rows = startup_rows(startup.reset_index())
+    assert headers[3] == "of which boot ms [95% CI]"
+    by_runtime = {row[0]: row[3] for row in rows}
+    assert by_runtime["lxc"].startswith("14.0") and by_runtime["bare"] == "-"
+    quiet = analysis.startup_table(analysis.load_run(write_store(tmp_path, fast(run_id="nb"))))
+    assert "of which boot ms [95% CI]" not in startup_rows(quiet)[0]
+
+
 def test_warnings(tmp_path: Path) -> None:
     quiet = analysis.load_run(write_store(tmp_path, fast(run_id="q")))
     assert analysis.warnings(quiet) == []
