@@ -146,7 +146,6 @@ class LxcSystemRuntime(LxcRuntime):
         with undone_on_error(kill, remove, boot.close):
             booted_at = self._wait_booted(spec, monitor, boot)
             boot.close()
-            pid = self._init_pid(spec, monitor, "lxc-start")
             with (spec.io_dir / "lxc-attach.log").open("wb") as log:
                 attach.append(
                     subprocess.Popen(
@@ -170,6 +169,9 @@ class LxcSystemRuntime(LxcRuntime):
                     )
                 )
             self._attached[spec.name] = attach[0]
+            # After the attach, not before: lxc-info's own start-up (a process of about
+            # 20 ms here) runs while the wrapper starts, not in front of it.
+            pid = self._init_pid(spec, monitor, "lxc-start")
         return Launched(pid, kill, remove, poll_exit, boot_s=booted_at - launched_at)
 
     def _wait_booted(
