@@ -246,6 +246,13 @@ class _Fleet:
         return str(runner.status)
 
     def run_host(self, job: _HostJob) -> None:
+        """One host from start to its final status; an error ends that host only."""
+        try:
+            self._run_host(job)
+        except Exception as exc:
+            self.set(job, "failed", f"bench fleet: {type(exc).__name__}: {exc}"[:300])
+
+    def _run_host(self, job: _HostJob) -> None:
         job.entry.attempts += 1
         job.entry.started_at = _now()
         job.entry.ended_at = ""

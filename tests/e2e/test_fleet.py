@@ -193,3 +193,24 @@ def test_sigint_stops_every_host_and_leaves_nothing_behind(lab: Lab, tmp_path: P
     assert {e.status for e in manifest.hosts.values()} == {"interrupted"}
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert_nothing_left(lab, manifest)
+
+
+@pytest.mark.parametrize("lab", [1], indirect=True)
+def test_a_host_past_its_deadline_is_stopped_and_cleaned_up(lab: Lab, tmp_path: Path) -> None:
+    """A host that would take 30 s more is given up at --host-timeout, not waited for."""
+    scenario = tmp_path / "sleeper.toml"
+    scenario.write_text(SLEEPER)
+    timeout_s = 12
+    started = time.monotonic()
+    code, out, stderr_text = fleet_run(
+        lab, tmp_path / "results", str(scenario), "--host-timeout", str(timeout_s)
+    )
+    elapsed_s = time.monotonic() - started
+    assert code == 1, stderr_text
+    manifest = FleetManifest.load(Path(str(out["fleet_dir"])))
+    entry = manifest.hosts["h1"]
+    assert entry.status == "timeout", entry
+    assert "deadline" in entry.reason
+    # The deadline, then the clean-up on the host (well under the 30 s sleep it cut short).
+    assert elapsed_s < timeout_s + 20, stderr_text
+    assert_nothing_left(lab, manifest)
