@@ -137,6 +137,63 @@ def check_network(name: str | None, network: str, container: str) -> str | None:
     return None
 
 
+# Where each engine keeps runsc's state: podman's runtime root, and the one dockerd's
+# shim gives it (containerd namespace "moby").
+RUNSC_STATE_ROOTS = {
+    "podman": Path("/run/runsc"),
+    "docker": Path("/run/docker/runtime-runsc/moby"),
+}
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A gVisor sandbox in a runsc state root."""
+
+    root: Path
+    container_id: str
+
+    def __str__(self) -> str:
+        return f"runsc sandbox {self.container_id[:12]} (root {self.root})"
+
+
+def orphan_sandboxes(engine: str, known_ids: set[str]) -> list[Sandbox]:
+    """Sandboxes of bench's wrapper that `engine` no longer knows (a start that failed
+    half-way, or an engine restarted under a run): nothing else would ever remove them."""
+    from bench.runtimes._container import WRAPPER_ARGV0
+
+    root = RUNSC_STATE_ROOTS.get(engine)
+    if root is None or not root.is_dir() or shutil.which("runsc") is None:
+        return []
+    argv = ["runsc", "--root", str(root), "list", "--format", "json"]
+    try:
+        listed = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        entries = json.loads(listed.stdout or "[]") or []
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return []
+    found = []
+    for entry in entries:
+        container_id = str(entry.get("id", ""))
+        if not container_id or container_id in known_ids:
+            continue
+        try:
+            spec = json.loads((Path(entry.get("bundle", "")) / "config.json").read_text())
+        except (OSError, ValueError):
+            continue  # no bundle: nothing says it is bench's
+        if WRAPPER_ARGV0 in (spec.get("process") or {}).get("args", []):
+            found.append(Sandbox(root, container_id))
+    return found
+
+
+def remove_sandbox(sandbox: Sandbox) -> bool:
+    """`runsc delete --force`: kills the Sentry and gofer, removes the state."""
+    argv = ["runsc", "--root", str(sandbox.root), "delete", "--force", sandbox.container_id]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
 def docker_entry(name: str) -> dict[str, Any]:
     """What dockerd's daemon.json "runtimes" should hold for `name` (bench's flags)."""
     oci = known(name)

@@ -258,7 +258,12 @@ class DockerRuntime:
         # `bench gc` (remove_leftovers) removes it too.
         containers, _images, networks = self._leftover_objects()
         found = [f"container {c.name}" for c in containers]
+        found += [str(sandbox) for sandbox in oci.orphan_sandboxes(self.name, self._all_ids())]
         return sorted(found + [f"docker network {n.name}" for n in networks])
+
+    def _all_ids(self) -> set[str]:
+        """The full id of every container dockerd knows, bench's or not."""
+        return {c.id for c in self._connect().containers.list(all=True, sparse=True)}
 
     def remove_leftovers(self) -> int:
         import docker
@@ -269,6 +274,8 @@ class DockerRuntime:
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
                 removed += 1
+        for sandbox in oci.orphan_sandboxes(self.name, self._all_ids()):
+            removed += oci.remove_sandbox(sandbox)
         for network in networks:  # after the containers attached to them
             with contextlib.suppress(docker.errors.NotFound):
                 network.remove()

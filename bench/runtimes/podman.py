@@ -179,6 +179,7 @@ class PodmanRuntime:
         found += [f"podman network {name}" for name in _stale_networks()]
         found += [f"podman service pid {pid}" for pid in stale_service_pids()]
         found += [f"podman service socket {path}" for path in stale_sockets()]
+        found += [str(sandbox) for sandbox in oci.orphan_sandboxes(self.name, _all_ids())]
         return found
 
     def remove_leftovers(self) -> int:
@@ -192,6 +193,8 @@ class PodmanRuntime:
         for ref in _bench_images():
             if podman_cli("rmi", "--force", ref).returncode == 0:
                 removed += 1
+        for sandbox in oci.orphan_sandboxes(self.name, _all_ids()):
+            removed += oci.remove_sandbox(sandbox)
         removed += stop_pids(stale_service_pids())
         # After the services: a service stopped by SIGTERM may leave its socket file.
         for path in stale_sockets():
@@ -340,3 +343,8 @@ def _stale_networks() -> list[str]:
     """Networks bench created whose owning process is gone."""
     names = _query("network", "ls", "--format", "{{.Name}}").split()
     return sorted(name for name in names if stale_network(name))
+
+
+def _all_ids() -> set[str]:
+    """The full id of every podman container, bench's or not."""
+    return set(_query("ps", "--all", "--no-trunc", "--format", "{{.ID}}").split())
