@@ -14,6 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+import bench
 from bench import fleet, fleet_remote
 from bench.analysis import load_run
 from bench.cli import main
@@ -195,3 +196,39 @@ def test_report_of_a_fleet_shows_every_host_side_by_side(tmp_path: Path) -> None
     assert "Overhead side by side" in text
     assert "## Run `fleet-x.h1`" in text and "## Run `fleet-x.h2`" in text
     assert "machine-h1" in text and "machine-h2" in text
+
+
+def test_fleet_run_refuses_bad_input_before_any_host_is_touched(tmp_path: Path) -> None:
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"h1": {}, "h2": {}}}}))
+    smoke = ["fleet", "run", "smoke", "--results-dir", str(tmp_path / "results")]
+    missing = CliRunner().invoke(main, [*smoke, "--inventory", str(tmp_path / "none.yml")])
+    assert missing.exit_code == 2
+    assert "no such inventory" in missing.output
+    nobody = CliRunner().invoke(main, [*smoke, "--inventory", str(inventory), "--limit", "x*"])
+    assert nobody.exit_code == 2
+    # --resume needs the fleet's own scenario file and plan size.
+    fleet_dir = _fleet_dir(tmp_path, {"h1": "complete", "h2": "unreachable"})
+    other = CliRunner().invoke(
+        main, [*smoke, "--inventory", str(inventory), "--resume", str(fleet_dir)]
+    )
+    assert other.exit_code == 2
+    assert "another scenario file" in other.output
+    assert FleetManifest.load(fleet_dir).hosts["h2"].status == "unreachable"
+
+
+def test_remote_begin_checks_the_version_and_starts_the_run_directory_afresh(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_root = tmp_path / "runs" / "fleet-x"
+    run_id = f"fleet-t{os.getpid()}.begin"
+    assert fleet_remote.main(["begin", run_id, str(run_root), "0.0.0-other"]) == 3
+    assert "0.0.0-other" in capsys.readouterr().err
+    assert not run_root.exists()
+    assert fleet_remote.main(["begin", run_id, str(run_root), bench.__version__]) == 0
+    (run_root / "earlier.txt").write_text("an earlier attempt")
+    assert fleet_remote.main(["begin", run_id, str(run_root), bench.__version__]) == 0
+    assert list(run_root.iterdir()) == []
+    assert fleet_remote.main(["stop", run_id, str(run_root)]) == 0
+    assert not run_root.exists()
+    assert fleet_remote.main(["stop"]) == 2
