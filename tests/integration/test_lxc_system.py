@@ -5,6 +5,7 @@ The checks every container runtime passes are in test_container_contract.py.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from bench.cgroups.locate import locate
+from bench.cgroups.model import CgroupLocation
 from bench.errors import BenchError
 from bench.runtimes._container import ContainerHandle
 from bench.runtimes.lxc_system import BOOT_FIFO, LxcSystemRuntime
@@ -40,7 +43,7 @@ def test_boot_time_is_measured_within_the_start(
     assert lxc_system_runtime.footprint_pids() == []
 
 
-def test_init_is_busybox_and_the_workload_is_attached(
+def test_cgroup_is_the_one_lxc_reports_with_the_workload_attached(
     lxc_system_runtime: LxcSystemRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
     os.chown(io_dir, 65534, 65534)  # the workload's output goes there, as bench's runner does
@@ -69,13 +72,25 @@ def test_init_is_busybox_and_the_workload_is_attached(
         if child.cmdline()[:3] == ["/bin/busybox", "sh", "-c"]
     ]
     assert wrapper.uids().real == 65534 and wrapper.gids().real == 65534
+    # The wrapper is in the init's cgroup (v1) or in a leaf below it (v2: LXC attaches into
+    # one there, as a cgroup2 process may not sit beside children with controllers); the
+    # init's cgroup counts it either way, every v2 reading being hierarchical.
+    attached = locate(wrapper.pid)
+    print(f"\nlxc-system init cgroup {handle.cgroup.display}, attached {attached.display}")
     for controller, directory in handle.cgroup.dirs.items():
         assert directory.name == f"lxc.payload.{spec.name}", (controller, directory)
-        procs = (directory / "cgroup.procs").read_text().split()
-        assert str(handle.pid) in procs and str(wrapper.pid) in procs
+        assert str(handle.pid) in (directory / "cgroup.procs").read_text().split()
+        below = attached.dirs[controller]
+        assert below == directory or below.parent == directory, (controller, below)
+        assert str(wrapper.pid) in (below / "cgroup.procs").read_text().split()
     assert limit_file(handle.cgroup, "pids", "pids.max", "pids.max") == "64"
-    check_hardening(handle, spec, pid=wrapper.pid)
+    check_hardening(attached_handle(handle, attached), spec, pid=wrapper.pid)
     assert f"lxc container {spec.name}" in lxc_system_runtime.leftovers()
+
+
+def attached_handle(handle: ContainerHandle, attached: CgroupLocation) -> ContainerHandle:
+    """The handle with the attached wrapper's cgroup, for check_hardening's cgroup check."""
+    return dataclasses.replace(handle, cgroup=attached)
 
 
 def test_failed_start_leaves_nothing(lxc_system_runtime: LxcSystemRuntime, io_dir: Path) -> None:

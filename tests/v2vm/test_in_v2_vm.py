@@ -47,6 +47,7 @@ GUEST_TESTS = [
     "tests/integration/test_docker.py",
     "tests/integration/test_podman.py",
     "tests/integration/test_lxc.py",
+    "tests/integration/test_lxc_system.py",
     "tests/integration/test_containerd.py",
     "tests/integration/test_loadgen.py",
 ]
@@ -94,7 +95,7 @@ def test_suite_passes_inside_a_cgroup_v2_vm() -> None:
     measured = [
         line
         for line in output.splitlines()
-        if re.match(r"(bare|docker|podman|lxc|containerd|systemd-nspawn|netem) ", line)
+        if re.match(r"(bare|docker|podman|lxc|lxc-system|containerd|systemd-nspawn|netem) ", line)
     ]
     print(f"\ncgroup v2 VM: {wall_s:.0f} s wall, exit {proc.returncode}")
     print("\n".join(measured))
