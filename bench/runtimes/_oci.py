@@ -138,10 +138,10 @@ def check_network(name: str | None, network: str, container: str) -> str | None:
 
 
 # Where each engine keeps runsc's state: podman's runtime root, and the one dockerd's
-# shim gives it (containerd namespace "moby").
+# runc shim gives every OCI runtime (containerd namespace "moby"; runsc lists only its own).
 RUNSC_STATE_ROOTS = {
     "podman": Path("/run/runsc"),
-    "docker": Path("/run/docker/runtime-runsc/moby"),
+    "docker": Path("/run/docker/runtime-runc/moby"),
 }
 
 
