@@ -16,7 +16,7 @@ from bench.errors import BenchError
 from bench.runtimes._container import IO_MOUNT, engine_limit_options
 from bench.runtimes.docker import DockerRuntime
 from bench.runtimes.lxc import CAP_KEEP, container_config, limit_lines
-from bench.runtimes.lxc_system import attach_argv
+from bench.runtimes.lxc_system import attach_argv, attached_command
 from bench.runtimes.podman import _create_kwargs
 from bench.spec import CPU_PERIOD_US, Limits, StartSpec
 
@@ -167,6 +167,20 @@ def test_lxc_system_config_is_lxcs_with_a_root_init_and_the_user_on_lxc_attach()
         "-u", "1000", "-g", "1001",
     ]  # fmt: skip
     assert "-u" not in attach_argv(Path("/var/lib/x"), with_user.name, None)
+
+
+def test_lxc_system_attached_command_sets_rlimits_from_arguments() -> None:
+    """The script's text holds no value: limits and argv arrive as arguments."""
+    import resource
+
+    limits = [(resource.RLIMIT_NOFILE, 1024, 4096), (resource.RLIMIT_NPROC, 512, 512)]
+    argv = attached_command(["/bin/x", "a; rm -rf /"], limits)
+    assert argv[:3] == ["/bin/busybox", "sh", "-c"]
+    script = argv[3]
+    assert not any(str(n) in script for n in (1024, 4096, 512))
+    assert argv[4:] == ["bench-cd", "4096", "1024", "512", "512", "/bin/x", "a; rm -rf /"]
+    assert script.endswith('shift 4 && cd /bench && exec "$@"')
+    assert attached_command(["/bin/x"], [])[3] == 'shift 0 && cd /bench && exec "$@"'
 
 
 @pytest.mark.parametrize("field", ["name", "cpuset", "rootfs"])
