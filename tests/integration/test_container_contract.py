@@ -81,6 +81,9 @@ def test_cpu_workload_runs_and_writes_metrics(
     own_cpu_s = float(cpu["user-time"]) + float(cpu["system-time"])
     startup_s = 1.0 if os.environ.get("BENCH_V2VM") else 0.1
     if container_runtime.name in SANDBOXED:
+        # The sandbox's kernel boots in the container's cgroup: 0.14 s median for a no-op
+        # container here (docs/runtimes.md), up to twice that under load.
+        startup_s += 0.3
         # stress-ng's own times come from the sandbox's kernel, which charges a task while
         # it is runnable in its own view: 1.78 s against the host's 1.51 s was seen here.
         assert own_cpu_s * 0.5 <= cpu_s <= own_cpu_s * 1.1 + startup_s

@@ -19,15 +19,22 @@ from tests.helpers import require, require_root
 
 if TYPE_CHECKING:
     from bench.image import WorkloadImage
-    from bench.runtimes.podman import PodmanRuntime
+    from bench.runtimes.base import Runtime
 
 pytestmark = [pytest.mark.integration]
 
 
+@pytest.fixture(params=["podman", "docker"])
+def engine(request: pytest.FixtureRequest) -> Runtime:
+    """Each engine whose runsc state root bench searches, ready to list and remove."""
+    runtime: Runtime = request.getfixturevalue(f"{request.param}_runtime")
+    return runtime
+
+
 @pytest.fixture
-def orphan(workload_image: WorkloadImage, tmp_path: Path) -> Iterator[oci.Sandbox]:
-    """A sandbox of bench's wrapper started by runsc itself in podman's state root, as a
-    start that failed half-way leaves it: podman has no container for it."""
+def orphan(engine: Runtime, workload_image: WorkloadImage, tmp_path: Path) -> Iterator[oci.Sandbox]:
+    """A sandbox of bench's wrapper started by runsc itself in the engine's state root, as
+    a start that failed half-way leaves it: the engine has no container for it."""
     require_root()
     require(shutil.which("runsc") is not None, "runsc is not installed (apt-get install runsc)")
     bundle = tmp_path / "bundle"
@@ -41,7 +48,7 @@ def orphan(workload_image: WorkloadImage, tmp_path: Path) -> Iterator[oci.Sandbo
     spec["process"]["args"] = ["/bin/busybox", "sh", "-c", "exec sleep 60", WRAPPER_ARGV0]
     spec["root"] = {"path": str(rootfs), "readonly": True}
     (bundle / "config.json").write_text(json.dumps(spec))
-    root = oci.RUNSC_STATE_ROOTS["podman"]
+    root = oci.RUNSC_STATE_ROOTS[engine.name]
     root.mkdir(parents=True, exist_ok=True)
     sandbox = oci.Sandbox(root, uuid.uuid4().hex * 2)
     flags = [f"--{flag}" for flag in oci.known("runsc").flags]
@@ -52,12 +59,13 @@ def orphan(workload_image: WorkloadImage, tmp_path: Path) -> Iterator[oci.Sandbo
 
 
 def test_an_orphan_sandbox_is_a_leftover_and_gc_deletes_it(
-    podman_runtime: PodmanRuntime, orphan: oci.Sandbox
+    engine: Runtime, orphan: oci.Sandbox, workload_image: WorkloadImage
 ) -> None:
-    assert str(orphan) in podman_runtime.leftovers()
+    assert str(orphan) in engine.leftovers()
     assert _sandbox_processes(orphan.container_id), "the orphan's sandbox does not run"
-    assert podman_runtime.remove_leftovers() >= 1
-    assert str(orphan) not in podman_runtime.leftovers()
+    assert engine.remove_leftovers() >= 1
+    engine.prepare(workload_image)  # gc removed the image too; later tests share the engine
+    assert str(orphan) not in engine.leftovers()
     listed = subprocess.run(
         ["runsc", "--root", str(orphan.root), "list", "--quiet"], capture_output=True, text=True
     )
@@ -65,9 +73,7 @@ def test_an_orphan_sandbox_is_a_leftover_and_gc_deletes_it(
     assert _sandbox_processes(orphan.container_id) == []
 
 
-def test_a_sandbox_not_of_bench_is_left_alone(
-    podman_runtime: PodmanRuntime, orphan: oci.Sandbox
-) -> None:
+def test_a_sandbox_not_of_bench_is_left_alone(engine: Runtime, orphan: oci.Sandbox) -> None:
     """Only bench's wrapper marks a sandbox as bench's: another one is not touched."""
     bundle = json.loads(
         subprocess.run(
@@ -80,7 +86,7 @@ def test_a_sandbox_not_of_bench_is_left_alone(
     spec = json.loads(config.read_text())
     spec["process"]["args"] = spec["process"]["args"][:-1]
     config.write_text(json.dumps(spec))
-    assert str(orphan) not in podman_runtime.leftovers()
+    assert str(orphan) not in engine.leftovers()
 
 
 def _sandbox_processes(container_id: str) -> list[int]:
