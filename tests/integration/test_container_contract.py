@@ -52,6 +52,8 @@ KILLED_EXIT_CODE = {
     "systemd-nspawn": None,
     "podman+runsc": 137,
     "docker+runsc": 137,
+    "podman+crun": 137,
+    "docker+crun": 137,
 }
 
 
