@@ -6,10 +6,8 @@ Opt-in and long (about 40 minutes for all eight): `nox -s benchmarks -- -k full_
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from bench.scenario_load import shipped_scenarios
+from tests.hostservers import server_dir
 
 FULL_RUN_TARGET_S = 600.0
 SCENARIOS = [name for name, _ in shipped_scenarios() if name != "smoke"]
@@ -24,11 +23,9 @@ SCENARIOS = [name for name, _ in shipped_scenarios() if name != "smoke"]
 
 @pytest.fixture
 def results_dir() -> Iterator[Path]:
-    """Reachable by nobody, whom the servers run as (pytest's own tmp dirs are 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="bench-full-run-"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path)
+    """Reachable by nobody, whom the servers run as."""
+    with server_dir("bench-full-run-") as path:
+        yield path
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

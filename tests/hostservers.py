@@ -93,9 +93,9 @@ def start_server(
 
 
 @contextlib.contextmanager
-def server_dir() -> Iterator[Path]:
-    """A directory nginx's workers (nobody) can read, unlike pytest's 0700 tmp_path."""
-    path = Path(tempfile.mkdtemp(prefix="bench-loadgen-"))
+def server_dir(prefix: str = "bench-loadgen-") -> Iterator[Path]:
+    """A directory servers running as nobody can read, unlike pytest's 0700 tmp_path."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o755)
     try:
         yield path

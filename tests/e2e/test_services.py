@@ -10,8 +10,6 @@ bench started may still listen.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from bench.plan import network_axis
 from bench.scenario_load import load_scenario, resolve_scenario
 from bench.stacks import stack_of
 from tests.helpers import bench, require, require_root
+from tests.hostservers import server_dir
 
 pytestmark = pytest.mark.slow
 
@@ -53,11 +52,9 @@ def tier_cpu_per_request_s(trials: pd.DataFrame, workload: str, tier: str) -> fl
 
 @pytest.fixture
 def results_dir() -> Iterator[Path]:
-    """Reachable by nobody, whom the servers run as (pytest's own tmp dirs are 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="bench-e2e-services-"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path)
+    """Reachable by nobody, whom the servers run as."""
+    with server_dir("bench-e2e-services-") as path:
+        yield path
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

@@ -29,6 +29,7 @@ from bench.servers import (
 )
 from bench.spec import STDERR_FILE, StartSpec
 from tests.helpers import require, require_root
+from tests.hostservers import server_dir
 
 pytestmark = pytest.mark.integration
 
@@ -49,14 +50,9 @@ def listening(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def state_dir() -> Iterator[Path]:
-    """The run-level directory (PostgreSQL's initdb template), reachable by nobody.
-
-    pytest's own tmp dirs are 0700 under root: a server running as nobody could not enter.
-    """
-    path = Path(tempfile.mkdtemp(prefix="bench-test-servers-"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path)
+    """The run-level directory (PostgreSQL's initdb template), reachable by nobody."""
+    with server_dir("bench-test-servers-") as path:
+        yield path
 
 
 # Tiers that need peers (nginx-proxy, app-queue's services) run in their stacks' tests.
