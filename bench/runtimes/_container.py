@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.cgroups.locate import locate
 from bench.cgroups.model import CgroupLocation, CgroupSnapshot
@@ -26,6 +27,9 @@ from bench.runtimes._network import Endpoints, check_spec, endpoints
 from bench.runtimes._oci import check_network, dies_whole_on_oom
 from bench.runtimes.base import ExitInfo
 from bench.spec import CPU_PERIOD_US, NAME_PREFIX, STDERR_FILE, STDOUT_FILE, Limits, StartSpec
+
+if TYPE_CHECKING:
+    from bench.image import WorkloadImage
 
 IO_MOUNT = "/bench"
 """Where the per-trial io dir is bind-mounted in every container (also the working dir)."""
@@ -269,6 +273,13 @@ class Launched:
     cgroup: CgroupLocation | None = None
     # System containers: seconds from the launch until the container's init was up.
     boot_s: float | None = None
+
+
+def rootfs_in_place(image: WorkloadImage) -> Path:
+    """The image's rootfs directory, for runtimes that run it in place (lxc, nspawn)."""
+    if not (image.rootfs_dir / "bin" / "busybox").exists():
+        raise BenchError(f"{image.rootfs_dir} has no bin/busybox; rebuild the image")
+    return image.rootfs_dir
 
 
 def image_to_start(spec: StartSpec, runtime: str, image_ref: str | None) -> str:

@@ -25,6 +25,7 @@ from bench.runtimes._container import (
     IO_MOUNT,
     ContainerHandle,
     Launched,
+    rootfs_in_place,
     start_container,
     undone_on_error,
 )
@@ -221,9 +222,7 @@ class LxcRuntime:
 
     def prepare(self, image: WorkloadImage) -> None:
         """LXC runs the image's rootfs directory in place, mounted read-only."""
-        if not (image.rootfs_dir / "bin" / "busybox").exists():
-            raise BenchError(f"{image.rootfs_dir} has no bin/busybox; rebuild the image")
-        self._rootfs = image.rootfs_dir
+        self._rootfs = rootfs_in_place(image)
 
     def start(self, spec: StartSpec) -> ContainerHandle:
         if self._rootfs is None:

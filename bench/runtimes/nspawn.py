@@ -28,6 +28,7 @@ from bench.runtimes._container import (
     ContainerHandle,
     Launched,
     image_to_start,
+    rootfs_in_place,
     start_container,
     undone_on_error,
 )
@@ -110,9 +111,7 @@ class NspawnRuntime:
 
     def prepare(self, image: WorkloadImage) -> None:
         """nspawn runs the image's rootfs directory in place, read-only (as LXC does)."""
-        if not (image.rootfs_dir / "bin" / "busybox").exists():
-            raise BenchError(f"{image.rootfs_dir} has no bin/busybox; rebuild the image")
-        self._rootfs = image.rootfs_dir
+        self._rootfs = rootfs_in_place(image)
 
     def start(self, spec: StartSpec) -> ContainerHandle:
         prepared = None if self._rootfs is None else str(self._rootfs)
