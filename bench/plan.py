@@ -174,6 +174,12 @@ def _isolation_shape(
     )
 
 
+def _limits_refusal(runtime: str, limits: Limits, cgroup_version: str) -> str:
+    if limits == Limits() or not cgroup_version:
+        return ""
+    return registry.entry(runtime).capabilities.limits_refusal(runtime, cgroup_version)
+
+
 def _pinned(limits: Limits, cpuset: str | None) -> Limits:
     return limits if cpuset is None else dataclasses.replace(limits, cpuset=cpuset)
 
@@ -190,8 +196,14 @@ def _axes(
     ]
 
 
-def build_plan(scenario: Scenario, runtimes: list[str], cpus: int = 2) -> list[PlanStep]:
-    """Every step of the run in execution order; trial ids are stable across resumes."""
+def build_plan(
+    scenario: Scenario, runtimes: list[str], cpus: int = 2, cgroup_version: str = ""
+) -> list[PlanStep]:
+    """Every step of the run in execution order; trial ids are stable across resumes.
+
+    `cgroup_version` (the host's): a trial with limits its runtime cannot apply there is
+    planned skipped with the reason (Capabilities.limits_on); "" plans every trial.
+    """
     rounds = [(True, rep) for rep in range(scenario.warmups)]
     rounds += [(False, rep) for rep in range(scenario.repetitions)]
     shapes = _shapes(scenario, cpus)
@@ -220,7 +232,8 @@ def build_plan(scenario: Scenario, runtimes: list[str], cpus: int = 2) -> list[P
                         isolation_kind=shape.isolation_kind,
                         placement=shape.placement,
                         network=network or "none",
-                        skip_reason=skip_reason,
+                        skip_reason=skip_reason
+                        or _limits_refusal(runtime, member_limits, cgroup_version),
                         offered_rate_per_s=shape.offered_rate_per_s,
                         tier=tier,
                     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,14 +43,27 @@ class HostLimits:
 
     cpus: frozenset[int]
     memory_bytes: int
+    # host_cgroup_version(): whether a runtime can apply limits here (Capabilities.limits_on).
+    cgroup_version: str = ""
 
 
-def check_scenario(scenario: Scenario, path: Path, host: HostLimits | None = None) -> None:
-    """Refuse (ScenarioError) a scenario this host cannot run as written."""
+def check_scenario(
+    scenario: Scenario,
+    path: Path,
+    host: HostLimits | None = None,
+    requested: Sequence[str] = (),
+) -> None:
+    """Refuse (ScenarioError) a scenario this host cannot run as written.
+
+    `requested`: the runtimes asked for by name (`bench run --runtime`); one of them that
+    cannot apply the scenario's limits here is refused (in a scenario's own list it is
+    skipped instead, with the same reason: bench.plan).
+    """
     host = host or host_limits()
     text = _read(path)
     for loc, limits, needs in _limit_sets(scenario):
         _check_limits(path, text, loc, limits, needs, host)
+        _check_limits_apply(path, text, loc, limits, requested, host)
     if scenario.isolation is not None:
         for placement in scenario.isolation.placements:
             for cpuset in PLACEMENT_CPUSETS[placement]:
@@ -69,6 +82,26 @@ def check_scenario(scenario: Scenario, path: Path, host: HostLimits | None = Non
     for loc, workload in _workloads(scenario):
         _check_service_cpus(path, text, loc, workload, host)
         _check_argv(path, text, loc, workload)
+
+
+def _check_limits_apply(
+    path: Path,
+    text: str,
+    loc: Loc,
+    limits: LimitsModel,
+    requested: Sequence[str],
+    host: HostLimits,
+) -> None:
+    """Each runtime asked for by name applies this [limits] table on this host."""
+    from bench.runtimes import registry
+
+    set_keys = [key for key, value in limits.model_dump().items() if value is not None]
+    if not set_keys or not host.cgroup_version:
+        return
+    for name in requested:
+        refusal = registry.entry(name).capabilities.limits_refusal(name, host.cgroup_version)
+        if refusal:
+            raise ScenarioError(located(path, text, (*loc, set_keys[0]), refusal))
 
 
 def _check_service_cpus(
@@ -94,7 +127,10 @@ def host_limits() -> HostLimits:
         cpus = parse_cpuset(ONLINE_CPUS.read_text().strip())
     except (OSError, ValueError):
         cpus = list(range(os.cpu_count() or 1))
-    return HostLimits(frozenset(cpus), os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    from bench.cgroups.locate import host_cgroup_version
+
+    memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return HostLimits(frozenset(cpus), memory_bytes, host_cgroup_version())
 
 
 def parse_cpuset(text: str) -> list[int]:

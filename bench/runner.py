@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
 from bench import __version__
+from bench.cgroups.locate import host_cgroup_version
 from bench.errors import BenchError, InputError
 from bench.gc import not_of_live_runs, registered
 from bench.host import git_commit, host_facts, resolve_user
@@ -124,7 +125,8 @@ def run_scenario(
         scenario = load_scenario(scenario_path)
         if options.quick:
             scenario = scenario.quickened()
-        check_scenario(scenario, scenario_path)  # before anything is written
+        # Before anything is written.
+        check_scenario(scenario, scenario_path, requested=options.runtimes or ())
         names = _runtime_names(scenario, options.runtimes)
         user = resolve_user(scenario.user)
         check_installed(scenario)
@@ -171,7 +173,7 @@ def _plan_and_execute(names: list[str], run: _Run, cpus: int) -> RunStatus:
     _prepare_runtimes(names, run)
     prepare_services(run.scenario, run.store.run_dir, run.user)
     run.store.write_manifest(run.manifest)
-    plan = build_plan(run.scenario, names, cpus=cpus)
+    plan = build_plan(run.scenario, names, cpus=cpus, cgroup_version=host_cgroup_version())
     run.manifest.trials_planned = sum(len(step.trials) for step in plan)
     run.progress.planned(run.manifest.trials_planned)
     return _execute(plan, run)

@@ -4,6 +4,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 PKGS=(
   docker.io podman runc crun conmon uidmap fuse-overlayfs   # container engines
+  slirp4netns                                               # podman-rootless: its published path
   lxc lxc-templates                                         # LXC (command-line tools)
   containerd systemd-container                              # ctr, systemd-nspawn (docs/runtimes.md)
   runsc                                                     # gVisor, an OCI runtime (docs/runtimes.md)
@@ -24,3 +25,5 @@ if ((${#missing[@]})); then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+# The unprivileged user rootless podman runs as (podman-rootless, docs/runtimes.md).
+bash "$(dirname "$0")/setup-rootless.sh"

@@ -11,6 +11,9 @@ if TYPE_CHECKING:
     from bench.spec import NetworkMode, StartSpec
 
 
+ALL_CGROUP_VERSIONS = frozenset({"v1", "hybrid", "v2"})
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a runtime needs and offers; planning and reports ask these, never its name."""
@@ -23,6 +26,20 @@ class Capabilities:
     # Whether it runs daemons, shims or monitors of its own whose memory is measured
     # (footprint_pids); without them the footprint table leaves it out.
     own_processes: bool
+    # Host cgroup versions (bench.cgroups.locate.host_cgroup_version) on which the runtime
+    # applies a scenario's [limits]; elsewhere such a scenario skips it, and refuses it when
+    # asked for by name (bench.preflight).
+    limits_on: frozenset[str] = ALL_CGROUP_VERSIONS
+    # Where limits_on leaves the host out: what the runtime still measures, and where.
+    without_limits: str = ""
+
+    def limits_refusal(self, name: str, cgroup_version: str) -> str:
+        """Why `name` cannot apply limits on a host of `cgroup_version`; "" when it can."""
+        if cgroup_version in self.limits_on:
+            return ""
+        where = f" (it can on {', '.join(sorted(self.limits_on))})" if self.limits_on else ""
+        why = f"; {self.without_limits}" if self.without_limits else ""
+        return f"{name} cannot apply limits on cgroup {cgroup_version}{where}{why}"
 
 
 @dataclass(frozen=True)

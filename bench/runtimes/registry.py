@@ -104,6 +104,29 @@ _ENTRIES: dict[str, Entry] = {
             capabilities=_CONTAINER,
         ),
         Entry(
+            "podman-rootless",
+            "bench.runtimes.podman_rootless",
+            "PodmanRootlessRuntime",
+            # Beside podman: what giving up root costs reads off one table.
+            order=25,
+            colour="#c49c94",
+            # No network namespace of the host's to bridge into without root: none, or
+            # slirp4netns (user-space TCP/IP) with a port published on 127.0.0.1.
+            capabilities=Capabilities(
+                needs_image=True,
+                oci_runtime_axis=False,
+                network_modes=frozenset({"none", "published"}),
+                own_processes=True,
+                limits_on=frozenset(),
+                without_limits=(
+                    "rootless podman creates no cgroup on v1; bench still measures CPU, "
+                    "memory and pids of the cgroup it starts podman in, which holds the "
+                    "container with conmon, slirp4netns and rootlessport. Remove [limits] to "
+                    "run it, or leave podman-rootless out"
+                ),
+            ),
+        ),
+        Entry(
             "lxc",
             "bench.runtimes.lxc",
             "LxcRuntime",

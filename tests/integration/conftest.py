@@ -1,9 +1,9 @@
 """Runtime fixtures: the workload image, dockerd, and each container runtime ready to start.
 
-`container_runtime` is every container runtime in turn (docker, podman, lxc, lxc-system,
-containerd, systemd-nspawn) for the checks all of them must pass (test_container_contract.py). A
-runtime that is missing skips its tests with the reason, and fails them under CI=true
-(tests.helpers.require).
+`container_runtime` is every container runtime in turn (docker, podman, podman-rootless, lxc,
+lxc-system, containerd, systemd-nspawn) for the checks all of them must pass
+(test_container_contract.py). A runtime that is missing skips its tests with the reason, and
+fails them under CI=true (tests.helpers.require).
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ if TYPE_CHECKING:
     from bench.runtimes.lxc_system import LxcSystemRuntime
     from bench.runtimes.nspawn import NspawnRuntime
     from bench.runtimes.podman import PodmanRuntime
+    from bench.runtimes.podman_rootless import PodmanRootlessRuntime
 
 CONTAINER_RUNTIMES = (
     "docker",
     "podman",
+    "podman-rootless",
     "lxc",
     "lxc-system",
     "containerd",
@@ -99,6 +101,23 @@ def podman_runtime(workload_image: WorkloadImage) -> Iterator[PodmanRuntime]:
     left = runtime.leftovers()
     assert left == [], f"podman objects left behind by the tests: {left}"
     assert not any(Path(f"/proc/{pid}").exists() for pid in service_pids), "service still runs"
+
+
+@pytest.fixture(scope="module")
+def podman_rootless_runtime(workload_image: WorkloadImage) -> Iterator[PodmanRootlessRuntime]:
+    """Rootless podman as bench-rootless, the image in its storage; teardown: nothing left."""
+    from bench.runtimes.podman_rootless import PodmanRootlessRuntime
+
+    require_root()
+    runtime = PodmanRootlessRuntime()
+    availability = runtime.available()
+    require(availability.ok, f"{availability.reason} ({availability.fix})")
+    runtime.prepare(workload_image)
+    yield runtime
+    assert runtime.footprint_pids() == [], "a conmon or slirp4netns outlived its container"
+    runtime.close()
+    left = runtime.leftovers()
+    assert left == [], f"podman-rootless objects left behind by the tests: {left}"
 
 
 @pytest.fixture(scope="module")

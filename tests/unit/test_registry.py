@@ -16,7 +16,16 @@ from bench.runtimes import registry
 from bench.scenario import Scenario
 from bench.scenario_load import ScenarioError, load_scenario
 
-SHIPPED = ("bare", "containerd", "docker", "podman", "lxc", "lxc-system", "systemd-nspawn")
+SHIPPED = (
+    "bare",
+    "containerd",
+    "docker",
+    "podman",
+    "podman-rootless",
+    "lxc",
+    "lxc-system",
+    "systemd-nspawn",
+)
 
 
 @pytest.fixture

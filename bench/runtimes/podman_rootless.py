@@ -1,0 +1,492 @@
+"""Rootless podman: the podman CLI run by an unprivileged user, in a cgroup bench creates.
+
+The user (`bench-rootless`, with subordinate ids) comes from scripts/setup-rootless.sh;
+its podman keeps its own storage under the user's home. Rootless podman on cgroup v1
+creates no cgroup (nor applies limits): each `podman run` starts inside a cgroup bench
+creates, so conmon, the container and its network helpers (slirp4netns, rootlessport)
+are measured there. docs/runtimes.md, "Rootless podman", has the design.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.cgroups.manage import FIX_ROOT, ManagedCgroup, create_cgroup
+from bench.errors import BenchError, RuntimeUnavailable
+from bench.image import IMAGE_REPOSITORY
+from bench.runtimes._container import (
+    FIFO_NAME,
+    IO_MOUNT,
+    ContainerHandle,
+    Launched,
+    image_to_start,
+    start_container,
+    undone_on_error,
+)
+from bench.runtimes._network import LOOPBACK, inspect_addresses
+from bench.runtimes._podman_service import INSTALL_FIX, default_oci_runtime
+from bench.runtimes.base import Availability
+from bench.spec import LABEL, NAME_PREFIX, Limits
+
+if TYPE_CHECKING:
+    from bench.image import WorkloadImage
+    from bench.spec import StartSpec
+
+USER_NAME = "bench-rootless"
+SETUP_FIX = "run `bash scripts/setup-rootless.sh` as root (creates the user, its subordinate ids)"
+# Its XDG_RUNTIME_DIR: without logind nothing makes /run/user/<uid>, so bench does (0700).
+RUNTIME_DIR = Path("/run/bench-rootless")
+# Per-container io dirs the user can reach (results may lie below a 0700 directory such as
+# /root); bench bind-mounts each over the trial's io dir for its own reads (see _IoDir).
+IO_SUBDIR = "io"
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Native overlay (kernel 5.13+ allows it in a user namespace); vfs would copy the 130 MB
+# image into every container.
+STORAGE_DRIVER = "overlay"
+NETWORK_PUBLISHED = "slirp4netns"
+CLI_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Account:
+    """The unprivileged user's ids and home."""
+
+    uid: int
+    gid: int
+    home: Path
+
+
+def account() -> Account | None:
+    try:
+        entry = pwd.getpwnam(USER_NAME)
+    except KeyError:
+        return None
+    return Account(entry.pw_uid, entry.pw_gid, Path(entry.pw_dir))
+
+
+def _subids_of(path: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return any(line.startswith(f"{USER_NAME}:") for line in path.read_text().splitlines())
+    return False
+
+
+def _oci_runtime() -> str:
+    """runc on hybrid hosts (crun refuses them), else podman's default: as rootful podman."""
+    return default_oci_runtime()
+
+
+def podman_argv(*args: str) -> list[str]:
+    """The user's podman with the global options bench always gives it."""
+    return [
+        "podman",
+        "--cgroup-manager", "cgroupfs",  # no systemd user session to ask for scopes
+        "--events-backend", "file",  # nor a journal
+        "--storage-driver", STORAGE_DRIVER,
+        "--runtime", _oci_runtime(),
+        *args,
+    ]  # fmt: skip
+
+
+def user_env(user: Account) -> dict[str, str]:
+    """The whole environment of the user's podman: nothing of root's leaks in."""
+    return {
+        "HOME": str(user.home),
+        "USER": USER_NAME,
+        "LOGNAME": USER_NAME,
+        "PATH": PATH,
+        "XDG_RUNTIME_DIR": str(RUNTIME_DIR),
+        "LANG": "C.UTF-8",
+    }
+
+
+def _need_account() -> Account:
+    user = account()
+    if user is None:
+        raise RuntimeUnavailable(f"user {USER_NAME} does not exist; fix: {SETUP_FIX}")
+    RUNTIME_DIR.mkdir(mode=0o700, exist_ok=True)
+    os.chown(RUNTIME_DIR, user.uid, user.gid)
+    return user
+
+
+def as_user(*args: str, stdin: int | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the user's podman with `args` (setresuid in the child, no supplementary groups)."""
+    user = _need_account()
+    return subprocess.run(
+        podman_argv(*args),
+        user=user.uid,
+        group=user.gid,
+        extra_groups=[],
+        env=user_env(user),
+        cwd=user.home,
+        stdin=subprocess.DEVNULL if stdin is None else stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=CLI_TIMEOUT_S,
+    )
+
+
+def _checked(*args: str) -> str:
+    proc = as_user(*args)
+    if proc.returncode != 0:
+        raise BenchError(f"`podman {' '.join(args)}` as {USER_NAME} failed: {_tail(proc)}")
+    return proc.stdout
+
+
+def _tail(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in proc.stderr.splitlines() if "is not a shared mount" not in line]
+    return "\n".join(lines).strip()[-800:] or f"exit status {proc.returncode}"
+
+
+def _ensure_pause_process() -> None:
+    """Start the user's pause process outside any trial's cgroup.
+
+    Rootless podman keeps its user namespace alive in a pause process that the first
+    podman command starts; started from a trial's cgroup it would stay there, counted in
+    the trial and killed at its stop.
+    """
+    pid_file = RUNTIME_DIR / "libpod" / "tmp" / "pause.pid"
+    with contextlib.suppress(OSError, ValueError):
+        if Path(f"/proc/{int(pid_file.read_text())}").exists():
+            return
+    _checked("unshare", "/bin/true")
+
+
+class _IoDir:
+    """The trial's io dir as the user's podman can bind it.
+
+    The io dir may lie below a directory the user cannot enter, so the container binds a
+    directory of the user's (`~/io/<name>`); bench bind-mounts that one over the io dir,
+    so its own reads and writes go where the container's do. remove() copies the files
+    back into the io dir and deletes the user's copy.
+    """
+
+    def __init__(self, user: Account, io_dir: Path, name: str) -> None:
+        self.io_dir = io_dir
+        self.staging = user.home / IO_SUBDIR / name
+        self.staging.parent.mkdir(mode=0o700, exist_ok=True)
+        os.chown(self.staging.parent, user.uid, user.gid)
+        if self.staging.exists():
+            shutil.rmtree(self.staging)
+        shutil.copytree(io_dir, self.staging, symlinks=True)
+        for path in (self.staging, *self.staging.rglob("*")):
+            os.chown(path, user.uid, user.gid, follow_symlinks=False)
+        _mount_bind(self.staging, io_dir)
+        self._mounted = True
+
+    def remove(self) -> None:
+        if self._mounted:
+            _umount(self.io_dir)
+            self._mounted = False
+            _copy_back(self.staging, self.io_dir)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _mount_bind(source: Path, target: Path) -> None:
+    proc = subprocess.run(
+        ["mount", "--bind", str(source), str(target)], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise BenchError(f"cannot bind {source} over {target}: {proc.stderr.strip()}")
+
+
+def _umount(target: Path) -> None:
+    proc = subprocess.run(["umount", str(target)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        # Busy (a reader still has a file open): detach it; the files stay reachable.
+        subprocess.run(["umount", "--lazy", str(target)], capture_output=True, check=False)
+
+
+def _copy_back(staging: Path, io_dir: Path) -> None:
+    """Regular files and directories only: never open the control FIFO (it would block)."""
+    for path in sorted(staging.rglob("*")):
+        target = io_dir / path.relative_to(staging)
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            target.mkdir(exist_ok=True)
+        elif path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+            shutil.copy2(path, target)
+
+
+class PodmanRootlessRuntime:
+    """Runs workloads with rootless podman as user bench-rootless (implements Runtime)."""
+
+    name = "podman-rootless"
+
+    def __init__(self) -> None:
+        self._image_ref: str | None = None
+        self._running: dict[str, tuple[ManagedCgroup, int]] = {}
+
+    # --- Runtime protocol -----------------------------------------------------------------
+
+    def available(self) -> Availability:
+        if shutil.which("podman") is None:
+            return Availability(False, "the podman command is not installed", INSTALL_FIX)
+        if os.geteuid() != 0:
+            return Availability(False, "bench starts rootless podman as root", FIX_ROOT)
+        if account() is None:
+            return Availability(False, f"user {USER_NAME} does not exist", SETUP_FIX)
+        if not (_subids_of(Path("/etc/subuid")) and _subids_of(Path("/etc/subgid"))):
+            return Availability(
+                False, f"{USER_NAME} has no subordinate ids in /etc/subuid, /etc/subgid", SETUP_FIX
+            )
+        if shutil.which("newuidmap") is None:
+            return Availability(False, "newuidmap is not installed", "apt-get install uidmap")
+        try:
+            proc = as_user("info", "--format", "{{.Host.OCIRuntime.Name}}")
+        except RuntimeUnavailable as exc:
+            return Availability(False, str(exc), SETUP_FIX)
+        if proc.returncode != 0:
+            return Availability(False, f"rootless podman fails: {_tail(proc)}", SETUP_FIX)
+        return Availability(True)
+
+    def version(self) -> str:
+        info = json.loads(_checked("info", "--format", "json"))
+        host, store = info.get("host", {}), info.get("store", {})
+        version = info.get("version", {}).get("Version", "?")
+        # "slirp4netns version 1.2.0\ncommit: ...": the first line.
+        slirp = str(host.get("slirp4netns", {}).get("version", "slirp4netns ?")).splitlines()[0]
+        return (
+            f"podman {version} rootless as {USER_NAME} (OCI runtime "
+            f"{host.get('ociRuntime', {}).get('name', '?')}, storage "
+            f"{store.get('graphDriverName', '?')}, cgroup {host.get('cgroupVersion', '?')}, "
+            f"network {slirp})"
+        )
+
+    def default_oci_runtime(self) -> None:
+        """No OCI axis: the user's podman runs one OCI runtime (runc on hybrid hosts)."""
+
+    def prepare(self, image: WorkloadImage) -> None:
+        """Import the rootfs tarball into the user's storage once (fed on stdin: the file
+        may lie where the user cannot read)."""
+        reference = f"localhost/{image.tag}"
+        if as_user("image", "exists", reference).returncode != 0:
+            with image.tarball.open("rb") as body:
+                proc = as_user("import", "-", reference, stdin=body.fileno())
+            if proc.returncode != 0:
+                raise BenchError(f"rootless podman could not import {image.tarball}: {_tail(proc)}")
+        _ensure_pause_process()
+        self._image_ref = reference
+
+    def start(self, spec: StartSpec) -> ContainerHandle:
+        image_ref = image_to_start(spec, self.name, self._image_ref)
+        if spec.user is not None:
+            raise BenchError(
+                f"{spec.name}: podman-rootless does not take `user` (the container's ids map "
+                "to subordinate ids of bench-rootless); remove `user` or leave it out"
+            )
+        refusal = _limits_refusal(spec.limits)
+        if refusal:
+            raise BenchError(f"{spec.name}: {refusal}")
+        user = _need_account()
+        _ensure_pause_process()
+        io = _IoDir(user, spec.io_dir, spec.name)
+        with undone_on_error(io.remove):
+            return start_container(
+                spec, lambda command: self._launch(user, io, image_ref, spec, command)
+            )
+
+    def _launch(
+        self, user: Account, io: _IoDir, image_ref: str, spec: StartSpec, command: list[str]
+    ) -> Launched:
+        os.chown(io.staging / FIFO_NAME, user.uid, user.gid)  # the wrapper writes to it
+        argv = podman_argv(*run_args(spec, io.staging), image_ref, *command)
+        managed = create_cgroup(spec.name, Limits())
+
+        def in_child() -> None:
+            # Between fork and exec: join the cgroup while still root, then drop to the user
+            # (Popen's user= would drop first, and the join would be refused).
+            managed.join_current_process()
+            os.setgroups([])
+            os.setgid(user.gid)
+            os.setuid(user.uid)
+
+        def remove_container() -> None:
+            as_user("rm", "--force", "--time", "0", spec.name)
+
+        def remove() -> None:
+            try:
+                remove_container()
+                # conmon's exit command (podman container cleanup) may still run there.
+                managed.kill_all()
+                managed.remove()
+            finally:
+                self._running.pop(spec.name, None)
+                io.remove()
+
+        with undone_on_error(remove):
+            # The launching podman runs in the cgroup and exits once the container runs;
+            # conmon, slirp4netns and rootlessport stay there with the container.
+            done = subprocess.run(
+                argv,
+                env=user_env(user),
+                cwd=user.home,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=CLI_TIMEOUT_S,
+                preexec_fn=in_child,
+            )
+            if done.returncode != 0:
+                raise BenchError(f"rootless podman could not start {spec.name}: {_tail(done)}")
+            attrs = json.loads(_checked("inspect", "--type", "container", spec.name))[0]
+            pid = int(attrs["State"]["Pid"])
+            if pid <= 0:
+                raise BenchError(f"rootless podman reports no pid for {spec.name}")
+            _, published = inspect_addresses(attrs, spec, None)
+        self._running[spec.name] = (managed, pid)
+
+        def kill() -> None:
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
+
+        def poll_exit() -> int | None:
+            if Path(f"/proc/{pid}").exists():
+                return None
+            return _exit_code(spec.name)
+
+        return Launched(pid, kill, remove, poll_exit, None, published, None, managed.location)
+
+    def footprint_pids(self) -> list[int]:
+        """conmon, slirp4netns and rootlessport: every process of a running container's
+        cgroup outside the container's own tree."""
+        import psutil
+
+        pids: set[int] = set()
+        for managed, init in list(self._running.values()):
+            inside: set[int] = {init}
+            with contextlib.suppress(psutil.NoSuchProcess):
+                inside |= {p.pid for p in psutil.Process(init).children(recursive=True)}
+            pids |= set(_cgroup_pids(managed)) - inside
+        return sorted(pids)
+
+    def leftovers(self) -> list[str]:
+        if account() is None or shutil.which("podman") is None:
+            return []
+        found = [f"podman-rootless container {name}" for name in _bench_containers()]
+        found += [f"podman-rootless io dir {path}" for path in _staging_dirs()]
+        return found
+
+    def remove_leftovers(self) -> int:
+        """Containers in the user's storage, then the io dirs (unmounted first), images."""
+        if account() is None or shutil.which("podman") is None:
+            return 0
+        removed = 0
+        for name in _bench_containers():
+            if as_user("rm", "--force", "--time", "0", name).returncode == 0:
+                removed += 1
+        for staging in _staging_dirs():
+            for target in _mounted_over_by(staging):
+                _umount(target)
+            shutil.rmtree(staging, ignore_errors=True)
+            removed += 1
+        for ref in _bench_images():
+            if as_user("rmi", "--force", ref).returncode == 0:
+                removed += 1
+        return removed
+
+    def close(self) -> None:
+        """Nothing to release: each handle's stop() removed its container."""
+
+
+def run_args(spec: StartSpec, io_source: Path) -> list[str]:
+    """`podman run` options of one container: the same container as rootful podman's."""
+    args = [
+        "run", "--detach", "--name", spec.name,
+        *(f"--label={key}={value}" for key, value in spec.labels),
+        "--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges",
+        f"--volume={io_source}:{IO_MOUNT}", f"--workdir={IO_MOUNT}",
+        # Explicit: podman's defaults (nofile 1048576) cannot be set without CAP_SYS_RESOURCE.
+        *(f"--ulimit={name}={soft}:{hard}" for name, soft, hard in spec.rlimits),
+    ]  # fmt: skip
+    if spec.network == "none":
+        args.append("--network=none")
+    else:
+        # published: slirp4netns in user space; the host port on 127.0.0.1 is podman's pick.
+        args.append(f"--network={NETWORK_PUBLISHED}")
+        args += [f"--publish={LOOPBACK}::{port}" for port in spec.ports]
+    return args
+
+
+def _limits_refusal(limits: Limits) -> str:
+    """Why these limits cannot be applied here ("" when there are none or they can)."""
+    from bench.cgroups.locate import host_cgroup_version
+    from bench.runtimes import registry
+
+    if limits == Limits():
+        return ""
+    capabilities = registry.entry(PodmanRootlessRuntime.name).capabilities
+    return capabilities.limits_refusal(PodmanRootlessRuntime.name, host_cgroup_version())
+
+
+def _exit_code(name: str) -> int:
+    proc = as_user("inspect", "--type", "container", "--format", "{{.State.ExitCode}}", name)
+    try:
+        return int(proc.stdout.strip())
+    except ValueError:
+        return 137  # gone: removed or killed with the cgroup
+
+
+def _cgroup_pids(managed: ManagedCgroup) -> list[int]:
+    pids: list[int] = []
+    with contextlib.suppress(OSError, ValueError):
+        pids = [int(p) for p in (managed.dirs[0] / "cgroup.procs").read_text().split()]
+    return pids
+
+
+def _bench_containers() -> list[str]:
+    names: list[str] = []
+    for entry in json.loads(_checked("ps", "--all", "--format", "json") or "[]"):
+        entry_names = entry.get("Names") or []
+        labels = entry.get("Labels") or {}
+        if labels.get(LABEL) == "1" or any(n.startswith(NAME_PREFIX) for n in entry_names):
+            names.append(entry_names[0] if entry_names else entry["Id"])
+    return sorted(names)
+
+
+def _bench_images() -> list[str]:
+    refs: list[str] = []
+    for entry in json.loads(_checked("images", "--format", "json") or "[]"):
+        for ref in entry.get("Names") or []:
+            if ref.rpartition("/")[2].startswith(IMAGE_REPOSITORY):
+                refs.append(ref)
+    return sorted(refs)
+
+
+def _staging_dirs() -> list[Path]:
+    user = account()
+    root = None if user is None else user.home / IO_SUBDIR
+    if root is None or not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.name.startswith(NAME_PREFIX))
+
+
+def _mounted_over_by(staging: Path) -> list[Path]:
+    """Mount points that show `staging` (bench's bind of it over a trial's io dir)."""
+    try:
+        wanted = staging.stat()
+    except OSError:
+        return []
+    found: list[Path] = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mount_point = Path(line.split()[4].encode().decode("unicode_escape"))
+        if mount_point == staging:
+            continue
+        with contextlib.suppress(OSError):
+            st = mount_point.stat()
+            if (st.st_dev, st.st_ino) == (wanted.st_dev, wanted.st_ino):
+                found.append(mount_point)
+    return found
