@@ -6,6 +6,7 @@ PKGS=(
   docker.io podman runc crun conmon uidmap fuse-overlayfs   # container engines
   slirp4netns                                               # podman-rootless: its published path
   lxc lxc-templates                                         # LXC (command-line tools)
+  lxd                                                       # LXD: daemon and its client `lxc` (docs/runtimes.md)
   containerd systemd-container                              # ctr, systemd-nspawn (docs/runtimes.md)
   runsc                                                     # gVisor, an OCI runtime (docs/runtimes.md)
   stress-ng busybox-static                                  # the workload image

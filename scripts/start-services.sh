@@ -25,4 +25,15 @@ if [ ! -S /run/podman/podman.sock ] || ! curl -sf --unix-socket /run/podman/podm
   for _ in $(seq 30); do [ -S /run/podman/podman.sock ] && break; sleep 1; done
   [ -S /run/podman/podman.sock ] || { echo "podman service did not start:"; tail -20 /var/log/bench-podman.log; exit 1; }
 fi
-echo "dockerd: $(docker version --format '{{.Server.Version}}')  podman: $(podman --version)"
+# LXD's daemon, as its systemd unit would start it (docs/runtimes.md, "LXD"). No `lxd init`:
+# bench creates the one storage pool it uses, and LXD gets no network (init would add a
+# bridge with a DHCP server) and no profile bench relies on.
+if command -v lxd >/dev/null && ! lxd waitready --timeout=1 >/dev/null 2>&1; then
+  mkdir -p /var/log/lxd
+  group=(); getent group lxd >/dev/null && group=(--group lxd)
+  (ulimit -n 1048576 2>/dev/null || true
+   setsid lxd "${group[@]}" --logfile /var/log/lxd/lxd.log >/var/log/bench-lxd.log 2>&1 < /dev/null &)
+  lxd waitready --timeout=60 || { echo "lxd did not start:"; tail -20 /var/log/lxd/lxd.log /var/log/bench-lxd.log; exit 1; }
+fi
+lxd_version=$(command -v lxc >/dev/null && lxc query /1.0 2>/dev/null | sed -n 's/.*"server_version": "\(.*\)".*/\1/p' || true)
+echo "dockerd: $(docker version --format '{{.Server.Version}}')  podman: $(podman --version)  lxd: ${lxd_version:-none}"

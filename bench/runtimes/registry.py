@@ -161,6 +161,22 @@ _ENTRIES: dict[str, Entry] = {
             ),
         ),
         Entry(
+            "lxd",
+            "bench.runtimes.lxd",
+            "LxdRuntime",
+            # After lxc-system: the same kind of container, driven through LXD's daemon.
+            order=37,
+            colour="#9467bd",
+            # Booted by `lxc launch` (busybox init), the workload through `lxc exec`; LXD
+            # refuses raw lxc.net lines, and bench gives its containers no nic: none only.
+            capabilities=Capabilities(
+                needs_image=True,
+                oci_runtime_axis=False,
+                network_modes=frozenset({"none"}),
+                own_processes=True,
+            ),
+        ),
+        Entry(
             "systemd-nspawn",
             "bench.runtimes.nspawn",
             "NspawnRuntime",

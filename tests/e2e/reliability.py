@@ -132,6 +132,8 @@ def leftovers(run_id: str, bench_pid: int) -> dict[str, list[str]]:
         "docker": _names(["docker", "ps", "-a", "--format", "{{.Names}}"], prefix),
         "podman": _names(["podman", "ps", "-a", "--format", "{{.Names}}"], prefix),
         "lxc": [],
+        # LXD's client is `lxc` (LXC's own tools are lxc-*).
+        "lxd": _names(["lxc", "list", "--format", "csv", "--columns", "n"], prefix),
         "podman-service": [],
     }
     for lxcpath in LXCPATHS:
@@ -212,6 +214,8 @@ def remove_run_objects(run_id: str, bench_pid: int = -1) -> None:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
     for name in left["podman"]:
         subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True, check=False)
+    for name in left["lxd"]:
+        subprocess.run(["lxc", "delete", "--force", name], capture_output=True, check=False)
     for name in left["lxc"]:
         for lxcpath in LXCPATHS:
             if not lxcpath.is_dir():

@@ -68,6 +68,20 @@ def test_doctor_says_why_docker_is_missing_and_how_to_fix_it(
     assert plain.returncode == 0 and "fix:" in plain.stdout
 
 
+def test_doctor_says_why_lxd_is_missing_and_how_to_fix_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # LXD's client finds the daemon's socket under LXD_DIR: an empty directory has none.
+    monkeypatch.setenv("LXD_DIR", str(tmp_path))
+    done = bench("doctor", "--json")
+    assert done.returncode == 0, done.stderr
+    lxd = next(c for c in json.loads(done.stdout)["runtimes"] if c["name"] == "lxd")
+    assert lxd["available"] is False, lxd
+    if lxd["fix"] != "apt-get install lxd":  # installed, so the daemon is what is missing
+        assert "does not answer" in lxd["reason"] and str(tmp_path) in lxd["reason"], lxd
+        assert "start-services.sh" in lxd["fix"], lxd
+
+
 def test_a_missing_runtime_is_skipped_with_its_reason_and_the_run_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

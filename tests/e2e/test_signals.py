@@ -116,7 +116,7 @@ def test_sigkill_then_warning_then_gc(runtimes: list[str], tmp_path: Path) -> No
         rel.remove_run_objects(run_id, started.process.pid)
 
 
-@pytest.mark.parametrize("runtime", ["containerd", "systemd-nspawn", "lxc-system"])
+@pytest.mark.parametrize("runtime", ["containerd", "systemd-nspawn", "lxc-system", "lxd"])
 def test_sigkill_then_gc_removes_what_each_newer_runtime_left(runtime: str, tmp_path: Path) -> None:
     """SIGKILL mid-trial under one runtime of docs/runtimes.md; `bench gc` removes the rest."""
     require_root()
@@ -130,8 +130,8 @@ def test_sigkill_then_gc_removes_what_each_newer_runtime_left(runtime: str, tmp_
         started.process.kill()
         started.process.wait(timeout=10)
         left = {kind: names for kind, names in rel.leftovers(run_id, started.process.pid).items()}
-        # LXC's cgroups are its own (lxc.payload.NAME): its containers are what is left.
-        assert left["cgroups"] or left["lxc"], f"SIGKILL left nothing of {runtime}: {left}"
+        # LXC's and LXD's cgroups are their own (lxc.payload.NAME): containers are what is left.
+        assert left["cgroups"] or left["lxc"] or left["lxd"], f"SIGKILL left nothing: {left}"
         gc = _gc_when_no_other_run_is_live()
         assert gc.returncode == 0, gc.stderr
         assert "Traceback" not in gc.stderr

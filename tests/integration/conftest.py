@@ -1,7 +1,7 @@
 """Runtime fixtures: the workload image, dockerd, and each container runtime ready to start.
 
 `container_runtime` is every container runtime in turn (docker, podman, podman-rootless, lxc,
-lxc-system, containerd, systemd-nspawn) for the checks all of them must pass
+lxc-system, lxd, containerd, systemd-nspawn) for the checks all of them must pass
 (test_container_contract.py). A runtime that is missing skips its tests with the reason, and
 fails them under CI=true (tests.helpers.require).
 """
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from bench.runtimes.docker import DockerRuntime
     from bench.runtimes.lxc import LxcRuntime
     from bench.runtimes.lxc_system import LxcSystemRuntime
+    from bench.runtimes.lxd import LxdRuntime
     from bench.runtimes.nspawn import NspawnRuntime
     from bench.runtimes.podman import PodmanRuntime
     from bench.runtimes.podman_rootless import PodmanRootlessRuntime
@@ -37,6 +38,7 @@ CONTAINER_RUNTIMES = (
     "podman-rootless",
     "lxc",
     "lxc-system",
+    "lxd",
     "containerd",
     "systemd-nspawn",
     # An engine with another OCI runtime under it (a scenario's oci_runtimes axis).
@@ -163,6 +165,24 @@ def lxc_system_runtime(
     runtime.remove_leftovers()
     left = runtime.leftovers()
     assert left == [], f"lxc-system objects left behind by the tests: {left}"
+
+
+@pytest.fixture(scope="module")
+def lxd_runtime(workload_image: WorkloadImage) -> Iterator[LxdRuntime]:
+    """LxdRuntime on the host's LXD daemon; teardown: no container, exec or monitor left."""
+    from bench.runtimes.lxd import LxdRuntime
+
+    require_root()
+    require(shutil.which("lxd") is not None, "lxd is not installed (apt-get install lxd)")
+    runtime = LxdRuntime()
+    availability = runtime.available()
+    require(availability.ok, f"{availability.reason} ({availability.fix})")
+    runtime.prepare(workload_image)
+    yield runtime
+    assert runtime.footprint_pids() == [], "an lxc exec or a monitor outlived its container"
+    runtime.close()
+    left = runtime.leftovers()
+    assert left == [], f"lxd objects left behind by the tests: {left}"
 
 
 @pytest.fixture(scope="module")

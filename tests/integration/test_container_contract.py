@@ -1,5 +1,5 @@
 """Checks every container runtime must pass: docker, podman (rootful and rootless), lxc,
-lxc-system, containerd, nspawn.
+lxc-system, lxd, containerd, nspawn.
 
 Each check starts real containers through `container_runtime` (tests/integration/
 conftest.py) and reads their cgroup files. What only one runtime has is tested in its own
@@ -52,6 +52,7 @@ KILLED_EXIT_CODE = {
     "podman-rootless": 137,
     "lxc": None,
     "lxc-system": None,
+    "lxd": None,
     "containerd": 137,
     "systemd-nspawn": None,
     "podman+runsc": 137,

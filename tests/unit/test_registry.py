@@ -24,6 +24,7 @@ SHIPPED = (
     "podman-rootless",
     "lxc",
     "lxc-system",
+    "lxd",
     "systemd-nspawn",
 )
 
@@ -61,6 +62,7 @@ def test_unknown_name_lists_the_known_ones() -> None:
         ("lxc-system", "lxc-system"),
         ("lxc-system-noop-0", "lxc-system"),
         ("lxc-noop-0", "lxc"),
+        ("lxd-noop-0", "lxd"),
         ("bare", "bare"),
         ("containerd", "containerd"),
         ("kata", None),

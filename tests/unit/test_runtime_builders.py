@@ -17,6 +17,13 @@ from bench.runtimes._container import IO_MOUNT, engine_limit_options
 from bench.runtimes.docker import DockerRuntime
 from bench.runtimes.lxc import CAP_KEEP, container_config, limit_lines
 from bench.runtimes.lxc_system import attach_argv, attached_command
+from bench.runtimes.lxd import (
+    CAPABILITIES,
+    exec_argv,
+    instance_config,
+    metadata_tarball,
+    raw_lxc,
+)
 from bench.runtimes.podman import _create_kwargs
 from bench.spec import CPU_PERIOD_US, Limits, StartSpec
 
@@ -196,3 +203,58 @@ def test_lxc_config_refuses_a_newline_that_would_inject_a_key(field: str) -> Non
         rootfs = Path(hostile)
     with pytest.raises(BenchError, match="newline"):
         container_config(start, rootfs, "v2", memsw=False)
+
+
+def test_lxd_raw_lxc_has_lxcs_limits_and_lockdown_without_the_keys_lxd_refuses() -> None:
+    """The shared limits as lxc's own lines; every capability dropped by name (LXD refuses
+    lxc.cap.keep beside its own lxc.cap.drop) and no lxc.net.* line (LXD refuses those)."""
+    for version, memsw in (("v1", True), ("v1", False), ("v2", False)):
+        raw = raw_lxc(spec(), version, memsw)
+        lines = raw.splitlines()
+        assert [line for line in lines if line.startswith("lxc.cgroup")] == limit_lines(
+            spec(), version, memsw
+        )
+        assert "lxc.init.cmd = /bin/busybox init" in lines
+        assert "lxc.rootfs.options = ro" in lines and "lxc.no_new_privs = 1" in lines
+        (drop,) = [line for line in lines if line.startswith("lxc.cap.drop = ")]
+        assert set(drop.split(" = ")[1].split()) <= set(CAPABILITIES)
+        assert "sys_admin" in drop and "chown" in drop
+        assert not any(line.startswith(("lxc.net.", "lxc.cap.keep")) for line in lines)
+        (hook,) = [line for line in lines if line.startswith("lxc.hook.start-host")]
+        assert "--target $LXC_PID --net" in hook and hook.endswith("link set lo up")
+    assert len(CAPABILITIES) == len(set(CAPABILITIES))
+
+
+def test_lxd_instance_is_privileged_without_profile_or_nic_and_binds_the_io_dir() -> None:
+    config = instance_config(spec(io_dir="/srv/io dir"), "lxc.x = 1\n", pool="p")
+    assert config["config"] == {"security.privileged": "true", "raw.lxc": "lxc.x = 1\n"}
+    assert config["devices"] == {
+        "root": {"type": "disk", "path": "/", "pool": "p"},
+        "bench": {"type": "disk", "source": "/srv/io dir", "path": IO_MOUNT},
+    }
+    bridged = StartSpec(name="bench-x", argv=("true",), io_dir=Path("/srv/io"), network="bridge")
+    with pytest.raises(BenchError, match="bridge"):
+        instance_config(bridged, "")
+
+
+def test_lxd_exec_sets_the_user_and_no_terminal() -> None:
+    assert exec_argv("bench-x", (1000, 1001)) == [
+        "lxc", "exec", "bench-x", "--mode", "non-interactive", "--user", "1000", "--group", "1001",
+    ]  # fmt: skip
+    assert exec_argv("bench-x", None) == ["lxc", "exec", "bench-x", "--mode", "non-interactive"]
+
+
+def test_lxd_image_metadata_is_the_same_bytes_every_time() -> None:
+    import io
+    import tarfile
+
+    assert metadata_tarball() == metadata_tarball()
+    with tarfile.open(fileobj=io.BytesIO(metadata_tarball())) as tar:
+        (member,) = tar.getmembers()
+        extracted = tar.extractfile(member)
+        assert extracted is not None
+        text = extracted.read().decode()
+    assert member.name == "metadata.yaml" and member.mtime == 0
+    # LXD refuses an image without a creation date, and reads 0 as none.
+    date = int(text.split("creation_date: ")[1].split()[0])
+    assert date > 0 and "architecture: " in text
