@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -377,20 +378,28 @@ class PodmanRootlessRuntime:
         if account() is None or shutil.which("podman") is None:
             return []
         found = [f"podman-rootless container {name}" for name in _bench_containers()]
-        found += [f"podman-rootless io dir {path}" for path in _staging_dirs()]
+        found += [f"podman-rootless io copy {path}" for path in staging_dirs()]
+        binds = mounted_io_dirs()
+        found += [f"podman-rootless io bind of {name} on {path}" for name, path in binds]
         return found
 
     def remove_leftovers(self) -> int:
-        """Containers in the user's storage, then the io dirs (unmounted first), images."""
+        """Containers in the user's storage, the binds over io dirs (their files copied
+        back), the user's io copies, the images."""
         if account() is None or shutil.which("podman") is None:
             return 0
         removed = 0
         for name in _bench_containers():
             if as_user("rm", "--force", "--time", "0", name).returncode == 0:
                 removed += 1
-        for staging in _staging_dirs():
-            for target in _mounted_over_by(staging):
-                _umount(target)
+        user = account()
+        for name, target in mounted_io_dirs():  # before the copies they show
+            _umount(target)
+            if user is not None and (user.home / IO_SUBDIR / name).is_dir():
+                # What the workload wrote goes where the killed run's results are.
+                _copy_back(user.home / IO_SUBDIR / name, target)
+            removed += 1
+        for staging in staging_dirs():
             shutil.rmtree(staging, ignore_errors=True)
             removed += 1
         for ref in _bench_images():
@@ -466,7 +475,7 @@ def _bench_images() -> list[str]:
     return sorted(refs)
 
 
-def _staging_dirs() -> list[Path]:
+def staging_dirs() -> list[Path]:
     user = account()
     root = None if user is None else user.home / IO_SUBDIR
     if root is None or not root.is_dir():
@@ -474,19 +483,19 @@ def _staging_dirs() -> list[Path]:
     return sorted(p for p in root.iterdir() if p.name.startswith(NAME_PREFIX))
 
 
-def _mounted_over_by(staging: Path) -> list[Path]:
-    """Mount points that show `staging` (bench's bind of it over a trial's io dir)."""
-    try:
-        wanted = staging.stat()
-    except OSError:
-        return []
-    found: list[Path] = []
+def mounted_io_dirs(name_prefix: str = NAME_PREFIX) -> list[tuple[str, Path]]:
+    """(container name, mount point) of each bind of a user's io copy over a trial's io dir,
+    from /proc/self/mountinfo (the copy may be deleted already)."""
+    found: list[tuple[str, Path]] = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        mount_point = Path(line.split()[4].encode().decode("unicode_escape"))
-        if mount_point == staging:
-            continue
-        with contextlib.suppress(OSError):
-            st = mount_point.stat()
-            if (st.st_dev, st.st_ino) == (wanted.st_dev, wanted.st_ino):
-                found.append(mount_point)
+        fields = [_unescape(field) for field in line.split()]
+        root = fields[3].removesuffix("//deleted")
+        parent, _, name = root.rpartition("/")
+        if parent.endswith(f"/{USER_NAME}/{IO_SUBDIR}") and name.startswith(name_prefix):
+            found.append((name, Path(fields[4])))
     return found
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040)."""
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), field)

@@ -110,8 +110,8 @@ _ENTRIES: dict[str, Entry] = {
             # Beside podman: what giving up root costs reads off one table.
             order=25,
             colour="#c49c94",
-            # No network namespace of the host's to bridge into without root: none, or
-            # slirp4netns (user-space TCP/IP) with a port published on 127.0.0.1.
+            # No bridge the host reaches without root: none, or slirp4netns with a port
+            # published on 127.0.0.1 by rootlessport (a user-space proxy).
             capabilities=Capabilities(
                 needs_image=True,
                 oci_runtime_axis=False,

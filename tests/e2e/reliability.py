@@ -38,14 +38,16 @@ def scenario_file(
     timeout_s: float = 30,
     memory: str = "128m",
     oci_runtimes: tuple[str, ...] = (),
+    limits: bool = True,
 ) -> Path:
     """A small scenario of command workloads (argv lists), no warm-ups."""
     text = (
         f'name = "bench-rel"\nruntimes = {json.dumps(runtimes)}\nrepetitions = {repetitions}\n'
         f"warmups = 0\nsample_interval_ms = 100\ntimeout_s = {timeout_s}\n"
         f"oci_runtimes = {json.dumps(list(oci_runtimes))}\n"
-        f'[limits]\nmemory = "{memory}"\npids = 128\n'
     )
+    if limits:
+        text += f'[limits]\nmemory = "{memory}"\npids = 128\n'
     for name, argv in workloads:
         text += f'[[workloads]]\nname = "{name}"\ncommand = {json.dumps(argv)}\n'
     path = directory / "scenario.toml"
@@ -145,6 +147,20 @@ def leftovers(run_id: str, bench_pid: int) -> dict[str, list[str]]:
                 found["podman-service"].append(f"pid {process.pid}")
         found["podman-service"] += [str(p) for p in PRIVATE_PODMAN_SOCKETS.glob(f"{marker}*")]
     found["containerd"] = _private_containerd(bench_pid)
+    found["podman-rootless"] = _rootless(prefix)
+    return found
+
+
+def _rootless(prefix: str) -> list[str]:
+    """The run's containers in bench-rootless's storage, its io copies and their binds."""
+    from bench.runtimes import podman_rootless as rootless
+
+    if rootless.account() is None or shutil.which("podman") is None:
+        return []
+    names = rootless.as_user("ps", "--all", "--format", "{{.Names}}").stdout.split()
+    found = [name for name in names if name.startswith(prefix)]
+    found += [str(path) for path in rootless.staging_dirs() if path.name.startswith(prefix)]
+    found += [str(path) for _, path in rootless.mounted_io_dirs(prefix)]
     return found
 
 
@@ -216,6 +232,17 @@ def remove_run_objects(run_id: str, bench_pid: int = -1) -> None:
         subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True, check=False)
     for name in left["lxd"]:
         subprocess.run(["lxc", "delete", "--force", name], capture_output=True, check=False)
+    if left["podman-rootless"]:
+        from bench.runtimes import podman_rootless as rootless
+
+        for name in left["podman-rootless"]:
+            if not name.startswith("/"):
+                rootless.as_user("rm", "--force", "--time", "0", name)
+        for _, target in rootless.mounted_io_dirs(prefix):
+            subprocess.run(["umount", "--lazy", str(target)], capture_output=True, check=False)
+        for path in rootless.staging_dirs():
+            if path.name.startswith(prefix):
+                shutil.rmtree(path, ignore_errors=True)
     for name in left["lxc"]:
         for lxcpath in LXCPATHS:
             if not lxcpath.is_dir():

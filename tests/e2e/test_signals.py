@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import subprocess
 import time
@@ -137,6 +138,43 @@ def test_sigkill_then_gc_removes_what_each_newer_runtime_left(runtime: str, tmp_
         assert "Traceback" not in gc.stderr
         assert f"{runtime}: removed " in gc.stdout, gc.stdout
         rel.assert_none_left(run_id, started.process.pid)
+    finally:
+        if started.process.poll() is None:
+            started.process.kill()
+        rel.remove_run_objects(run_id, started.process.pid)
+
+
+def test_sigkill_then_gc_removes_what_rootless_podman_left(tmp_path: Path) -> None:
+    """SIGKILL mid-trial of podman-rootless: its container (in the user's storage), the
+    user's io copy bound over the trial's io dir, and the cgroup are left; `bench gc`
+    removes them all, and the io dir has the files the workload wrote."""
+    require_root()
+    why_not = rel.answering(("podman-rootless",))["podman-rootless"]
+    require(not why_not, f"podman-rootless is not available: {why_not}")
+    argv = ["/bin/busybox", "sh", "-c", "echo written > out.txt; sleep 20"]
+    # No [limits]: rootless podman cannot apply them on cgroup v1 (docs/runtimes.md).
+    scenario = rel.scenario_file(tmp_path, ["podman-rootless"], [("sleep", argv)], limits=False)
+    run_id = f"sigkill-rootless-{time.time_ns() % 10**6}"
+    started = rel.start_run(scenario, tmp_path / "results", run_id)
+    try:
+        rel.wait_for_workload(run_id)
+        time.sleep(1.0)  # past the workload's first line
+        started.process.kill()
+        started.process.wait(timeout=10)
+        left = rel.leftovers(run_id, started.process.pid)
+        kinds = sorted(kind for kind, names in left.items() if names)
+        assert kinds == ["cgroups", "podman-rootless"], left
+        # Its container, the user's io copy, and the bind of that copy over the io dir.
+        assert len(left["podman-rootless"]) == 3, left
+        io_dir = Path(left["podman-rootless"][2])
+        gc = _gc_when_no_other_run_is_live()
+        assert gc.returncode == 0, gc.stderr
+        assert "Traceback" not in gc.stderr
+        (removed,) = re.findall(r"podman-rootless: removed (\d+)", gc.stdout)
+        assert int(removed) >= 3, gc.stdout  # and the images in the user's storage
+        rel.assert_none_left(run_id, started.process.pid)
+        # Unmounted, the io dir itself holds what the workload wrote into the user's copy.
+        assert (io_dir / "out.txt").read_text() == "written\n"
     finally:
         if started.process.poll() is None:
             started.process.kill()

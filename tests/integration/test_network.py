@@ -48,7 +48,7 @@ HELPER_NAMES = {
 # Each runtime in each mode its registry entry declares (the fake test runtimes aside).
 CASES = [
     (name, mode)
-    for name in ("bare", "docker", "podman", "lxc")
+    for name in ("bare", "docker", "podman", "podman-rootless", "lxc")
     for mode in NETWORK_MODES
     if mode in registry.entry(name).capabilities.network_modes
 ]

@@ -1,0 +1,122 @@
+"""podman-rootless's published path under real traffic, beside rootful podman's: the TCP
+round trips it gives, and that its forwarder (rootlessport, in user space) is measured in
+the trial's cgroup."""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psutil
+import pytest
+
+from bench.cgroups import open_reader
+from bench.spec import StartSpec
+from tests.helpers import make_spec
+
+if TYPE_CHECKING:
+    from bench.runtimes._container import ContainerHandle
+    from bench.runtimes.base import Runtime
+
+pytestmark = pytest.mark.integration
+
+PORT = 7007
+MESSAGE = b"m" * 64
+TRAFFIC_S = 2.0
+READY_TIMEOUT_S = 15.0
+# An echo server of busybox (in the image): nc runs cat on each connection.
+ECHO = ["/bin/busybox", "nc", "-ll", "-p", str(PORT), "-e", "/bin/busybox", "cat"]
+
+
+def round_trip(sock: socket.socket) -> float:
+    began = time.perf_counter()
+    sock.sendall(MESSAGE)
+    got = b""
+    while len(got) < len(MESSAGE):
+        chunk = sock.recv(len(MESSAGE) - len(got))
+        assert chunk, "the echo server closed the connection"
+        got += chunk
+    assert got == MESSAGE
+    return time.perf_counter() - began
+
+
+def connect_when_echoing(address: tuple[str, int]) -> socket.socket:
+    """A connection through the published port once the server inside echoes."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        sock = socket.create_connection(address, timeout=2.0)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            round_trip(sock)
+            return sock
+        except (OSError, AssertionError):
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def spec(io_dir: Path) -> StartSpec:
+    base = make_spec(io_dir, ECHO)
+    return StartSpec(
+        name=base.name, argv=base.argv, io_dir=io_dir, network="published", ports=(PORT,)
+    )
+
+
+def cpu_s(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
+@pytest.mark.parametrize("engine", ["podman", "podman-rootless"])
+def test_published_echo_round_trips_and_where_the_path_is_measured(
+    engine: str, request: pytest.FixtureRequest, io_dir: Path, started: list[ContainerHandle]
+) -> None:
+    runtime: Runtime = request.getfixturevalue(f"{engine.replace('-', '_')}_runtime")
+    handle = runtime.start(spec(io_dir))
+    started.append(handle)  # type: ignore[arg-type]
+    address = handle.endpoint(PORT)
+    assert address[0] == "127.0.0.1"
+    procs = {p.pid: p.name() for p in map(psutil.Process, cgroup_pids(handle))}
+    # rootlessport listens on the host and its child ("exe") connects inside the container's
+    # network namespace: every published byte passes both (slirp4netns carries the
+    # container's own outbound traffic, not this path).
+    forwarders = [pid for pid, name in procs.items() if name in ("rootlessport", "exe")]
+    reader = open_reader(handle.cgroup)
+    rtts: list[float] = []
+    with connect_when_echoing(address) as sock:
+        cgroup_before, forwarders_before = reader.read().cpu_usage_ns / 1e9, cpu_s(forwarders)
+        deadline = time.monotonic() + TRAFFIC_S
+        while time.monotonic() < deadline:
+            rtts.append(round_trip(sock))
+        cgroup_s = reader.read().cpu_usage_ns / 1e9 - cgroup_before
+        forwarders_s = cpu_s(forwarders) - forwarders_before
+    reader.close()
+    median_us = statistics.median(rtts) * 1e6
+    print(
+        f"\n{engine} published: {len(rtts) / TRAFFIC_S:.0f} round trips/s, median "
+        f"{median_us:.0f} us, p99 {statistics.quantiles(rtts, n=100)[98] * 1e6:.0f} us; "
+        f"cgroup CPU {cgroup_s:.2f} s, forwarders {forwarders_s:.2f} s; in the cgroup: "
+        f"{sorted(procs.values())}"
+    )
+    assert len(rtts) > 0
+    if engine == "podman-rootless":
+        # The user-space network path runs in the trial's cgroup, and works there.
+        assert {"slirp4netns", "rootlessport", "exe", "conmon"} <= set(procs.values()), procs
+        assert forwarders_s > 0
+        assert cgroup_s >= forwarders_s
+    else:
+        # Rootful podman forwards in the kernel; its conmon is outside the container's cgroup.
+        assert "slirp4netns" not in procs.values() and "conmon" not in procs.values(), procs
+
+
+def cgroup_pids(handle: ContainerHandle) -> list[int]:
+    directory = handle.cgroup.dir_for("pids") or handle.cgroup.dir_for("memory")
+    assert directory is not None
+    return [int(pid) for pid in (directory / "cgroup.procs").read_text().split()]
