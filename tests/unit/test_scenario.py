@@ -110,7 +110,14 @@ def test_several_problems_report_the_first_and_count_the_rest(tmp_path: Path) ->
 def test_smoke_scenario_loads_as_documented() -> None:
     scenario = load_scenario(SCENARIOS_DIR / "smoke.toml")
     assert scenario.name == "smoke"
-    assert scenario.runtimes[:5] == ["bare", "containerd", "docker", "podman", "lxc"]
+    assert scenario.runtimes[:6] == [
+        "bare",
+        "containerd",
+        "docker",
+        "podman",
+        "podman-rootless",
+        "lxc",
+    ]
     assert scenario.repetitions == 2
     assert scenario.warmups in (0, 1)
     assert scenario.sample_interval_ms == 100
