@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -124,6 +125,18 @@ def check_tools(kinds: Iterable[ServerKind] | None = None) -> list[ToolCheck]:
     return checks
 
 
+def check_generators() -> list[ToolCheck]:
+    """Each load generator bench drives on the host: on PATH, or the package to install."""
+    from bench.loadgen import generator_programs
+
+    checks = []
+    for program, package in generator_programs().items():
+        found = shutil.which(program) is not None
+        fix = "" if found else f"apt-get install {package}"
+        checks.append(ToolCheck(f"{program} load", found, [] if found else [program], fix))
+    return checks
+
+
 def run_doctor() -> DoctorReport:
     from bench.cgroups import can_create_cgroups
 
@@ -135,6 +148,6 @@ def run_doctor() -> DoctorReport:
         cgroup_detail=detail,
     )
     report.runtimes = [check_runtime(name) for name in registry.names()]
-    report.tools = check_tools()
+    report.tools = check_tools() + check_generators()
     report.unsupported = [UnsupportedCheck(u.name, u.reason) for u in UNSUPPORTED]
     return report

@@ -1,4 +1,4 @@
-"""Load from real generators on the host (wrk, sockperf, iperf3, redis-benchmark), bounded.
+"""Load from real generators on the host (wrk, h2load, sockperf, iperf3, ...), bounded.
 
 The generator runs as one child of bench, pinned with taskset to CPUs the server does not
 use; bench reads its CPU time from the child's rusage and the client CPUs' busy time from
@@ -24,6 +24,7 @@ from bench.latency import LatencyHistogram, LatencySummary
 from bench.loadparse import (
     WRK_SCRIPT,
     ParsedLoad,
+    parse_h2load,
     parse_iperf3,
     parse_pgbench,
     parse_queue,
@@ -35,7 +36,7 @@ from bench.pyimage import PYTHON_ARGV
 from bench.queuesvc import load_argv
 
 KINDS = ("http", "tcp_rr", "tcp_stream", "redis", "pgbench", "mqtt")
-OPEN_LOOP_KINDS = ("tcp_rr", "pgbench", "mqtt")
+OPEN_LOOP_KINDS = ("http", "tcp_rr", "pgbench", "mqtt")
 # Kinds that measure at fixed offered rates only (a message queue has no closed loop here).
 RATE_ONLY_KINDS = ("mqtt",)
 MAX_DURATION_S = 600.0
@@ -65,6 +66,14 @@ SATURATED_OTHERS_FRACTION = 0.25
 # An open-loop run that sent less than this share of its schedule fell behind it.
 ON_SCHEDULE_FRACTION = 0.97
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+# h2load's --rps timer fires at most every 10 ms (`max(0.01, 1 / rps)` in its source), and
+# sends what came due since, back to back on the client's HTTP/1.1 connection (one request
+# in flight). So each client offers at most one request per tick, and the clients connect
+# spread over one tick: the aggregate is then one request every 1/rate (docs/load-generators.md).
+H2LOAD_TICK_S = 0.01
+H2LOAD_CLIENT_RATE_PER_S = 1 / H2LOAD_TICK_S
+# h2load's connection rate (-r) counts per period of whole milliseconds.
+H2LOAD_RATE_PERIOD_S = 0.001
 
 
 def parse_cpus(text: str) -> frozenset[int]:
@@ -100,13 +109,14 @@ def default_cpus() -> tuple[str, str]:
 class LoadSpec:
     """One bounded load: what to send, where, for how long, from which CPUs.
 
-    kind: "http" (wrk), "tcp_rr" (sockperf), "tcp_stream" (iperf3), "redis"
+    kind: "http" (wrk closed loop; h2load at a rate, one HTTP/1.1 client per 100 req/s,
+    `connections` unused), "tcp_rr" (sockperf), "tcp_stream" (iperf3), "redis"
     (redis-benchmark running `operation` max_requests times, default 100k: a count, not a
     duration, which then only bounds it), "pgbench" (built-in script `operation` on
     `database` as `user`), "mqtt" (bench/apps/queueapp.py's open-loop client of the
     app-queue services, through the broker at host:port). rate_per_s None is closed loop
-    (as fast as `connections` allow); a number is open loop at that rate (tcp_rr, pgbench,
-    mqtt, which has no closed loop).
+    (as fast as `connections` allow); a number is open loop at that rate (http, tcp_rr,
+    pgbench, mqtt, which has no closed loop).
     host must be loopback unless `host_created_by_run` says the run created that address.
     """
 
@@ -167,8 +177,15 @@ class LoadSpec:
             if self.kind not in OPEN_LOOP_KINDS:
                 raise InputError(
                     f"load kind {self.kind}: open loop (rate_per_s) needs kind "
-                    f"{' or '.join(OPEN_LOOP_KINDS)}; see docs/load-generators.md for why "
-                    "HTTP is closed loop only"
+                    f"{', '.join(OPEN_LOOP_KINDS)}; redis-benchmark and iperf3 have no rate "
+                    "mode (docs/load-generators.md)"
+                )
+            most = MAX_CONNECTIONS * H2LOAD_CLIENT_RATE_PER_S
+            if self.kind == "http" and self.rate_per_s > most:
+                raise InputError(
+                    f"load rate_per_s = {self.rate_per_s:g}: HTTP at a rate takes one client "
+                    f"per {H2LOAD_CLIENT_RATE_PER_S:g} req/s, at most {MAX_CONNECTIONS}: "
+                    f"expected at most {most:g}"
                 )
         elif self.kind in RATE_ONLY_KINDS:
             raise InputError(
@@ -253,6 +270,32 @@ def _wrk_argv(spec: LoadSpec, n_cpus: int, workdir: Path) -> list[str]:
             str(per_thread),
         ),
     ]
+
+
+def h2load_clients(rate_per_s: float) -> int:
+    """How many HTTP/1.1 clients h2load needs for `rate_per_s` (one per tick's request)."""
+    return max(1, math.ceil(rate_per_s / H2LOAD_CLIENT_RATE_PER_S))
+
+
+def _h2load_argv(spec: LoadSpec, n_cpus: int, workdir: Path) -> list[str]:
+    rate = spec.rate_per_s or 1.0
+    # Count-bounded (h2load's -r excludes -D): the schedule's requests, or the cap.
+    requests = min(spec.max_requests or MAX_REQUESTS, max(1, round(rate * spec.duration_s)))
+    clients = min(h2load_clients(rate), requests)
+    threads = min(spec.threads or 1, clients)
+    # Connections per period, spread over one tick so that the clients' ticks interleave.
+    per_period = max(threads, math.ceil(clients * H2LOAD_RATE_PERIOD_S / H2LOAD_TICK_S))
+    url = f"http://{_url_host(spec.host)}:{spec.port}{spec.path}"
+    return [
+        *("--h1", "-t", str(threads), "-c", str(clients), "-n", str(requests)),
+        *("--rps", f"{rate / clients:.6g}", "-r", str(per_period), "--rate-period", "1ms"),
+        *("-N", f"{round(spec.request_timeout_s * 1000)}ms"),
+        *("--log-file", str(workdir / "log.tsv"), url),
+    ]
+
+
+def _parse_h2load(text: str, spec: LoadSpec, workdir: Path) -> ParsedLoad:
+    return parse_h2load(text, _read_text(workdir / "log.tsv"), spec.rate_per_s or 1.0)
 
 
 def _url_host(host: str) -> str:
@@ -341,19 +384,35 @@ GENERATORS = {
 }
 
 
+# The generators of a kind's open-loop runs where another tool than its closed loop's runs them.
+RATE_GENERATORS = {
+    # It sleeps until each tick: a busy CPU means late sends (their lag is in the latency).
+    "http": _Generator(
+        "h2load", "nghttp2-client", _h2load_argv, _parse_h2load, open_loop_cpu_rule=True
+    ),
+}
+
+
+def generator_for(spec: LoadSpec) -> _Generator:
+    """The generator that runs `spec`: its kind's, or its open-loop one at a rate."""
+    if spec.rate_per_s is not None and spec.kind in RATE_GENERATORS:
+        return RATE_GENERATORS[spec.kind]
+    return GENERATORS[spec.kind]
+
+
+def generator_programs() -> dict[str, str]:
+    """Every generator program bench drives, with the Debian package that provides it."""
+    generators = [*GENERATORS.values(), *RATE_GENERATORS.values()]
+    return {generator.program: generator.package for generator in generators}
+
+
 def _read_text(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def generator_program(kind: str) -> tuple[str, str]:
-    """(program, Debian package) that drives `kind`."""
-    generator = GENERATORS[kind]
-    return generator.program, generator.package
-
-
 def run_load(spec: LoadSpec) -> LoadResult:
     """Run `spec`'s generator to completion (killed past its duration) and read its output."""
-    generator = GENERATORS[spec.kind]
+    generator = generator_for(spec)
     program = shutil.which(generator.program)
     taskset = shutil.which("taskset")
     if program is None or taskset is None:

@@ -287,3 +287,66 @@ def parse_queue(text: str, latencies_ns: bytes, message_size_bytes: int) -> Pars
         latency=LatencyHistogram.from_seconds(values_ns / 1e9),
         schedule_lag_max_s=lag_s,
     )
+
+
+_H2LOAD_FINISHED = re.compile(r"^finished in ([\d.]+)(m?s),", re.MULTILINE)
+_H2LOAD_REQUESTS = re.compile(
+    r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed",
+    re.MULTILINE,
+)
+_H2LOAD_CODES = re.compile(r"^status codes: \d+ 2xx, \d+ 3xx, (\d+) 4xx, (\d+) 5xx", re.MULTILINE)
+_H2LOAD_TRAFFIC = re.compile(r"^traffic: .*?\((\d+)\) total", re.MULTILINE)
+
+
+def schedule_slot_latencies(
+    start_us: np.ndarray, duration_us: np.ndarray, rate_per_s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(latency_s, lag_s) of requests timed from their slot in the aggregate schedule: the
+    k-th request by start time is due at first start + k/rate, so a late send adds its lag
+    (start - slot, never below 0) to the time its reply took."""
+    import numpy as np
+
+    order = np.argsort(start_us, kind="stable")
+    since_first_s = (start_us[order] - start_us[order][:1]) / US_PER_S
+    slots_s = np.arange(len(order), dtype=np.float64) / rate_per_s
+    lag_s = np.maximum(since_first_s - slots_s, 0.0)
+    return duration_us[order] / US_PER_S + lag_s, lag_s
+
+
+def parse_h2load(text: str, log: str, rate_per_s: float) -> ParsedLoad:
+    """h2load --h1 at a fixed rate with --log-file: its counts, and each finished request's
+    latency from its slot in the schedule (schedule_slot_latencies).
+
+    A log row is start (us since the epoch), HTTP status (-1: failed), us to the end of the
+    response. requests are the rows; errors h2load's failed requests and 4xx/5xx replies.
+    duration_s is the span of the schedule the requests kept (first to last start plus one
+    interval), so a client that fell behind shows fewer requests per second than offered.
+    """
+    import numpy as np
+
+    done = _H2LOAD_REQUESTS.search(text)
+    if done is None or _H2LOAD_FINISHED.search(text) is None:
+        raise _fail("h2load", "no 'finished in' and 'requests:' lines", text)
+    rows = [line.split("\t") for line in log.splitlines() if line.strip()]
+    try:
+        if any(len(row) < 3 for row in rows):
+            raise ValueError
+        table = np.array([[int(field) for field in row[:3]] for row in rows], dtype=np.int64)
+    except ValueError:
+        raise _fail("h2load", "a malformed --log-file row", log) from None
+    table = table.reshape(-1, 3)
+    table = table[np.argsort(table[:, 0], kind="stable")]
+    # Failed requests (status -1) held their slots too; only answered ones have a latency.
+    latency_s, lag_s = schedule_slot_latencies(table[:, 0], table[:, 2], rate_per_s)
+    answered = table[:, 1] >= 0
+    codes = _H2LOAD_CODES.search(text)
+    traffic = _H2LOAD_TRAFFIC.search(text)
+    span_s = (table[-1, 0] - table[0, 0]) / US_PER_S + 1 / rate_per_s if len(table) else 0.0
+    return ParsedLoad(
+        requests=len(table),
+        errors=int(done.group(5)) + (int(codes.group(1)) + int(codes.group(2)) if codes else 0),
+        duration_s=float(span_s),
+        bytes_total=int(traffic.group(1)) if traffic else 0,
+        latency=LatencyHistogram.from_seconds(latency_s[answered]),
+        schedule_lag_max_s=float(lag_s.max()) if len(lag_s) else None,
+    )

@@ -15,7 +15,7 @@ PKGS=(
   gunicorn python3-psycopg2 python3-redis                   # app-multitier: the app tier
   qemu-system-x86 cpio                                      # the cgroup v2 test VM
   chromium                                                  # e2e: renders the HTML report
-  wrk                                                       # HTTP load (the others come with the servers)
+  wrk nghttp2-client                                        # HTTP load: wrk closed loop, h2load at a rate
   openssh-client openssh-server                             # bench fleet: ssh (Ansible), sshd (its test hosts)
   python3-venv git procps iproute2 ca-certificates curl
   iputils-ping                                              # tests: ping, the reference for tc netem's delay

@@ -16,6 +16,7 @@ from bench.loadgen import (
     _result,
     default_cpus,
     format_cpus,
+    generator_for,
     parse_cpus,
 )
 from bench.loadparse import ParsedLoad
@@ -28,7 +29,8 @@ from bench.loadparse import ParsedLoad
         ({"kind": "redis", "operation": "flushall"}, "operation 'flushall': expected get, set"),
         ({"operation": "get"}, "expected none for kind http"),
         ({"kind": "pgbench", "database": "x; drop"}, "load database 'x; drop'"),
-        ({"kind": "redis", "rate_per_s": 100}, "needs kind tcp_rr or pgbench"),
+        ({"kind": "redis", "rate_per_s": 100}, "needs kind http, tcp_rr, pgbench"),
+        ({"kind": "tcp_stream", "rate_per_s": 100}, "iperf3 have no rate mode"),
         ({"host": "example.com"}, "expected an IP address"),
         ({"host": "10.1.2.3"}, "only to 127.0.0.1 or to addresses the run created"),
         ({"host": "8.8.8.8"}, "only to 127.0.0.1"),
@@ -37,7 +39,7 @@ from bench.loadparse import ParsedLoad
         ({"duration_s": 2.5}, "expected whole seconds"),
         ({"connections": 0}, "connections = 0"),
         ({"max_requests": 0}, "max_requests = 0"),
-        ({"rate_per_s": 1000}, "open loop .* needs kind tcp_rr"),
+        ({"rate_per_s": 2_000_000}, "one client per 100 req/s, at most 10000"),
         ({"path": "/a b"}, "without spaces"),
         ({"path": "x"}, "expected /"),
         ({"client_cpus": "one"}, "expected a list like 1 or 0,2-3"),
@@ -88,6 +90,21 @@ def test_sockperf_argv_closed_and_open_loop(tmp_path: Path) -> None:
     assert "--full-rtt" in opened
 
 
+def test_http_at_a_rate_runs_h2load_with_staggered_clients(tmp_path: Path) -> None:
+    spec = LoadSpec("http", 8080, path="/x", duration_s=3, rate_per_s=2_500)
+    generator = generator_for(spec)
+    assert (generator.program, generator.package) == ("h2load", "nghttp2-client")
+    assert generator_for(LoadSpec("http", 8080)).program == "wrk"
+    argv = generator.argv(spec, 1, tmp_path)
+    flag = {name: argv[argv.index(name) + 1] for name in ("-c", "-n", "--rps", "-r", "-t")}
+    # 25 clients at 100 req/s each, 3 connecting per ms: all within one 10 ms tick.
+    assert flag == {"-c": "25", "-n": "7500", "--rps": "100", "-r": "3", "-t": "1"}
+    assert "--h1" in argv and argv[-1] == "http://127.0.0.1:8080/x"
+    capped = LoadSpec("http", 8080, duration_s=3, rate_per_s=2_500, max_requests=10)
+    argv = generator.argv(capped, 1, tmp_path)
+    assert argv[argv.index("-n") + 1] == "10" and argv[argv.index("-c") + 1] == "10"
+
+
 def test_redis_and_pgbench_argv(tmp_path: Path) -> None:
     redis = GENERATORS["redis"].argv(LoadSpec("redis", 6379, connections=50), 1, tmp_path)
     assert redis[redis.index("-n") + 1] == "100000"  # redis-benchmark's own default count
@@ -134,3 +151,15 @@ def test_open_loop_behind_schedule_rule(requests: int, behind: bool) -> None:
     result = result_of(spec, requests, 2.9, 1.0)  # sockperf spins: its CPU is no signal
     assert result.client_saturated is behind
     assert any("behind schedule" in warning for warning in result.warnings) is behind
+
+
+def test_doctor_names_the_package_of_a_missing_generator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.doctor import check_generators
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty PATH: no generator is found
+    checks = {check.name: check for check in check_generators()}
+    assert checks["h2load load"].available is False
+    assert checks["h2load load"].fix == "apt-get install nghttp2-client"
+    assert checks["wrk load"].fix == "apt-get install wrk"

@@ -11,11 +11,13 @@ import pytest
 from bench.errors import BenchError
 from bench.latency import RELATIVE_PRECISION
 from bench.loadparse import (
+    parse_h2load,
     parse_iperf3,
     parse_pgbench,
     parse_redis_benchmark,
     parse_sockperf,
     parse_wrk,
+    schedule_slot_latencies,
     uncorrect_wrk_counts,
 )
 
@@ -190,3 +192,45 @@ def test_pgbench_transaction_logs(mode: str, tmp_path: Path) -> None:
 def test_pgbench_without_a_result_is_a_clear_error() -> None:
     with pytest.raises(BenchError, match="no 'transactions actually processed' line"):
         parse_pgbench("pgbench: error: connection to server failed: Connection refused\n", [])
+
+
+def test_schedule_slot_latency_adds_a_late_send_s_lag() -> None:
+    """At 1,000 req/s the slots are 1 ms apart from the first start: the third request, sent
+    0.5 ms after its slot, counts that lag; the fourth, sent early, only its own time."""
+    start_us = np.array(
+        [1_000_000_002_500, 1_000_000_000_000, 1_000_000_001_000, 1_000_000_002_600]
+    )
+    duration_us = np.array([300, 100, 200, 400])
+    latency_s, lag_s = schedule_slot_latencies(start_us, duration_us, 1000.0)
+    assert latency_s * 1e6 == pytest.approx([100, 200, 800, 400])
+    assert lag_s * 1e6 == pytest.approx([0, 0, 500, 0])
+
+
+def test_h2load_log_timed_from_the_schedule() -> None:
+    """h2load --h1 at 500 req/s for 1 s (bench's argv): every request in the histogram once,
+    timed from its slot, so never below h2load's own time from the send."""
+    text, log = fixture("h2load-rate.txt"), fixture("h2load-rate-log.tsv")
+    parsed = parse_h2load(text, log, 500.0)
+    assert parsed.requests == 500 and parsed.errors == 0
+    assert parsed.duration_s == pytest.approx(1.0, rel=0.03)
+    assert parsed.bytes_total == 639_000
+    assert parsed.latency is not None and parsed.latency.count == 500
+    from_send_s = np.array([int(row.split("\t")[2]) for row in log.splitlines()]) / 1e6
+    summary = parsed.latency.summary()
+    assert summary.max_s >= from_send_s.max() * (1 - RELATIVE_PRECISION)
+    assert summary.p50_s >= np.percentile(from_send_s, 50) * (1 - RELATIVE_PRECISION)
+    assert parsed.schedule_lag_max_s is not None and parsed.schedule_lag_max_s >= 0
+
+
+def test_h2load_failed_requests_are_errors_without_a_latency() -> None:
+    text = (
+        "finished in 1.00s, 3.00 req/s, 1KB/s\n"
+        "requests: 3 total, 3 started, 3 done, 2 succeeded, 1 failed, 1 errored, 0 timeout\n"
+        "status codes: 1 2xx, 0 3xx, 0 4xx, 1 5xx\n"
+    )
+    log = "1000000\t200\t50\n1001000\t-1\t70\n1002000\t503\t60\n"
+    parsed = parse_h2load(text, log, 1000.0)
+    assert parsed.requests == 3 and parsed.errors == 2  # the failed one and the 503
+    assert parsed.latency is not None and parsed.latency.count == 2
+    with pytest.raises(BenchError, match="no 'finished in'"):
+        parse_h2load("h2load: connection refused\n", "", 1000.0)
