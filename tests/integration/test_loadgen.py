@@ -14,6 +14,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -315,3 +316,48 @@ def test_known_server_delay_shows_in_p50(server_dir: Path) -> None:
     require_tools("wrk", "taskset")
     rise_s = delayed_p50_s(server_dir, SERVER_DELAY_S) - delayed_p50_s(server_dir, 0.0)
     assert rise_s == pytest.approx(SERVER_DELAY_S, rel=0.10)
+
+
+# nginx's worker stopped this long in the middle of an open-loop run.
+STALL_S = 0.050
+
+
+def stop_for(pids: list[int], after_s: float, length_s: float) -> threading.Thread:
+    def stall() -> None:
+        time.sleep(after_s)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(length_s)
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+    thread = threading.Thread(target=stall)
+    thread.start()
+    return thread
+
+
+def test_h2load_keeps_its_rate_and_a_stall_shows_in_the_tail(nginx: Server) -> None:
+    """h2load at 2,000 req/s: achieved within 3 %, every request timed once; nginx's worker
+    stopped 50 ms mid-run: the requests due meanwhile count it (p99 >= half of it: 1 % of
+    4,000 is the 40 due in its first half), and the slowest one all of it."""
+    require_tools("h2load", "taskset")
+    client_cpus_idle()
+    rate = 2_000.0
+    spec = LoadSpec("http", nginx.port, path=nginx.target, duration_s=2, rate_per_s=rate)
+    quiet = run_load(spec)
+    assert quiet.requests_per_s == pytest.approx(rate, rel=0.03)
+    assert quiet.errors == 0 and not quiet.client_saturated, quiet.warnings
+    assert quiet.latency is not None and quiet.latency.count == quiet.requests
+    assert quiet.schedule_lag_max_s is not None and quiet.schedule_lag_max_s >= 0
+    assert_ordered(quiet)
+    workers = [child.pid for child in psutil.Process(nginx.process.pid).children(recursive=True)]
+    stall = stop_for(workers, after_s=1.0, length_s=STALL_S)
+    try:
+        stalled = run_load(spec)
+    finally:
+        stall.join()
+    assert stalled.errors == 0 and stalled.latency is not None
+    summary = stalled.latency.summary()
+    assert summary.p99_s >= STALL_S / 2, summary
+    assert summary.max_s >= STALL_S, summary
+    assert summary.max_s >= quiet.latency.summary().p999_s + STALL_S / 2
