@@ -9,6 +9,7 @@ when the shared one runs another, and stops it when the run ends.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -24,8 +26,10 @@ from typing import IO, Any
 
 from bench.cgroups.locate import host_cgroup_version
 from bench.errors import RuntimeUnavailable
+from bench.image import IMAGE_REPOSITORY
 from bench.runtimes._network import owner_alive
 from bench.runtimes._oci import known, podman_global_args
+from bench.spec import LABEL, NAME_PREFIX
 
 SHARED_SOCKET = Path("/run/podman/podman.sock")
 PRIVATE_SOCKET_DIR = Path("/run")
@@ -305,3 +309,24 @@ def _service_pids_listening_on(base_url: str) -> list[int]:
             ):
                 pids.append(process.pid)
     return pids
+
+
+def bench_containers(query: Callable[..., str]) -> list[str]:
+    """bench's containers in `podman ps --all` as `query` runs it (rootful or rootless)."""
+    names: list[str] = []
+    for entry in json.loads(query("ps", "--all", "--format", "json") or "[]"):
+        entry_names = entry.get("Names") or []
+        labels = entry.get("Labels") or {}
+        if labels.get(LABEL) == "1" or any(n.startswith(NAME_PREFIX) for n in entry_names):
+            names.append(entry_names[0] if entry_names else entry["Id"])
+    return sorted(names)
+
+
+def bench_images(query: Callable[..., str]) -> list[str]:
+    """bench's image references in `podman images` as `query` runs it."""
+    refs: list[str] = []
+    for entry in json.loads(query("images", "--format", "json") or "[]"):
+        for ref in entry.get("Names") or []:
+            if ref.rpartition("/")[2].startswith(IMAGE_REPOSITORY):
+                refs.append(ref)
+    return sorted(refs)

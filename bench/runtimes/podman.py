@@ -5,13 +5,11 @@ says which service and why one per OCI runtime).
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError, RuntimeUnavailable
-from bench.image import IMAGE_REPOSITORY
 from bench.runtimes import _oci as oci
 from bench.runtimes._container import (
     IO_MOUNT,
@@ -33,6 +31,8 @@ from bench.runtimes._podman_service import (
     PRIVATE_SOCKET_DIR,
     Service,
     ServicePool,
+    bench_containers,
+    bench_images,
     default_oci_runtime,
     podman_cli,
     stale_service_pids,
@@ -40,7 +40,7 @@ from bench.runtimes._podman_service import (
     stop_pids,
 )
 from bench.runtimes.base import Availability
-from bench.spec import LABEL, NAME_PREFIX, StartSpec
+from bench.spec import LABEL, StartSpec
 
 if TYPE_CHECKING:
     from bench.image import WorkloadImage
@@ -321,22 +321,11 @@ def _query(*args: str) -> str:
 
 
 def _bench_containers() -> list[str]:
-    names: list[str] = []
-    for entry in json.loads(_query("ps", "--all", "--format", "json") or "[]"):
-        entry_names = entry.get("Names") or []
-        labels = entry.get("Labels") or {}
-        if labels.get(LABEL) == "1" or any(n.startswith(NAME_PREFIX) for n in entry_names):
-            names.append(entry_names[0] if entry_names else entry["Id"])
-    return sorted(names)
+    return bench_containers(_query)
 
 
 def _bench_images() -> list[str]:
-    refs: list[str] = []
-    for entry in json.loads(_query("images", "--format", "json") or "[]"):
-        for ref in entry.get("Names") or []:
-            if ref.rpartition("/")[2].startswith(IMAGE_REPOSITORY):
-                refs.append(ref)
-    return sorted(refs)
+    return bench_images(_query)
 
 
 def _stale_networks() -> list[str]:

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 from bench.cgroups.manage import FIX_ROOT, ManagedCgroup, create_cgroup
 from bench.errors import BenchError, RuntimeUnavailable
-from bench.image import IMAGE_REPOSITORY
 from bench.runtimes._container import (
     FIFO_NAME,
     IO_MOUNT,
@@ -33,9 +32,14 @@ from bench.runtimes._container import (
     undone_on_error,
 )
 from bench.runtimes._network import LOOPBACK, inspect_addresses
-from bench.runtimes._podman_service import INSTALL_FIX, default_oci_runtime
+from bench.runtimes._podman_service import (
+    INSTALL_FIX,
+    bench_containers,
+    bench_images,
+    default_oci_runtime,
+)
 from bench.runtimes.base import Availability
-from bench.spec import LABEL, NAME_PREFIX, Limits
+from bench.spec import NAME_PREFIX, Limits
 
 if TYPE_CHECKING:
     from bench.image import WorkloadImage
@@ -457,22 +461,11 @@ def _cgroup_pids(managed: ManagedCgroup) -> list[int]:
 
 
 def _bench_containers() -> list[str]:
-    names: list[str] = []
-    for entry in json.loads(_checked("ps", "--all", "--format", "json") or "[]"):
-        entry_names = entry.get("Names") or []
-        labels = entry.get("Labels") or {}
-        if labels.get(LABEL) == "1" or any(n.startswith(NAME_PREFIX) for n in entry_names):
-            names.append(entry_names[0] if entry_names else entry["Id"])
-    return sorted(names)
+    return bench_containers(_checked)
 
 
 def _bench_images() -> list[str]:
-    refs: list[str] = []
-    for entry in json.loads(_checked("images", "--format", "json") or "[]"):
-        for ref in entry.get("Names") or []:
-            if ref.rpartition("/")[2].startswith(IMAGE_REPOSITORY):
-                refs.append(ref)
-    return sorted(refs)
+    return bench_images(_checked)
 
 
 def staging_dirs() -> list[Path]:
