@@ -102,7 +102,8 @@ def service_table(
     """
     trials = service_trials(run)
     rows: list[dict[str, Any]] = []
-    for workload, by_workload in trials.groupby("workload", sort=True):
+    for workload in _workload_order(trials):
+        by_workload = trials[trials["workload"] == workload]
         usable = by_workload[by_workload["usable"]]
         base_label = default_baseline(by_workload["label"]) if baseline is None else baseline
         base = usable[usable["label"] == base_label]
@@ -148,6 +149,13 @@ def service_table(
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["knee"] = sweep_knees(table)
     return table
+
+
+def _workload_order(trials: pd.DataFrame) -> list[str]:
+    """Workloads by name, a sweep's rates in rising order (as text 10000 sorts before 5000)."""
+    rates = trials.groupby("workload", sort=False)["offered_rate_per_s"].first()
+    keys = pd.DataFrame({"sweep": sweep_name(rates.index.to_series()), "rate": rates})
+    return [str(w) for w in keys.sort_values(["sweep", "rate"], na_position="first").index]
 
 
 def sweep_name(workload: pd.Series) -> pd.Series:

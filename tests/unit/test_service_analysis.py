@@ -75,12 +75,14 @@ def test_ratio_saturation_and_cpu_per_1k_requests(tmp_path: Path) -> None:
     assert kinds == [("client-saturated", "docker/host")]
 
 
-def test_sweep_rates_are_rows_of_their_own(tmp_path: Path) -> None:
-    cases = tuple(ServiceCase(offered_rate_per_s=rate) for rate in (1000.0, 5000.0))
+def test_sweep_rates_are_rows_of_their_own_in_rising_order(tmp_path: Path) -> None:
+    """10000/s after 5000/s, although as text it sorts before it."""
+    cases = tuple(ServiceCase(offered_rate_per_s=rate) for rate in (10000.0, 5000.0, 1000.0))
     spec = StoreSpec(runtimes=(), workloads=(), repetitions=3, services=cases)
     _run, table = _table(tmp_path, spec)
-    assert sorted(set(table["workload"])) == ["http-get@1000/s", "http-get@5000/s"]
-    assert sorted(set(table["offered_rate_per_s"])) == [1000.0, 5000.0]
+    rates = list(dict.fromkeys(table["workload"]))
+    assert rates == ["http-get@1000/s", "http-get@5000/s", "http-get@10000/s"]
+    assert list(dict.fromkeys(table["offered_rate_per_s"])) == [1000.0, 5000.0, 10000.0]
 
 
 def test_no_service_trials_is_an_empty_table(tmp_path: Path) -> None:
