@@ -175,9 +175,10 @@ def _isolation_shape(
 
 
 def _limits_refusal(runtime: str, limits: Limits, cgroup_version: str) -> str:
-    if limits == Limits() or not cgroup_version:
+    if not cgroup_version:
         return ""
-    return registry.entry(runtime).capabilities.limits_refusal(runtime, cgroup_version)
+    capabilities = registry.entry(runtime).capabilities
+    return capabilities.limits_refusal(runtime, cgroup_version, limits.set_keys())
 
 
 def _pinned(limits: Limits, cpuset: str | None) -> Limits:

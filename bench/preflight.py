@@ -99,7 +99,8 @@ def _check_limits_apply(
     if not set_keys or not host.cgroup_version:
         return
     for name in requested:
-        refusal = registry.entry(name).capabilities.limits_refusal(name, host.cgroup_version)
+        capabilities = registry.entry(name).capabilities
+        refusal = capabilities.limits_refusal(name, host.cgroup_version, set_keys)
         if refusal:
             raise ScenarioError(located(path, text, (*loc, set_keys[0]), refusal))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import resource
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +46,10 @@ class Limits:
     cpuset: str | None = None
     memory_bytes: int | None = None
     pids: int | None = None
+
+    def set_keys(self) -> list[str]:
+        """The names of the limits that are set."""
+        return [limit.name for limit in fields(self) if getattr(self, limit.name) is not None]
 
     @property
     def cpu_quota_us(self) -> int | None:

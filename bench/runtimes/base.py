@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -32,10 +33,16 @@ class Capabilities:
     limits_on: frozenset[str] = ALL_CGROUP_VERSIONS
     # Where limits_on leaves the host out: what the runtime still measures, and where.
     without_limits: str = ""
+    # Whether a cpuset is applied there all the same, as the CPU affinity of the container's
+    # processes (a placement, not a cgroup limit): what pins a service's server apart from
+    # its client.
+    cpuset_by_affinity: bool = False
 
-    def limits_refusal(self, name: str, cgroup_version: str) -> str:
-        """Why `name` cannot apply limits on a host of `cgroup_version`; "" when it can."""
-        if cgroup_version in self.limits_on:
+    def limits_refusal(self, name: str, cgroup_version: str, limit_keys: Iterable[str]) -> str:
+        """Why `name` cannot apply limits with `limit_keys` set on a host of `cgroup_version`;
+        "" when it can (or none are set)."""
+        refused = [key for key in limit_keys if not (key == "cpuset" and self.cpuset_by_affinity)]
+        if not refused or cgroup_version in self.limits_on:
             return ""
         where = f" (it can on {', '.join(sorted(self.limits_on))})" if self.limits_on else ""
         why = f"; {self.without_limits}" if self.without_limits else ""

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.cgroups.locate import host_cgroup_version
 from bench.cgroups.manage import FIX_ROOT, ManagedCgroup, create_cgroup
 from bench.errors import BenchError, RuntimeUnavailable
 from bench.runtimes._container import (
+    BUSYBOX,
     FIFO_NAME,
     IO_MOUNT,
     ContainerHandle,
@@ -38,7 +40,7 @@ from bench.runtimes._podman_service import (
     bench_images,
     default_oci_runtime,
 )
-from bench.runtimes.base import Availability
+from bench.runtimes.base import Availability, Capabilities
 from bench.spec import NAME_PREFIX, Limits
 
 if TYPE_CHECKING:
@@ -292,7 +294,9 @@ class PodmanRootlessRuntime:
                 f"{spec.name}: podman-rootless does not take `user` (the container's ids map "
                 "to subordinate ids of bench-rootless); remove `user` or leave it out"
             )
-        refusal = _limits_refusal(spec.limits)
+        refusal = _capabilities().limits_refusal(
+            self.name, host_cgroup_version(), spec.limits.set_keys()
+        )
         if refusal:
             raise BenchError(f"{spec.name}: {refusal}")
         user = _need_account()
@@ -307,7 +311,7 @@ class PodmanRootlessRuntime:
         self, user: Account, io: _IoDir, image_ref: str, spec: StartSpec, command: list[str]
     ) -> Launched:
         os.chown(io.staging / FIFO_NAME, user.uid, user.gid)  # the wrapper writes to it
-        argv = podman_argv(*run_args(spec, io.staging), image_ref, *command)
+        argv = podman_argv(*run_args(spec, io.staging), image_ref, *pinned(spec.limits, command))
         managed = create_cgroup(spec.name, Limits())
 
         def in_child() -> None:
@@ -354,6 +358,9 @@ class PodmanRootlessRuntime:
             _, published = inspect_addresses(attrs, spec, None)
         self._running[spec.name] = (managed, pid)
 
+        def helper_pids() -> list[int]:
+            return _helpers_in(managed, pid)
+
         def kill() -> None:
             with contextlib.suppress(OSError):
                 os.kill(pid, 9)
@@ -363,20 +370,16 @@ class PodmanRootlessRuntime:
                 return None
             return _exit_code(spec.name)
 
-        return Launched(pid, kill, remove, poll_exit, None, published, None, managed.location)
+        return Launched(
+            pid, kill, remove, poll_exit, None, published, helper_pids, managed.location
+        )
 
     def footprint_pids(self) -> list[int]:
         """conmon, slirp4netns and rootlessport: every process of a running container's
         cgroup outside the container's own tree."""
-        import psutil
-
-        pids: set[int] = set()
-        for managed, init in list(self._running.values()):
-            inside: set[int] = {init}
-            with contextlib.suppress(psutil.NoSuchProcess):
-                inside |= {p.pid for p in psutil.Process(init).children(recursive=True)}
-            pids |= set(_cgroup_pids(managed)) - inside
-        return sorted(pids)
+        return sorted(
+            {pid for managed, init in self._running.values() for pid in _helpers_in(managed, init)}
+        )
 
     def leftovers(self) -> list[str]:
         if account() is None or shutil.which("podman") is None:
@@ -434,15 +437,30 @@ def run_args(spec: StartSpec, io_source: Path) -> list[str]:
     return args
 
 
-def _limits_refusal(limits: Limits) -> str:
-    """Why these limits cannot be applied here ("" when there are none or they can)."""
-    from bench.cgroups.locate import host_cgroup_version
+def _capabilities() -> Capabilities:
     from bench.runtimes import registry
 
-    if limits == Limits():
-        return ""
-    capabilities = registry.entry(PodmanRootlessRuntime.name).capabilities
-    return capabilities.limits_refusal(PodmanRootlessRuntime.name, host_cgroup_version())
+    return registry.entry(PodmanRootlessRuntime.name).capabilities
+
+
+def pinned(limits: Limits, command: list[str]) -> list[str]:
+    """The container command under busybox's taskset where podman cannot apply the cpuset
+    itself: the container's processes get the CPUs, its network helpers stay unpinned
+    (as docker-proxy and rootful conmon are)."""
+    if limits.cpuset is None or host_cgroup_version() in _capabilities().limits_on:
+        return command
+    return [BUSYBOX, "taskset", "-c", limits.cpuset, *command]
+
+
+def _helpers_in(managed: ManagedCgroup, init: int) -> list[int]:
+    """conmon, slirp4netns, rootlessport: the processes of the container's cgroup outside
+    the container's own tree."""
+    import psutil
+
+    inside: set[int] = {init}
+    with contextlib.suppress(psutil.NoSuchProcess):
+        inside |= {p.pid for p in psutil.Process(init).children(recursive=True)}
+    return sorted(set(_cgroup_pids(managed)) - inside)
 
 
 def _exit_code(name: str) -> int:

@@ -122,8 +122,10 @@ _ENTRIES: dict[str, Entry] = {
                     "rootless podman creates no cgroup on v1; bench still measures CPU, "
                     "memory and pids of the cgroup it starts podman in, which holds the "
                     "container with conmon, slirp4netns and rootlessport. Remove [limits] to "
-                    "run it, or leave podman-rootless out"
+                    "run it (a cpuset alone is applied, as CPU affinity), or leave "
+                    "podman-rootless out"
                 ),
+                cpuset_by_affinity=True,
             ),
         ),
         Entry(

@@ -65,8 +65,8 @@ KILLED_EXIT_CODE = {
 def limits_refusal(runtime: Runtime) -> str:
     """Why `runtime` cannot apply limits on this host ("" when it can: every rootful one)."""
     name = runtime.name.partition("+")[0]
-    refusal = registry.entry(name).capabilities.limits_refusal(name, host_cgroup_version())
-    return refusal
+    capabilities = registry.entry(name).capabilities
+    return capabilities.limits_refusal(name, host_cgroup_version(), ("cpus", "memory_bytes"))
 
 
 def skip_without_limits(runtime: Runtime) -> None:

@@ -4,6 +4,7 @@ the trial's cgroup."""
 
 from __future__ import annotations
 
+import os
 import socket
 import statistics
 import time
@@ -14,7 +15,7 @@ import psutil
 import pytest
 
 from bench.cgroups import open_reader
-from bench.spec import StartSpec
+from bench.spec import Limits, StartSpec
 from tests.helpers import make_spec
 
 if TYPE_CHECKING:
@@ -120,3 +121,33 @@ def cgroup_pids(handle: ContainerHandle) -> list[int]:
     directory = handle.cgroup.dir_for("pids") or handle.cgroup.dir_for("memory")
     assert directory is not None
     return [int(pid) for pid in (directory / "cgroup.procs").read_text().split()]
+
+
+def test_a_cpuset_pins_the_container_and_not_its_network_helpers(
+    podman_rootless_runtime: Runtime, io_dir: Path, started: list[ContainerHandle]
+) -> None:
+    """What pins a service's server apart from its client: only the container's processes
+    get the cpuset (CPU affinity where podman cannot apply it, as on v1); rootlessport,
+    slirp4netns and conmon keep every CPU, as docker-proxy and rootful conmon do."""
+    every_cpu = os.sched_getaffinity(0)
+    if len(every_cpu) < 2:
+        pytest.skip("pinning shows only with two CPUs or more")
+    base = spec(io_dir)
+    pinned = StartSpec(
+        name=base.name,
+        argv=base.argv,
+        io_dir=io_dir,
+        network="published",
+        ports=(PORT,),
+        limits=Limits(cpuset="0"),
+    )
+    handle = podman_rootless_runtime.start(pinned)
+    started.append(handle)  # type: ignore[arg-type]
+    connect_when_echoing(handle.endpoint(PORT)).close()
+    tree = [handle.pid, *(p.pid for p in psutil.Process(handle.pid).children(recursive=True))]
+    assert {pid: os.sched_getaffinity(pid) for pid in tree} == dict.fromkeys(tree, frozenset({0}))
+    helpers = {pid: psutil.Process(pid).name() for pid in handle.helper_pids()}
+    assert {"rootlessport", "slirp4netns", "conmon"} <= set(helpers.values()), helpers
+    assert {pid: os.sched_getaffinity(pid) for pid in helpers} == dict.fromkeys(
+        helpers, frozenset(every_cpu)
+    )

@@ -13,7 +13,7 @@ from bench.runtimes import registry
 from bench.runtimes.podman_rootless import run_args
 from bench.scenario import Scenario
 from bench.scenario_load import ScenarioError, load_scenario
-from bench.spec import StartSpec
+from bench.spec import Limits, StartSpec
 
 HOST = HostLimits(cpus=frozenset({0, 1}), memory_bytes=4 << 30, cgroup_version="hybrid")
 WITH_LIMITS = """\
@@ -56,10 +56,13 @@ def test_run_args_are_rootful_podmans_container_with_slirp4netns_for_published()
 def test_limits_apply_on_no_host_version_and_the_reason_says_what_is_measured() -> None:
     capabilities = registry.entry("podman-rootless").capabilities
     for version in ("v1", "hybrid", "v2"):
-        refusal = capabilities.limits_refusal("podman-rootless", version)
+        refusal = capabilities.limits_refusal("podman-rootless", version, ["cpuset", "pids"])
         assert refusal.startswith(f"podman-rootless cannot apply limits on cgroup {version}")
     assert "conmon, slirp4netns and rootlessport" in refusal
-    assert registry.entry("podman").capabilities.limits_refusal("podman", "hybrid") == ""
+    assert capabilities.limits_refusal("podman-rootless", "hybrid", ["cpuset"]) == ""
+    assert capabilities.limits_refusal("podman-rootless", "hybrid", []) == ""
+    podman = registry.entry("podman").capabilities
+    assert podman.limits_refusal("podman", "hybrid", ["memory_bytes"]) == ""
 
 
 def test_trials_with_limits_are_planned_skipped_and_without_limits_run(tmp_path: Path) -> None:
@@ -88,3 +91,26 @@ def test_asked_for_by_name_with_limits_it_is_refused_at_the_limit(tmp_path: Path
     message = str(caught.value)
     assert message.startswith(f"{path}:5: limits.memory: podman-rootless cannot apply limits")
     assert "Remove [limits] to run it" in message
+
+
+def test_a_cpuset_alone_is_planned_and_pins_by_taskset_where_limits_do_not_apply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service's server pinned apart from its client runs under podman-rootless on v1: the
+    cpuset becomes busybox's taskset around the container command."""
+    from bench.runtimes import podman_rootless
+
+    path = tmp_path / "s.toml"
+    path.write_text(WITH_LIMITS.replace('memory = "256m"', 'cpuset = "0"'))
+    scenario = load_scenario(path)
+    check_scenario(scenario, path, HOST, requested=["podman-rootless"])
+    plan = build_plan(scenario, scenario.runtimes, cgroup_version="v1")
+    trials = [t for s in plan for t in s.trials]
+    assert {t.runtime for t in trials} == {"bare", "podman-rootless"}
+    assert all(t.skip_reason == "" and t.limits.cpuset == "0" for t in trials)
+    monkeypatch.setattr(podman_rootless, "host_cgroup_version", lambda: "v1")
+    command = ["/bin/busybox", "sh", "-c", "x"]
+    assert podman_rootless.pinned(Limits(cpuset="0-1"), command) == [
+        "/bin/busybox", "taskset", "-c", "0-1", *command,
+    ]  # fmt: skip
+    assert podman_rootless.pinned(Limits(), command) == command
