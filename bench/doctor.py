@@ -21,26 +21,28 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class RuntimeCheck:
+class Check:
+    """Whether something runs here: its version, or why not and the fix."""
+
     name: str
     available: bool
     version: str = ""
     reason: str = ""
     fix: str = ""
-    default_oci_runtime: str = ""
-    # An engine with the oci_runtimes axis: each OCI runtime bench knows, whether it runs.
-    oci_runtimes: list[OciCheck] = field(default_factory=list)
 
 
 @dataclass
-class OciCheck:
-    """One OCI runtime under one engine: its version, or why not and the fix."""
+class OciCheck(Check):
+    """One OCI runtime under one engine."""
 
-    name: str
-    available: bool
-    version: str = ""
-    reason: str = ""
-    fix: str = ""
+
+@dataclass
+class RuntimeCheck(Check):
+    """One runtime; an engine with the oci_runtimes axis also checks each OCI runtime."""
+
+    default_oci_runtime: str = ""
+    # An engine with the oci_runtimes axis: each OCI runtime bench knows, whether it runs.
+    oci_runtimes: list[OciCheck] = field(default_factory=list)
 
 
 @dataclass
