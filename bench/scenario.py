@@ -41,6 +41,13 @@ RESERVED_OPTIONS = frozenset(
 )
 
 
+def matching(value: str | None, pattern: re.Pattern[str], what: str) -> str | None:
+    """`value` when unset or matching `pattern`; else a ValueError saying it is not `what`."""
+    if value is not None and not pattern.match(value):
+        raise ValueError(f"{value!r} is not {what}")
+    return value
+
+
 def parse_size_bytes(value: int | str) -> int:
     """Parse 268435456, "256m", "256MiB" or "1g" to bytes."""
     if isinstance(value, bool):
@@ -99,9 +106,7 @@ class LimitsModel(StrictModel):
     @field_validator("cpuset")
     @classmethod
     def _cpuset(cls, value: str | None) -> str | None:
-        if value is not None and not CPUSET_RE.match(value):
-            raise ValueError(f"{value!r} is not a cpuset list like '0' or '0-1,3'")
-        return value
+        return matching(value, CPUSET_RE, "a cpuset list like '0' or '0-1,3'")
 
     @field_validator("memory")
     @classmethod
@@ -165,9 +170,7 @@ class LoadModel(StrictModel):
     @field_validator("path")
     @classmethod
     def _path(cls, value: str | None) -> str | None:
-        if value is not None and not HTTP_PATH.match(value):
-            raise ValueError(f"{value!r} is not an HTTP path like '/db' or '/json?n=1'")
-        return value
+        return matching(value, HTTP_PATH, "an HTTP path like '/db' or '/json?n=1'")
 
 
 class WorkloadModel(StrictModel):
