@@ -16,6 +16,7 @@ from bench.runtimes.base import Capabilities
 
 if TYPE_CHECKING:
     from bench.runtimes.base import Runtime
+    from bench.spec import NetworkMode
 
 # A label names one runtime and, when the scenario had an OCI axis, the OCI runtime under
 # it: "docker+crun" in analysis tables, "docker-crun" in trial and group ids; a network
@@ -53,6 +54,17 @@ _CONTAINER = Capabilities(
     own_processes=True,
 )
 
+
+def _no_oci_axis(*network_modes: NetworkMode) -> Capabilities:
+    """A container runtime (an image, processes of its own) without the oci_runtimes axis."""
+    return Capabilities(
+        needs_image=True,
+        oci_runtime_axis=False,
+        network_modes=frozenset(network_modes),
+        own_processes=True,
+    )
+
+
 _ENTRIES: dict[str, Entry] = {
     entry.name: entry
     for entry in (
@@ -80,12 +92,7 @@ _ENTRIES: dict[str, Entry] = {
             colour="#17becf",
             # ctr offers its own network namespace (lo only) or the host's; no bridge
             # without CNI plugins, which Debian's containerd does not ship.
-            capabilities=Capabilities(
-                needs_image=True,
-                oci_runtime_axis=False,
-                network_modes=frozenset({"none", "host"}),
-                own_processes=True,
-            ),
+            capabilities=_no_oci_axis("none", "host"),
         ),
         Entry(
             "docker",
@@ -138,12 +145,7 @@ _ENTRIES: dict[str, Entry] = {
             # host shares the host's stack (lxc.net.0.type = none), bridge is a veth on a
             # bridge bench creates; not published, which would need route_localnet=1 to
             # forward 127.0.0.1 (docs/architecture.md, "Network paths").
-            capabilities=Capabilities(
-                needs_image=True,
-                oci_runtime_axis=False,
-                network_modes=frozenset({"none", "host", "bridge"}),
-                own_processes=True,
-            ),
+            capabilities=_no_oci_axis("none", "host", "bridge"),
         ),
         Entry(
             "lxc-system",
@@ -155,12 +157,7 @@ _ENTRIES: dict[str, Entry] = {
             colour="#98df8a",
             # Booted with lxc-start (busybox init), the workload through lxc-attach; no
             # bridge mode yet (lxc's bridge code would serve, untested for it).
-            capabilities=Capabilities(
-                needs_image=True,
-                oci_runtime_axis=False,
-                network_modes=frozenset({"none", "host"}),
-                own_processes=True,
-            ),
+            capabilities=_no_oci_axis("none", "host"),
         ),
         Entry(
             "lxd",
@@ -171,12 +168,7 @@ _ENTRIES: dict[str, Entry] = {
             colour="#9467bd",
             # Booted by `lxc launch` (busybox init), the workload through `lxc exec`; LXD
             # refuses raw lxc.net lines, and bench gives its containers no nic: none only.
-            capabilities=Capabilities(
-                needs_image=True,
-                oci_runtime_axis=False,
-                network_modes=frozenset({"none"}),
-                own_processes=True,
-            ),
+            capabilities=_no_oci_axis("none"),
         ),
         Entry(
             "systemd-nspawn",
@@ -184,12 +176,7 @@ _ENTRIES: dict[str, Entry] = {
             "NspawnRuntime",
             order=40,
             colour="#bcbd22",
-            capabilities=Capabilities(
-                needs_image=True,
-                oci_runtime_axis=False,
-                network_modes=frozenset({"none", "host"}),
-                own_processes=True,
-            ),
+            capabilities=_no_oci_axis("none", "host"),
         ),
     )
 }
