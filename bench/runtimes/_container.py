@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import re
 import select
 import stat
 import threading
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from bench.cgroups.locate import locate
 from bench.cgroups.model import CgroupLocation, CgroupSnapshot
@@ -30,6 +31,8 @@ from bench.spec import CPU_PERIOD_US, NAME_PREFIX, STDERR_FILE, STDOUT_FILE, Lim
 
 if TYPE_CHECKING:
     from bench.image import WorkloadImage
+
+T = TypeVar("T")
 
 IO_MOUNT = "/bench"
 """Where the per-trial io dir is bind-mounted in every container (also the working dir)."""
@@ -280,6 +283,21 @@ def rootfs_in_place(image: WorkloadImage) -> Path:
     if not (image.rootfs_dir / "bin" / "busybox").exists():
         raise BenchError(f"{image.rootfs_dir} has no bin/busybox; rebuild the image")
     return image.rootfs_dir
+
+
+def prepared_to_start(
+    spec: StartSpec, runtime: str, prepared: T | None, name_re: re.Pattern[str], name_rule: str
+) -> T:
+    """What lxc or LXD starts `spec` from (prepare()'s result), once the spec passed their
+    checks: a name of bench's that their tools take (`name_re`, said as `name_rule`)."""
+    if prepared is None:
+        raise BenchError(f"{runtime}: prepare(image) must run before start()")
+    if not spec.name.startswith(NAME_PREFIX) or not name_re.match(spec.name):
+        raise BenchError(
+            f"container name {spec.name!r} must start with {NAME_PREFIX!r} and {name_rule}"
+        )
+    check_spec(spec, runtime)
+    return prepared
 
 
 def image_to_start(spec: StartSpec, runtime: str, image_ref: str | None) -> str:

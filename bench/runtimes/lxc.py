@@ -25,12 +25,12 @@ from bench.runtimes._container import (
     IO_MOUNT,
     ContainerHandle,
     Launched,
+    prepared_to_start,
     rootfs_in_place,
     start_container,
     undone_on_error,
 )
 from bench.runtimes._lxc_bridge import Bridge, create_bridge, ports_of, remove_bridge, stale_bridges
-from bench.runtimes._network import check_spec
 from bench.runtimes.base import Availability
 from bench.spec import CPU_PERIOD_US, NAME_PREFIX, StartSpec
 
@@ -225,14 +225,8 @@ class LxcRuntime:
         self._rootfs = rootfs_in_place(image)
 
     def start(self, spec: StartSpec) -> ContainerHandle:
-        if self._rootfs is None:
-            raise BenchError(f"{self.name}: prepare(image) must run before start()")
-        if not spec.name.startswith(NAME_PREFIX) or not _SAFE_NAME.match(spec.name):
-            raise BenchError(
-                f"container name {spec.name!r} must start with {NAME_PREFIX!r} and use only "
-                "letters, digits, '_', '.' and '-'"
-            )
-        check_spec(spec, self.name)
+        rule = "use only letters, digits, '_', '.' and '-'"
+        rootfs = prepared_to_start(spec, self.name, self._rootfs, _SAFE_NAME, rule)
         address = None
         if spec.network == "bridge":
             if self._bridge is None:
@@ -242,7 +236,7 @@ class LxcRuntime:
         try:
             config = container_config(
                 spec,
-                self._rootfs,
+                rootfs,
                 host_cgroup_version(),
                 memsw_supported(),
                 bridge,

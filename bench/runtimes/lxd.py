@@ -30,10 +30,10 @@ from bench.runtimes._container import (
     ContainerHandle,
     ControlFifo,
     Launched,
+    prepared_to_start,
     start_container,
     undone_on_error,
 )
-from bench.runtimes._network import check_spec
 from bench.runtimes.base import Availability
 from bench.runtimes.lxc import _config_value, limit_lines, memsw_supported
 from bench.runtimes.lxc_system import (
@@ -264,21 +264,13 @@ class LxdRuntime:
         self._alias = alias
 
     def start(self, spec: StartSpec) -> ContainerHandle:
-        if self._alias is None:
-            raise BenchError(f"{self.name}: prepare(image) must run before start()")
-        if not spec.name.startswith(NAME_PREFIX) or not _INSTANCE_NAME.match(spec.name):
-            raise BenchError(
-                f"container name {spec.name!r} must start with {NAME_PREFIX!r} and be a host "
-                "name for LXD (letters, digits and '-', at most 63 characters)"
-            )
-        check_spec(spec, self.name)
+        rule = "be a host name for LXD (letters, digits and '-', at most 63 characters)"
+        alias = prepared_to_start(spec, self.name, self._alias, _INSTANCE_NAME, rule)
         raw = raw_lxc(spec, host_cgroup_version(), memsw_supported())
         config = json.dumps(instance_config(spec, raw, self.pool))
-        return start_container(spec, lambda command: self._launch(spec, config, command))
+        return start_container(spec, lambda command: self._launch(spec, alias, config, command))
 
-    def _launch(self, spec: StartSpec, config: str, command: list[str]) -> Launched:
-        alias = self._alias
-        assert alias is not None
+    def _launch(self, spec: StartSpec, alias: str, config: str, command: list[str]) -> Launched:
         name = spec.name
         boot = ControlFifo(spec.io_dir, BOOT_FIFO)
         execs: list[subprocess.Popen[bytes]] = []
