@@ -25,6 +25,7 @@ from typing import IO
 from bench.errors import BenchError, RuntimeUnavailable
 from bench.runtimes._network import owner_alive
 from bench.runtimes._podman_service import stop_pids as stop_pids
+from bench.runtimes._process import log_tail, spawn
 
 SYSTEM_SOCKET = Path("/run/containerd/containerd.sock")
 # /run/bench-containerd/<owner pid>-<token>/ holds the socket and state, and
@@ -127,21 +128,12 @@ def start_private() -> Daemon:
     config = state / "config.toml"
     config.write_text(private_config(root, state / "state", address))
     log = tempfile.TemporaryFile(prefix="bench-containerd-")  # noqa: SIM115 (closed in stop)
-    # Own session: a Ctrl-C aimed at bench must not stop the daemon before the runner has
-    # removed its containers.
-    process = subprocess.Popen(
-        ["containerd", "--config", str(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
+    process = spawn(["containerd", "--config", str(config)], log)
     daemon = Daemon(address, process, state, root, log)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            log.seek(0)
-            tail = log.read().decode(errors="replace").strip()[-800:]
+            tail = log_tail(log)
             daemon.stop()
             raise RuntimeUnavailable(f"containerd exited with status {process.returncode}: {tail}")
         if answers(address):

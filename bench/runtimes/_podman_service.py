@@ -29,6 +29,7 @@ from bench.errors import RuntimeUnavailable
 from bench.image import IMAGE_REPOSITORY
 from bench.runtimes._network import owner_alive
 from bench.runtimes._oci import known, podman_global_args
+from bench.runtimes._process import log_tail, spawn
 from bench.spec import LABEL, NAME_PREFIX
 
 SHARED_SOCKET = Path("/run/podman/podman.sock")
@@ -179,25 +180,16 @@ class ServicePool:
             "--time=0",
             base_url,
         ]
-        # Own session: a Ctrl-C aimed at bench must not kill the service before the runner
-        # has removed its containers; close() stops it.
-        # conmon writes a file named "oom" into its working directory when a container is
-        # OOM-killed: give the service a directory of bench's own, not the user's.
+        # close() stops the service. conmon writes a file named "oom" into its working
+        # directory when a container is OOM-killed: give the service a directory of bench's
+        # own, not the user's.
         workdir = PRIVATE_SOCKET_DIR / "bench-podman-work"
         workdir.mkdir(mode=0o700, exist_ok=True)
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            cwd=workdir,
-        )
+        process = spawn(argv, log, cwd=workdir)
         deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                log.seek(0)
-                tail = log.read().decode(errors="replace").strip()[-800:]
+                tail = log_tail(log)
                 log.close()
                 raise RuntimeUnavailable(
                     f"`{' '.join(argv)}` exited with status {process.returncode}: {tail}"

@@ -20,6 +20,7 @@ from bench.cgroups.manage import (
 )
 from bench.errors import BenchError
 from bench.runtimes._network import Endpoints, check_spec, endpoints
+from bench.runtimes._process import spawn
 from bench.runtimes.base import Availability, ExitInfo
 from bench.spec import STDERR_FILE, STDOUT_FILE
 
@@ -140,18 +141,9 @@ class BareRuntime:
                 open(spec.io_dir / STDERR_FILE, "wb") as stderr,
             ):
                 started = time.perf_counter()
-                proc = subprocess.Popen(
-                    spec.argv,
-                    cwd=spec.io_dir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=stdout,
-                    stderr=stderr,
-                    # in_child takes no lock and imports nothing, so bench's other threads
-                    # cannot deadlock it (the preexec_fn caveat in the subprocess docs).
-                    preexec_fn=in_child,
-                    start_new_session=True,
-                    close_fds=True,
-                )
+                # in_child takes no lock and imports nothing, so bench's other threads
+                # cannot deadlock it (the preexec_fn caveat in the subprocess docs).
+                proc = spawn(spec.argv, stdout, stderr=stderr, cwd=spec.io_dir, preexec_fn=in_child)
                 latency_s = time.perf_counter() - started
         except OSError as exc:
             cgroup.remove()

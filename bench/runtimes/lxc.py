@@ -31,6 +31,7 @@ from bench.runtimes._container import (
     undone_on_error,
 )
 from bench.runtimes._lxc_bridge import Bridge, create_bridge, ports_of, remove_bridge, stale_bridges
+from bench.runtimes._process import exited_early, running_pids, spawn
 from bench.runtimes.base import Availability
 from bench.spec import CPU_PERIOD_US, NAME_PREFIX, StartSpec
 
@@ -274,15 +275,7 @@ class LxcRuntime:
         config_path = self._write_config(spec, config)
         argv = ["lxc-execute", "-P", str(self.lxcpath), "-n", spec.name, "-f", str(config_path)]
         with (spec.io_dir / LOG_FILE).open("wb") as log:
-            # Own session: a Ctrl-C aimed at bench must not kill the monitor before the
-            # runner has read the final counters and stopped the container.
-            monitor = subprocess.Popen(
-                [*argv, "--", *command],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
+            monitor = spawn([*argv, "--", *command], log)
         self._monitors[spec.name] = monitor
 
         def kill() -> None:
@@ -315,17 +308,14 @@ class LxcRuntime:
             if proc.returncode == 0 and proc.stdout.strip().isdigit():
                 return int(proc.stdout.strip())
             if monitor.poll() is not None:
-                log = (spec.io_dir / f"{tool}.log").read_text(errors="replace").strip()[-800:]
-                raise BenchError(
-                    f"{tool} for {spec.name} exited with status {monitor.returncode} "
-                    f"before its container ran: {log or 'no output'}"
-                )
+                log_path = spec.io_dir / f"{tool}.log"
+                raise exited_early(tool, spec.name, monitor, log_path, "its container ran")
             time.sleep(0.01)
         raise BenchError(f"lxc-info found no init pid for {spec.name} in {PID_TIMEOUT_S:.0f} s")
 
     def footprint_pids(self) -> list[int]:
         """The lxc-execute monitor processes of the running containers."""
-        return sorted(p.pid for p in self._monitors.values() if p.poll() is None)
+        return running_pids(self._monitors.values())
 
     def leftovers(self) -> list[str]:
         running = self._running()

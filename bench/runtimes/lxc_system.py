@@ -24,6 +24,7 @@ from bench.runtimes._container import (
     Launched,
     undone_on_error,
 )
+from bench.runtimes._process import exited_early, running_pids, spawn
 from bench.runtimes.bare import lowered_rlimits
 from bench.runtimes.lxc import STOP_TIMEOUT_S, LxcRuntime, _remove_entry, _tool
 
@@ -117,16 +118,8 @@ class LxcSystemRuntime(LxcRuntime):
         argv = ["lxc-start", "-F", "-P", str(self.lxcpath), "-n", spec.name, "-f", str(config_path)]
         with undone_on_error(boot.close), (spec.io_dir / "lxc-start.log").open("wb") as log:
             launched_at = time.monotonic()
-            # -F: the monitor stays bench's child (its exit is the container's end); its own
-            # session, as lxc-execute's, so a Ctrl-C aimed at bench does not stop the
-            # container before the runner has read its final counters.
-            monitor = subprocess.Popen(
-                [*argv, "--", *init_argv()],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
+            # -F: the monitor stays bench's child (its exit is the container's end).
+            monitor = spawn([*argv, "--", *init_argv()], log)
         self._monitors[spec.name] = monitor
         attach: list[subprocess.Popen[bytes]] = []
 
@@ -158,15 +151,8 @@ class LxcSystemRuntime(LxcRuntime):
             booted_at = self._wait_booted(spec, monitor, boot)
             boot.close()
             with (spec.io_dir / "lxc-attach.log").open("wb") as log:
-                attach.append(
-                    subprocess.Popen(
-                        [*attach_argv(self.lxcpath, spec.name, spec.user), "--", *attached],
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=log,
-                        start_new_session=True,
-                    )
-                )
+                user_argv = attach_argv(self.lxcpath, spec.name, spec.user)
+                attach.append(spawn([*user_argv, "--", *attached], log))
             self._attached[spec.name] = attach[0]
             # After the attach, not before: lxc-info's own start-up (a process of about
             # 20 ms here) runs while the wrapper starts, not in front of it.
@@ -183,17 +169,13 @@ class LxcSystemRuntime(LxcRuntime):
             if booted_at is not None:
                 return booted_at
             if monitor.poll() is not None:
-                log = (spec.io_dir / "lxc-start.log").read_text(errors="replace").strip()
-                raise BenchError(
-                    f"lxc-start for {spec.name} exited with status {monitor.returncode} "
-                    f"before its init was up: {log[-800:] or 'no output'}"
-                )
+                log_path = spec.io_dir / "lxc-start.log"
+                raise exited_early("lxc-start", spec.name, monitor, log_path, "its init was up")
         raise BenchError(f"the init of {spec.name} was not up within {BOOT_TIMEOUT_S:.0f} s")
 
     def footprint_pids(self) -> list[int]:
         """The lxc-start monitors and the lxc-attach processes of the running containers."""
-        procs = [*self._monitors.values(), *self._attached.values()]
-        return sorted(p.pid for p in procs if p.poll() is None)
+        return running_pids([*self._monitors.values(), *self._attached.values()])
 
     def _stale_bridges(self) -> list[str]:
         """None: lxc-system offers no bridge mode, and lxc's gc names the bridges of dead runs."""

@@ -34,6 +34,7 @@ from bench.runtimes._container import (
     start_container,
     undone_on_error,
 )
+from bench.runtimes._process import spawn
 from bench.runtimes.base import Availability
 from bench.runtimes.lxc import _config_value, limit_lines, memsw_supported
 from bench.runtimes.lxc_system import (
@@ -308,17 +309,7 @@ class LxdRuntime:
             boot.close()
             attached = attached_command(command, _all_rlimits(spec))
             with (spec.io_dir / EXEC_LOG).open("wb") as log:
-                execs.append(
-                    subprocess.Popen(
-                        [*exec_argv(name, spec.user), "--", *attached],
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=log,
-                        # As lxc-attach: a Ctrl-C aimed at bench must not end the workload
-                        # before the runner has read the final counters.
-                        start_new_session=True,
-                    )
-                )
+                execs.append(spawn([*exec_argv(name, spec.user), "--", *attached], log))
             self._execs[name] = execs[0]
             pid = int(query(f"/1.0/instances/{name}/state")["pid"])
             if pid <= 0:

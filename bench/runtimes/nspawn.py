@@ -32,6 +32,7 @@ from bench.runtimes._container import (
     start_container,
     undone_on_error,
 )
+from bench.runtimes._process import exited_early, running_pids, spawn
 from bench.runtimes.base import Availability
 
 if TYPE_CHECKING:
@@ -121,16 +122,8 @@ class NspawnRuntime:
             argv = nspawn_argv(spec, rootfs, command)
             managed = create_cgroup(spec.name, spec.limits)
             with undone_on_error(managed.remove), (spec.io_dir / LOG_FILE).open("wb") as log:
-                # Own session: a Ctrl-C aimed at bench must not end the container before the
-                # runner read its final counters. The child joins the cgroup before exec.
-                monitor = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    start_new_session=True,
-                    preexec_fn=managed.join_current_process,
-                )
+                # The child joins the cgroup before exec.
+                monitor = spawn(argv, log, preexec_fn=managed.join_current_process)
             self._monitors[spec.name] = monitor
 
             def kill() -> None:
@@ -162,17 +155,15 @@ class NspawnRuntime:
             if pid is not None:
                 return pid
             if monitor.poll() is not None:
-                log = (spec.io_dir / LOG_FILE).read_text(errors="replace").strip()[-800:]
-                raise BenchError(
-                    f"systemd-nspawn for {spec.name} exited with status {monitor.returncode} "
-                    f"before its container ran: {log or 'no output'}"
-                )
+                log_path = spec.io_dir / LOG_FILE
+                before = "its container ran"
+                raise exited_early("systemd-nspawn", spec.name, monitor, log_path, before)
             time.sleep(0.005)
         raise BenchError(f"systemd-nspawn started no container for {spec.name} in time")
 
     def footprint_pids(self) -> list[int]:
         """The nspawn processes (outside the container's pid namespace) of running containers."""
-        return sorted(p.pid for p in self._monitors.values() if p.poll() is None)
+        return running_pids(self._monitors.values())
 
     def leftovers(self) -> list[str]:
         """None of its own: its processes live in bench cgroups, which bare metal's gc removes."""
