@@ -9,14 +9,15 @@ fails them under CI=true (tests.helpers.require).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
 from bench.cgroups.locate import host_cgroup_version
 from bench.runtimes import _oci as oci_runtimes
+from bench.runtimes import registry
 from tests.helpers import WithOciRuntime, ensure_dockerd, require, require_root
 
 if TYPE_CHECKING:
@@ -33,14 +34,8 @@ if TYPE_CHECKING:
     from bench.runtimes.podman_rootless import PodmanRootlessRuntime
 
 CONTAINER_RUNTIMES = (
-    "docker",
-    "podman",
-    "podman-rootless",
-    "lxc",
-    "lxc-system",
-    "lxd",
-    "containerd",
-    "systemd-nspawn",
+    # Every shipped runtime but the bare-metal baseline; each has its fixture below.
+    *(name for name in registry.names() if name != registry.baseline()),
     # An engine with another OCI runtime under it (a scenario's oci_runtimes axis).
     "podman+runsc",
     "docker+runsc",
@@ -48,6 +43,46 @@ CONTAINER_RUNTIMES = (
     "podman+crun",
     "docker+crun",
 )
+
+RuntimeT = TypeVar("RuntimeT", bound="Runtime")
+
+
+def ready(runtime: RuntimeT, image: WorkloadImage) -> RuntimeT:
+    """`runtime` with `image` prepared; skips (fails under CI) where it cannot run here."""
+    availability = runtime.available()
+    fix = f" ({availability.fix})" if availability.fix else ""
+    require(availability.ok, availability.reason + fix)
+    runtime.prepare(image)
+    return runtime
+
+
+def served(runtime: RuntimeT, image: WorkloadImage, outlived: str) -> Iterator[RuntimeT]:
+    """Yield `runtime` ready; teardown: none of its processes outlived a container, closed."""
+    yield ready(runtime, image)
+    assert runtime.footprint_pids() == [], outlived
+    runtime.close()
+
+
+def assert_nothing_left(runtime: Runtime, label: str) -> None:
+    left = runtime.leftovers()
+    assert left == [], f"{label} objects left behind by the tests: {left}"
+
+
+def on_private_lxcpath(
+    runtime_type: Callable[[Path], RuntimeT],
+    image: WorkloadImage,
+    lxcpath: Path,
+    tool: str,
+    label: str,
+) -> Iterator[RuntimeT]:
+    """lxc or lxc-system (started by `tool`) on its own lxcpath; teardown: nothing left."""
+    require_root()
+    require(shutil.which(tool) is not None, "lxc is not installed (apt-get install lxc)")
+    runtime = runtime_type(lxcpath)
+    yield from served(runtime, image, f"{label}: a {tool} or its child outlived its container")
+    assert not lxcpath.exists(), "close() left the empty private lxcpath"
+    runtime.remove_leftovers()
+    assert_nothing_left(runtime, label)
 
 
 @pytest.fixture(scope="session")
@@ -74,15 +109,11 @@ def docker_runtime(dockerd: None, workload_image: WorkloadImage) -> Iterator[Doc
     """DockerRuntime with the image imported; teardown removes and asserts no leftovers."""
     from bench.runtimes.docker import DockerRuntime
 
-    runtime = DockerRuntime()
-    availability = runtime.available()
-    require(availability.ok, availability.reason)
-    runtime.prepare(workload_image)
+    runtime = ready(DockerRuntime(), workload_image)
     yield runtime
     runtime.remove_leftovers()
-    left = runtime.leftovers()
-    runtime.close()
-    assert left == [], f"docker objects left behind by the tests: {left}"
+    assert_nothing_left(runtime, "docker")
+    runtime.close()  # after leftovers(), which asks the daemon through this client
 
 
 @pytest.fixture(scope="module")
@@ -92,16 +123,12 @@ def podman_runtime(workload_image: WorkloadImage) -> Iterator[PodmanRuntime]:
 
     require_root()
     require(shutil.which("podman") is not None, "podman is not installed (apt-get install podman)")
-    runtime = PodmanRuntime()
-    availability = runtime.available()
-    require(availability.ok, availability.reason)
-    runtime.prepare(workload_image)
+    runtime = ready(PodmanRuntime(), workload_image)
     service_pids = runtime.service_pids()
     yield runtime
     runtime.close()
     runtime.remove_leftovers()
-    left = runtime.leftovers()
-    assert left == [], f"podman objects left behind by the tests: {left}"
+    assert_nothing_left(runtime, "podman")
     assert not any(Path(f"/proc/{pid}").exists() for pid in service_pids), "service still runs"
 
 
@@ -112,36 +139,19 @@ def podman_rootless_runtime(workload_image: WorkloadImage) -> Iterator[PodmanRoo
 
     require_root()
     runtime = PodmanRootlessRuntime()
-    availability = runtime.available()
-    require(availability.ok, f"{availability.reason} ({availability.fix})")
-    runtime.prepare(workload_image)
-    yield runtime
-    assert runtime.footprint_pids() == [], "a conmon or slirp4netns outlived its container"
-    runtime.close()
-    left = runtime.leftovers()
-    assert left == [], f"podman-rootless objects left behind by the tests: {left}"
+    yield from served(runtime, workload_image, "a conmon or slirp4netns outlived its container")
+    assert_nothing_left(runtime, "podman-rootless")
 
 
 @pytest.fixture(scope="module")
 def lxc_runtime(
     workload_image: WorkloadImage, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LxcRuntime]:
-    """LxcRuntime on a private lxcpath; teardown removes and asserts no leftovers."""
+    """LxcRuntime on a private lxcpath; teardown: no monitor, entry or lxcpath left."""
     from bench.runtimes.lxc import LxcRuntime
 
-    require_root()
-    require(shutil.which("lxc-execute") is not None, "lxc is not installed (apt-get install lxc)")
     lxcpath = tmp_path_factory.mktemp("lxcpath") / "bench-lxc"
-    runtime = LxcRuntime(lxcpath=lxcpath)
-    availability = runtime.available()
-    require(availability.ok, availability.reason)
-    runtime.prepare(workload_image)
-    yield runtime
-    runtime.close()
-    assert not lxcpath.exists(), "close() left the empty private lxcpath"
-    runtime.remove_leftovers()
-    left = runtime.leftovers()
-    assert left == [], f"lxc objects left behind by the tests: {left}"
+    yield from on_private_lxcpath(LxcRuntime, workload_image, lxcpath, "lxc-execute", "lxc")
 
 
 @pytest.fixture(scope="module")
@@ -151,20 +161,10 @@ def lxc_system_runtime(
     """LxcSystemRuntime on a private lxcpath; teardown: no monitor, attach or entry left."""
     from bench.runtimes.lxc_system import LxcSystemRuntime
 
-    require_root()
-    require(shutil.which("lxc-start") is not None, "lxc is not installed (apt-get install lxc)")
     lxcpath = tmp_path_factory.mktemp("lxcpath") / "bench-lxc-system"
-    runtime = LxcSystemRuntime(lxcpath=lxcpath)
-    availability = runtime.available()
-    require(availability.ok, availability.reason)
-    runtime.prepare(workload_image)
-    yield runtime
-    assert runtime.footprint_pids() == [], "an lxc-start or lxc-attach outlived its container"
-    runtime.close()
-    assert not lxcpath.exists(), "close() left the empty private lxcpath"
-    runtime.remove_leftovers()
-    left = runtime.leftovers()
-    assert left == [], f"lxc-system objects left behind by the tests: {left}"
+    yield from on_private_lxcpath(
+        LxcSystemRuntime, workload_image, lxcpath, "lxc-start", "lxc-system"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -175,14 +175,8 @@ def lxd_runtime(workload_image: WorkloadImage) -> Iterator[LxdRuntime]:
     require_root()
     require(shutil.which("lxd") is not None, "lxd is not installed (apt-get install lxd)")
     runtime = LxdRuntime()
-    availability = runtime.available()
-    require(availability.ok, f"{availability.reason} ({availability.fix})")
-    runtime.prepare(workload_image)
-    yield runtime
-    assert runtime.footprint_pids() == [], "an lxc exec or a monitor outlived its container"
-    runtime.close()
-    left = runtime.leftovers()
-    assert left == [], f"lxd objects left behind by the tests: {left}"
+    yield from served(runtime, workload_image, "an lxc exec or a monitor outlived its container")
+    assert_nothing_left(runtime, "lxd")
 
 
 @pytest.fixture(scope="module")
@@ -195,10 +189,7 @@ def containerd_runtime(workload_image: WorkloadImage) -> Iterator[ContainerdRunt
     require(
         shutil.which("ctr") is not None, "containerd is not installed (apt-get install containerd)"
     )
-    runtime = ContainerdRuntime()
-    availability = runtime.available()
-    require(availability.ok, availability.reason)
-    runtime.prepare(workload_image)
+    runtime = ready(ContainerdRuntime(), workload_image)
     daemon = runtime._connect()
     yield runtime
     runtime.close()
@@ -211,7 +202,7 @@ def containerd_runtime(workload_image: WorkloadImage) -> Iterator[ContainerdRunt
             runtime._namespace
             not in service.ctr(daemon.address, "default", "ns", "ls", "-q").stdout
         )
-    assert runtime.leftovers() == [], "containerd objects left behind by the tests"
+    assert_nothing_left(runtime, "containerd")
 
 
 @pytest.fixture(scope="module")
@@ -220,13 +211,7 @@ def systemd_nspawn_runtime(workload_image: WorkloadImage) -> Iterator[NspawnRunt
     from bench.runtimes.nspawn import NspawnRuntime
 
     require_root()
-    runtime = NspawnRuntime()
-    availability = runtime.available()
-    require(availability.ok, f"{availability.reason} ({availability.fix})")
-    runtime.prepare(workload_image)
-    yield runtime
-    assert runtime.footprint_pids() == [], "an nspawn outlived its container"
-    runtime.close()
+    yield from served(NspawnRuntime(), workload_image, "an nspawn outlived its container")
 
 
 @pytest.fixture(scope="module", params=CONTAINER_RUNTIMES)
