@@ -264,6 +264,32 @@ def start_sleeper(
     return spec, start(runtime, started, spec)
 
 
+def check_run_and_stop(
+    runtime: Runtime, io_dir: Path, started: list[ContainerHandle], *, boots: bool
+) -> None:
+    """Run `true`; a system container (`boots`) was booted within the start; once stopped,
+    nothing of it is left (lxc's config, lxd's instance), nor a monitor or attach process."""
+    from bench.runtimes.lxc_system import BOOT_FIFO
+
+    handle = start(runtime, started, make_spec(io_dir, ["/bin/busybox", "true"]))
+    exit_info = handle.wait(timeout_s=30)
+    assert exit_info is not None and exit_info.exit_code == 0
+    if boots:
+        assert handle.boot_s is not None
+        print(
+            f"\n{runtime.name} boot {handle.boot_s * 1000:.1f} ms, "
+            f"start {handle.start_latency_s * 1000:.1f} ms"
+        )
+        # The boot is part of the start: the workload runs once the init is up.
+        assert 0 < handle.boot_s < handle.start_latency_s
+        assert not (io_dir / BOOT_FIFO).exists()
+    else:
+        assert handle.boot_s is None
+    handle.stop()
+    assert not any(handle.name in item for item in runtime.leftovers())
+    assert runtime.footprint_pids() == []
+
+
 def snapshot(location: CgroupLocation) -> CgroupSnapshot:
     from bench.cgroups import open_reader
 

@@ -16,7 +16,7 @@ from bench.errors import BenchError
 from bench.runtimes._container import ContainerHandle
 from bench.runtimes.lxc import LOG_FILE, LxcRuntime
 from bench.spec import Limits
-from tests.helpers import check_hardening, limit_file, make_spec, start, start_sleeper
+from tests.helpers import check_hardening, check_run_and_stop, limit_file, make_spec, start_sleeper
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,13 +24,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_stopped_container_leaves_no_monitor(
     lxc_runtime: LxcRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
-    handle = start(lxc_runtime, started, make_spec(io_dir, ["/bin/busybox", "true"]))
-    exit_info = handle.wait(timeout_s=30)
-    assert exit_info is not None and exit_info.exit_code == 0
-    handle.stop()
     # Stopped: its config and directory in the lxcpath are gone, its monitor too.
-    assert not any(handle.name in item for item in lxc_runtime.leftovers())
-    assert lxc_runtime.footprint_pids() == []
+    check_run_and_stop(lxc_runtime, io_dir, started, boots=False)
 
 
 def test_cgroup_is_the_one_lxc_reports(

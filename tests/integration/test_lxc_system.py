@@ -19,7 +19,7 @@ from bench.errors import BenchError
 from bench.runtimes._container import ContainerHandle
 from bench.runtimes.lxc_system import BOOT_FIFO, LxcSystemRuntime
 from bench.spec import Limits
-from tests.helpers import check_hardening, limit_file, make_spec, start, start_sleeper
+from tests.helpers import check_hardening, check_run_and_stop, limit_file, make_spec, start_sleeper
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -27,20 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_boot_time_is_measured_within_the_start(
     lxc_system_runtime: LxcSystemRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
-    handle = start(lxc_system_runtime, started, make_spec(io_dir, ["/bin/busybox", "true"]))
-    exit_info = handle.wait(timeout_s=30)
-    assert exit_info is not None and exit_info.exit_code == 0
-    assert handle.boot_s is not None
-    print(
-        f"\nlxc-system boot {handle.boot_s * 1000:.1f} ms, "
-        f"start {handle.start_latency_s * 1000:.1f} ms"
-    )
-    # The boot is part of the start: the workload is attached once the init is up.
-    assert 0 < handle.boot_s < handle.start_latency_s
-    assert not (io_dir / BOOT_FIFO).exists()
-    handle.stop()
-    assert not any(handle.name in item for item in lxc_system_runtime.leftovers())
-    assert lxc_system_runtime.footprint_pids() == []
+    check_run_and_stop(lxc_system_runtime, io_dir, started, boots=True)
 
 
 def test_cgroup_is_the_one_lxc_reports_with_the_workload_attached(

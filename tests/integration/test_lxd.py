@@ -18,7 +18,7 @@ from bench.runtimes._container import ContainerHandle
 from bench.runtimes.lxc_system import BOOT_FIFO
 from bench.runtimes.lxd import LxdRuntime, client, daemon_pid, query
 from bench.spec import Limits
-from tests.helpers import check_hardening, limit_file, make_spec, start, start_sleeper
+from tests.helpers import check_hardening, check_run_and_stop, limit_file, make_spec, start_sleeper
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -67,18 +67,8 @@ def test_cgroup_and_init_are_the_ones_lxd_reports_with_the_workload_exec_d(
 def test_boot_time_is_measured_within_the_start_and_stop_deletes_the_container(
     lxd_runtime: LxdRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
-    handle = start(lxd_runtime, started, make_spec(io_dir, ["/bin/busybox", "true"]))
-    exit_info = handle.wait(timeout_s=30)
-    assert exit_info is not None and exit_info.exit_code == 0
-    assert handle.boot_s is not None
-    print(f"\nlxd boot {handle.boot_s * 1000:.1f} ms, start {handle.start_latency_s * 1000:.1f} ms")
-    # The boot is part of the start: the workload is exec'd once the init is up.
-    assert 0 < handle.boot_s < handle.start_latency_s
-    assert not (io_dir / BOOT_FIFO).exists()
-    handle.stop()
-    assert client("info", handle.name).returncode != 0, "the container still exists"
-    assert not any(handle.name in item for item in lxd_runtime.leftovers())
-    assert lxd_runtime.footprint_pids() == []
+    # leftovers() lists the daemon's instances: stop deleted the container.
+    check_run_and_stop(lxd_runtime, io_dir, started, boots=True)
 
 
 def test_failed_start_leaves_nothing(lxd_runtime: LxdRuntime, io_dir: Path) -> None:
