@@ -21,10 +21,32 @@ import pytest
 
 from bench.loadgen import default_cpus
 from bench.probes import Probe, answers, wait_answers
-from bench.servers import ServerParams, materialize, nginx_static
-from tests.helpers import require, require_root
+from bench.servers import (
+    ServerKind,
+    ServerParams,
+    ServerSetup,
+    materialize,
+    nginx_static,
+    prepare_run,
+    server_user,
+)
+from tests.helpers import CGROUP_PREFIX, require, require_root
 
 SERVER_CPUS, CLIENT_CPUS = default_cpus()
+
+
+def set_up(
+    kind: ServerKind, params: ServerParams, state_dir: Path, io_dir: Path, label: str
+) -> tuple[ServerSetup, tuple[int, int] | None]:
+    """`kind`'s run-level step, its setup and its files in the new `io_dir`, as bench's runner
+    makes them; with the user it runs as."""
+    user = server_user(kind, None)
+    # pgbench -i's server runs in a bench cgroup of this name (bench gc finds it).
+    prepare_run(kind, params, state_dir, user, f"{CGROUP_PREFIX}prep-{label}")
+    setup = kind.build(params, state_dir)
+    io_dir.mkdir()
+    materialize(setup, io_dir, user)
+    return setup, user
 
 
 def require_tools(*tools: str) -> None:

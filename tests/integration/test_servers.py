@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -28,19 +27,12 @@ from bench.servers import (
     server_user,
 )
 from bench.spec import STDERR_FILE, StartSpec
-from tests.helpers import require, require_root
-from tests.hostservers import server_dir
+from tests.helpers import CGROUP_PREFIX, require, require_root
+from tests.hostservers import free_port, server_dir, set_up
 
 pytestmark = pytest.mark.integration
 
-PREFIX = f"bench-t{os.getpid()}-"
 READY_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def listening(port: int) -> bool:
@@ -64,16 +56,12 @@ def test_server_starts_answers_its_probe_and_stops(name: str, state_dir: Path) -
     kind = server_kind(name)
     missing = missing_files(kind)
     require(not missing, f"{missing} missing: apt-get install {kind.package}")
-    user = server_user(kind, None)
     port = free_port()
     params = ServerParams(port=port, network="host")
-    prepare_run(kind, params, state_dir, user, f"{PREFIX}prep-{name}")
-    setup = kind.build(params, state_dir)
     io_dir = state_dir / f"io-{name}"
-    io_dir.mkdir()
-    materialize(setup, io_dir, user)
+    setup, user = set_up(kind, params, state_dir, io_dir, name)
     handle = BareRuntime().start(
-        StartSpec(name=f"{PREFIX}{name}", argv=setup.argv, io_dir=io_dir, user=user)
+        StartSpec(name=f"{CGROUP_PREFIX}{name}", argv=setup.argv, io_dir=io_dir, user=user)
     )
     try:
         ready = wait_answers(
@@ -86,7 +74,7 @@ def test_server_starts_answers_its_probe_and_stops(name: str, state_dir: Path) -
     finally:
         handle.stop()
     assert not listening(port), f"{name} still listens on {port} after stop()"
-    assert [p for p in list_bench_cgroups() if PREFIX in str(p)] == []
+    assert [p for p in list_bench_cgroups() if CGROUP_PREFIX in str(p)] == []
 
 
 def test_every_server_runs_from_the_workload_image(tmp_path: Path) -> None:
@@ -132,7 +120,7 @@ def test_postgres_template_holds_pgbench_tables_at_its_scale_and_leaves_no_serve
     require(not missing_files(kind), f"apt-get install {kind.package}")
     require(shutil.which("psql") is not None, "apt-get install postgresql-client")
     params = ServerParams(port=free_port(), network="host", pgbench_scale=2)
-    prepare_run(kind, params, state_dir, server_user(kind, None), f"{PREFIX}prep-template")
+    prepare_run(kind, params, state_dir, server_user(kind, None), f"{CGROUP_PREFIX}prep-template")
     template = pg_template(state_dir, 2)
     assert not (template / "postmaster.pid").exists(), "the init server was not shut down"
     running = [p.info for p in psutil.process_iter(["pid", "cmdline"]) if str(template) in
@@ -144,7 +132,10 @@ def test_postgres_template_holds_pgbench_tables_at_its_scale_and_leaves_no_serve
     materialize(setup, io_dir, server_user(kind, None))
     handle = BareRuntime().start(
         StartSpec(
-            name=f"{PREFIX}pgscale", argv=setup.argv, io_dir=io_dir, user=server_user(kind, None)
+            name=f"{CGROUP_PREFIX}pgscale",
+            argv=setup.argv,
+            io_dir=io_dir,
+            user=server_user(kind, None),
         )
     )
     try:
@@ -180,7 +171,7 @@ def test_an_init_server_that_a_sigkill_left_is_found_and_removed_by_gc() -> None
     require(shutil.which("pgbench") is not None, "apt-get install postgresql-client")
     state = Path(tempfile.mkdtemp(prefix="bench-test-pgkill-"))
     state.chmod(0o711)
-    name = f"{PREFIX}prep-killed"
+    name = f"{CGROUP_PREFIX}prep-killed"
     uid, gid = server_user(kind, None) or (65534, 65534)
     script = (
         "import sys; from pathlib import Path; from bench.pginit import init_template; "

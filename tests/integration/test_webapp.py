@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -23,11 +22,8 @@ from bench.loadgen import LoadResult, LoadSpec, run_load
 from bench.servers import (
     Peer,
     ServerParams,
-    materialize,
     missing_files,
-    prepare_run,
     server_kind,
-    server_user,
 )
 from bench.webappsvc import CACHED_ACCOUNTS, POSTGRES_KIND, REDIS_KIND
 from tests import hostservers
@@ -36,7 +32,6 @@ from tests.hostservers import CLIENT_CPUS, SERVER_CPUS, Server, free_port, requi
 
 pytestmark = pytest.mark.integration
 
-PREFIX = f"bench-t{os.getpid()}-"
 # 5 ms of busy spinning per request, against none.
 BURN_S = 0.005
 CONNECTIONS = 4
@@ -65,13 +60,8 @@ def webapp_stack() -> Iterator[Stack]:
             peers: list[Peer] = []
             for kind, tier in zip(kinds, ("db", "cache", "app"), strict=True):
                 params = ServerParams(port=free_port(), peers=tuple(peers))
-                user = server_user(kind, None)
-                # pgbench -i's server runs in a bench cgroup of this name (bench gc finds it).
-                prepare_run(kind, params, root / "state", user, f"{PREFIX}prep-{tier}")
-                setup = kind.build(params, root / "state")
                 directory = root / tier
-                directory.mkdir()
-                materialize(setup, directory, user)
+                setup, user = hostservers.set_up(kind, params, root / "state", directory, tier)
                 servers.append(
                     hostservers.start_server(
                         list(setup.argv), "127.0.0.1", params.port, directory, setup.probe, user
