@@ -9,14 +9,13 @@ whole command in a fresh process, imports included.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from tests.helpers import bench
 from tests.storegen import StoreSpec, write_store
 
 pytestmark = pytest.mark.slow
@@ -51,12 +50,7 @@ def test_history_of_a_year_four_runtimes(
 
     def build() -> float:
         start = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "bench", "history", str(root), "--out", str(out)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        done = bench("history", str(root), "--out", str(out))
         assert done.returncode == 0, done.stderr
         return time.perf_counter() - start
 

@@ -31,6 +31,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from bench import runner
 from bench.runtimes.bare import BareHandle, BareRuntime
 from benchmarks.cgroup_fixtures import require_cgroups
+from tests.helpers import bench
 
 pytestmark = pytest.mark.benchmark(group="bench's own cost")
 
@@ -172,13 +173,8 @@ def test_time_to_first_trial(benchmark: BenchmarkFixture, tmp_path: Path) -> Non
     def launch() -> None:
         results = tmp_path / f"r{len(delays)}"
         launched = time.time()
-        done = subprocess.run(
-            [sys.executable, "-m", "bench", "run", str(path), "--results-dir", str(results)],
-            cwd=ROOT,
-            capture_output=True,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        done = bench("run", str(path), "--results-dir", str(results), cwd=ROOT)
+        assert done.returncode == 0, done.stderr[-2000:]
         (stdout,) = results.glob("*/trials/*/stdout.txt")
         delays.append(float(stdout.read_text()) - launched)
 
