@@ -86,6 +86,37 @@ class ManagedCgroup:
         self._removed = True
 
 
+# What a delegatee must own besides the directory (cgroup-v2.rst, "Delegation").
+DELEGATED_FILES = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control")
+
+
+def delegate(managed: ManagedCgroup, uid: int, gid: int, leaf: str) -> list[str]:
+    """Hand a v2 cgroup to uid:gid with its controllers on for children; those controllers.
+
+    Its processes then start in `leaf`, a child: a cgroup that gives its children
+    controllers holds no process itself (the no-internal-process rule). The delegatee may
+    create cgroups below, move its processes between them and set their limits.
+    """
+    if managed.location.version != "v2":
+        raise CgroupError(f"{managed.name}: only a cgroup v2 cgroup can be delegated")
+    directory = managed.dirs[0]
+    _enable_controllers(directory)
+    leaf_dir = directory / leaf
+    _mkdir(leaf_dir, exist_ok=False, fix="")
+    owned = [directory, *(directory / name for name in DELEGATED_FILES)]
+    owned += [leaf_dir, *(leaf_dir / name for name in DELEGATED_FILES)]
+    try:
+        for path in owned:
+            os.chown(path, uid, gid)
+        fd = os.open(leaf_dir / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise CgroupError(f"cannot delegate {directory} to uid {uid}: {exc.strerror}") from exc
+    for old in managed.join_fds:
+        os.close(old)
+    managed.join_fds = (fd,)
+    return _read(directory / "cgroup.subtree_control").split()
+
+
 def _added_by_runtime(name: str, made: tuple[Path, ...]) -> list[Path]:
     """bench/<name> in hierarchies bench did not create it in.
 

@@ -4,7 +4,9 @@ The user (`bench-rootless`, with subordinate ids) comes from scripts/setup-rootl
 its podman keeps its own storage under the user's home. Rootless podman on cgroup v1
 creates no cgroup (nor applies limits): each `podman run` starts inside a cgroup bench
 creates, so conmon, the container and its network helpers (slirp4netns, rootlessport)
-are measured there. docs/runtimes.md, "Rootless podman", has the design.
+are measured there. On v2 bench delegates that cgroup to the user, and podman creates
+the container's own cgroup below it with the limits, as a systemd user session would
+let it. docs/runtimes.md, "Rootless podman", has the design.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.cgroups.locate import host_cgroup_version
-from bench.cgroups.manage import FIX_ROOT, ManagedCgroup, create_cgroup
+from bench.cgroups.manage import FIX_ROOT, ManagedCgroup, cgroup_path, create_cgroup, delegate
 from bench.errors import BenchError, RuntimeUnavailable
 from bench.runtimes._container import (
     BUSYBOX,
@@ -41,7 +43,7 @@ from bench.runtimes._podman_service import (
     default_oci_runtime,
 )
 from bench.runtimes.base import Availability, Capabilities
-from bench.spec import NAME_PREFIX, Limits
+from bench.spec import CPU_PERIOD_US, NAME_PREFIX, Limits
 
 if TYPE_CHECKING:
     from bench.image import WorkloadImage
@@ -60,6 +62,11 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STORAGE_DRIVER = "overlay"
 NETWORK_PUBLISHED = "slirp4netns"
 CLI_TIMEOUT_S = 120.0
+# v2: the child of the delegated cgroup that `podman run` starts in (its conmon, slirp4netns
+# and rootlessport stay there); the container's cgroup, libpod-<id>, is its sibling.
+LAUNCH_LEAF = "launch"
+# The v2 controller each limit needs delegated.
+LIMIT_CONTROLLERS = {"cpus": "cpu", "cpuset": "cpuset", "memory_bytes": "memory", "pids": "pids"}
 STOP_TIMEOUT_S = 30.0
 
 
@@ -269,7 +276,7 @@ class PodmanRootlessRuntime:
             f"podman {version} rootless as {USER_NAME} (OCI runtime "
             f"{host.get('ociRuntime', {}).get('name', '?')}, storage "
             f"{store.get('graphDriverName', '?')}, cgroup {host.get('cgroupVersion', '?')}, "
-            f"network {slirp})"
+            f"network {slirp}; {limits_note()})"
         )
 
     def default_oci_runtime(self) -> None:
@@ -311,8 +318,15 @@ class PodmanRootlessRuntime:
         self, user: Account, io: _IoDir, image_ref: str, spec: StartSpec, command: list[str]
     ) -> Launched:
         os.chown(io.staging / FIFO_NAME, user.uid, user.gid)  # the wrapper writes to it
-        argv = podman_argv(*run_args(spec, io.staging), image_ref, *pinned(spec.limits, command))
         managed = create_cgroup(spec.name, Limits())
+        delegated = host_cgroup_version() == "v2"
+        with undone_on_error(managed.remove):
+            if delegated:
+                _delegate(managed, user, spec.limits)
+        parent = cgroup_path(managed) if delegated else None
+        argv = podman_argv(
+            *run_args(spec, io.staging, parent), image_ref, *pinned(spec.limits, command)
+        )
 
         def in_child() -> None:
             # Between fork and exec: join the cgroup while still root, then drop to the user
@@ -370,9 +384,9 @@ class PodmanRootlessRuntime:
                 return None
             return _exit_code(spec.name)
 
-        return Launched(
-            pid, kill, remove, poll_exit, None, published, helper_pids, managed.location
-        )
+        # v1: bench's cgroup holds the container; v2: the container's own, from its pid.
+        measured = None if delegated else managed.location
+        return Launched(pid, kill, remove, poll_exit, None, published, helper_pids, measured)
 
     def footprint_pids(self) -> list[int]:
         """conmon, slirp4netns and rootlessport: every process of a running container's
@@ -418,8 +432,12 @@ class PodmanRootlessRuntime:
         """Nothing to release: each handle's stop() removed its container."""
 
 
-def run_args(spec: StartSpec, io_source: Path) -> list[str]:
-    """`podman run` options of one container: the same container as rootful podman's."""
+def run_args(spec: StartSpec, io_source: Path, cgroup_parent: str | None = None) -> list[str]:
+    """`podman run` options of one container: the same container as rootful podman's.
+
+    `cgroup_parent`: the delegated cgroup (v2) podman creates the container's cgroup in,
+    with the limits.
+    """
     args = [
         "run", "--detach", "--name", spec.name,
         *(f"--label={key}={value}" for key, value in spec.labels),
@@ -428,6 +446,11 @@ def run_args(spec: StartSpec, io_source: Path) -> list[str]:
         # Explicit: podman's defaults (nofile 1048576) cannot be set without CAP_SYS_RESOURCE.
         *(f"--ulimit={name}={soft}:{hard}" for name, soft, hard in spec.rlimits),
     ]  # fmt: skip
+    if cgroup_parent is not None:
+        # Without it rootless podman creates no cgroup (libpod's isRootlessCgroupSet), and
+        # without a cgroup of its own it applies no limit (a cpuset: see pinned()).
+        args.append(f"--cgroup-parent={cgroup_parent}")
+        args += limit_args(spec.limits)
     if spec.network == "none":
         args.append("--network=none")
     else:
@@ -435,6 +458,61 @@ def run_args(spec: StartSpec, io_source: Path) -> list[str]:
         args.append(f"--network={NETWORK_PUBLISHED}")
         args += [f"--publish={LOOPBACK}::{port}" for port in spec.ports]
     return args
+
+
+def limit_args(limits: Limits) -> list[str]:
+    """The limits as `podman run` options: the values rootful podman's API call sets."""
+    args: list[str] = []
+    if limits.cpu_quota_us is not None:
+        args += [f"--cpu-period={CPU_PERIOD_US}", f"--cpu-quota={limits.cpu_quota_us}"]
+    if limits.cpuset is not None:
+        args.append(f"--cpuset-cpus={limits.cpuset}")
+    if limits.memory_bytes is not None:
+        # Swap equal to memory: no swap (memory.swap.max 0).
+        args += [f"--memory={limits.memory_bytes}", f"--memory-swap={limits.memory_bytes}"]
+    if limits.pids is not None:
+        args.append(f"--pids-limit={limits.pids}")
+    return args
+
+
+def _delegate(managed: ManagedCgroup, user: Account, limits: Limits) -> list[str]:
+    """Delegate the trial's cgroup to the user; refuse limits whose controller it lacks.
+
+    Podman drops such a limit with a warning ("Quota discarded") and runs unlimited.
+    """
+    controllers = delegate(managed, user.uid, user.gid, LAUNCH_LEAF)
+    for key, controller in LIMIT_CONTROLLERS.items():
+        if getattr(limits, key) is not None and controller not in controllers:
+            raise BenchError(
+                f"{managed.name}: podman-rootless needs the {controller} controller "
+                f"delegated for limits.{key}, and {managed.dirs[0].parent} does not give it "
+                f"(delegated: {' '.join(controllers) or 'none'}); enable it in the parent "
+                "cgroups' cgroup.subtree_control, or remove the limit"
+            )
+    return controllers
+
+
+def limits_note() -> str:
+    """Whether and how limits apply here (bench doctor): on v2, the controllers bench
+    delegates to the user, found by delegating a probe cgroup."""
+    refusal = _capabilities().limits_refusal(USER_NAME, host_cgroup_version(), ["cpus"])
+    user = account()
+    if refusal or user is None:
+        return f"no limits on cgroup {host_cgroup_version()}"
+    try:
+        managed = create_cgroup(f"{NAME_PREFIX}probe-rootless-{os.getpid()}", Limits())
+    except BenchError as exc:
+        return f"no limits: {exc}"
+    try:
+        controllers = delegate(managed, user.uid, user.gid, LAUNCH_LEAF)
+    except BenchError as exc:
+        return f"no limits: {exc}"
+    finally:
+        managed.remove()
+    return (
+        f"limits through a cgroup v2 delegated to {USER_NAME} "
+        f"(controllers {' '.join(controllers) or 'none'})"
+    )
 
 
 def _capabilities() -> Capabilities:
@@ -472,9 +550,11 @@ def _exit_code(name: str) -> int:
 
 
 def _cgroup_pids(managed: ManagedCgroup) -> list[int]:
+    """Every process in the cgroup and below it (v2: the launch leaf and the container's)."""
     pids: list[int] = []
-    with contextlib.suppress(OSError, ValueError):
-        pids = [int(p) for p in (managed.dirs[0] / "cgroup.procs").read_text().split()]
+    for directory, _dirs, _files in os.walk(managed.dirs[0]):
+        with contextlib.suppress(OSError, ValueError):
+            pids += [int(p) for p in (Path(directory) / "cgroup.procs").read_text().split()]
     return pids
 
 

@@ -118,13 +118,14 @@ _ENTRIES: dict[str, Entry] = {
             order=25,
             colour="#c49c94",
             # No bridge the host reaches without root: none, or slirp4netns with a port
-            # published on 127.0.0.1 by rootlessport (a user-space proxy).
+            # published on 127.0.0.1 by rootlessport (a user-space proxy). Limits on v2
+            # only: through a cgroup bench delegates to the user (docs/runtimes.md).
             capabilities=Capabilities(
                 needs_image=True,
                 oci_runtime_axis=False,
                 network_modes=frozenset({"none", "published"}),
                 own_processes=True,
-                limits_on=frozenset(),
+                limits_on=frozenset({"v2"}),
                 without_limits=(
                     "rootless podman creates no cgroup on v1; bench still measures CPU, "
                     "memory and pids of the cgroup it starts podman in, which holds the "

@@ -1,9 +1,11 @@
-"""podman-rootless's published path under real traffic, beside rootful podman's: the TCP
-round trips it gives, and that its forwarder (rootlessport, in user space) is measured in
-the trial's cgroup."""
+"""podman-rootless: the cgroup bench measures is the one its init pid runs in and the one
+podman reports (v2: with the limits podman set through the delegated cgroup), and its
+published path under real traffic beside rootful podman's: the TCP round trips it gives,
+and where its forwarder (rootlessport, in user space) is measured."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import statistics
@@ -15,12 +17,21 @@ import psutil
 import pytest
 
 from bench.cgroups import open_reader
+from bench.cgroups.locate import host_cgroup_version, locate
+from bench.runtimes import podman_rootless
 from bench.spec import Limits, StartSpec
-from tests.helpers import make_spec
+from tests.helpers import (
+    check_engine_inspect,
+    check_hardening,
+    limit_file,
+    make_spec,
+    start_sleeper,
+)
 
 if TYPE_CHECKING:
     from bench.runtimes._container import ContainerHandle
     from bench.runtimes.base import Runtime
+    from bench.runtimes.podman_rootless import PodmanRootlessRuntime
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +41,33 @@ TRAFFIC_S = 2.0
 READY_TIMEOUT_S = 15.0
 # An echo server of busybox (in the image): nc runs cat on each connection.
 ECHO = ["/bin/busybox", "nc", "-ll", "-p", str(PORT), "-e", "/bin/busybox", "cat"]
+
+
+def test_cgroup_is_the_one_rootless_podman_reports(
+    podman_rootless_runtime: PodmanRootlessRuntime, io_dir: Path, started: list[ContainerHandle]
+) -> None:
+    """v2: the container's own cgroup, made by podman in the delegated one, with its limit;
+    v1: bench's cgroup (rootless podman makes none there). conmon: in the footprint."""
+    delegated = host_cgroup_version() == "v2"
+    limits = Limits(pids=64) if delegated else Limits()
+    spec, handle = start_sleeper(podman_rootless_runtime, started, io_dir, limits=limits)
+    proc = podman_rootless.as_user("inspect", "--type", "container", spec.name)
+    assert proc.returncode == 0, proc.stderr
+    (inspect,) = json.loads(proc.stdout)
+    own = locate(handle.pid)
+    for controller, directory in handle.cgroup.dirs.items():
+        assert own.dirs[controller] == directory, controller
+    check_hardening(handle, spec)
+    if delegated:
+        check_engine_inspect(inspect, handle)
+        (directory,) = handle.cgroup.dirs.values()
+        assert str(directory).endswith(inspect["State"]["CgroupPath"])
+        assert directory.parent.name == spec.name  # below the cgroup bench delegated
+        assert limit_file(handle.cgroup, "pids", "", "pids.max") == "64"
+    else:
+        assert inspect["State"]["Pid"] == handle.pid
+        assert {d.name for d in handle.cgroup.dirs.values()} == {spec.name}
+    assert inspect["State"]["ConmonPid"] in podman_rootless_runtime.footprint_pids()
 
 
 def round_trip(sock: socket.socket) -> float:
@@ -85,10 +123,14 @@ def test_published_echo_round_trips_and_where_the_path_is_measured(
     address = handle.endpoint(PORT)
     assert address[0] == "127.0.0.1"
     procs = {p.pid: p.name() for p in map(psutil.Process, cgroup_pids(handle))}
+    # Beside the container's cgroup: rootful podman's conmon; rootless podman's helpers on v2
+    # (in the delegated cgroup's launch leaf).
+    around = {p.pid: p.name() for p in map(psutil.Process, runtime.footprint_pids())}
     # rootlessport listens on the host and its child ("exe") connects inside the container's
     # network namespace: every published byte passes both (slirp4netns carries the
     # container's own outbound traffic, not this path).
-    forwarders = [pid for pid, name in procs.items() if name in ("rootlessport", "exe")]
+    helpers = procs | around
+    forwarders = [pid for pid, name in helpers.items() if name in ("rootlessport", "exe")]
     reader = open_reader(handle.cgroup)
     rtts: list[float] = []
     with connect_when_echoing(address) as sock:
@@ -107,7 +149,11 @@ def test_published_echo_round_trips_and_where_the_path_is_measured(
         f"{sorted(procs.values())}"
     )
     assert len(rtts) > 0
-    if engine == "podman-rootless":
+    if engine == "podman-rootless" and host_cgroup_version() == "v2":
+        # The container has its own cgroup; the user-space path runs beside it.
+        assert {"slirp4netns", "rootlessport", "exe", "conmon"} <= set(around.values()), around
+        assert forwarders_s > 0
+    elif engine == "podman-rootless":
         # The user-space network path runs in the trial's cgroup, and works there.
         assert {"slirp4netns", "rootlessport", "exe", "conmon"} <= set(procs.values()), procs
         assert forwarders_s > 0

@@ -1,5 +1,5 @@
 """podman-rootless without running it: its podman command line, and limits it cannot apply
-(skipped in a scenario's list, refused when asked for by name)."""
+on v1 (skipped in a scenario's list, refused when asked for by name) but can on v2."""
 
 from __future__ import annotations
 
@@ -51,13 +51,39 @@ def test_run_args_are_rootful_podmans_container_with_slirp4netns_for_published()
     ]
     none = run_args(StartSpec(name="bench-y", argv=("/bin/true",), io_dir=Path("/r")), Path("/s"))
     assert "--network=none" in none and not any(a.startswith("--publish") for a in none)
+    # v1: no cgroup parent (rootless podman makes none) and no limit options (a cpuset is
+    # CPU affinity there).
+    pinned = StartSpec(name="bench-p", argv=(), io_dir=Path("/r"), limits=Limits(cpuset="0"))
+    for args in (none, run_args(pinned, Path("/s"))):
+        assert not any(
+            a.startswith(("--cgroup-parent", "--cpu", "--memory", "--pids")) for a in args
+        )
 
 
-def test_limits_apply_on_no_host_version_and_the_reason_says_what_is_measured() -> None:
+def test_on_v2_the_container_goes_below_the_delegated_cgroup_with_the_limits() -> None:
+    limits = Limits(cpus=0.5, cpuset="0-1", memory_bytes=256 << 20, pids=64)
+    spec = StartSpec(name="bench-z", argv=("/bin/true",), io_dir=Path("/r"), limits=limits)
+    args = run_args(spec, Path("/s"), "/bench/bench-z")
+    assert "--cgroup-parent=/bench/bench-z" in args
+    for option in (
+        "--cpu-period=100000",
+        "--cpu-quota=50000",
+        "--cpuset-cpus=0-1",
+        f"--memory={256 << 20}",
+        f"--memory-swap={256 << 20}",  # equal: no swap
+        "--pids-limit=64",
+    ):
+        assert option in args
+
+
+def test_limits_apply_on_v2_only_and_the_reason_says_what_is_measured() -> None:
     capabilities = registry.entry("podman-rootless").capabilities
-    for version in ("v1", "hybrid", "v2"):
+    assert capabilities.limits_refusal("podman-rootless", "v2", ["cpuset", "pids"]) == ""
+    for version in ("v1", "hybrid"):
         refusal = capabilities.limits_refusal("podman-rootless", version, ["cpuset", "pids"])
-        assert refusal.startswith(f"podman-rootless cannot apply limits on cgroup {version}")
+        assert refusal.startswith(
+            f"podman-rootless cannot apply limits on cgroup {version} (it can on v2)"
+        )
     assert "conmon, slirp4netns and rootlessport" in refusal
     assert capabilities.limits_refusal("podman-rootless", "hybrid", ["cpuset"]) == ""
     assert capabilities.limits_refusal("podman-rootless", "hybrid", []) == ""

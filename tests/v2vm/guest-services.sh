@@ -17,7 +17,11 @@
 #   --network none), and journald (events; no journald in the guest). cgroupfs because
 #   no systemd runs there. See docs/host-notes.md.
 # - bench's private containerd gets its root under /tmp (BENCH_CONTAINERD_ROOT);
-# - lxc needs nothing: bench's LxcRuntime takes a private lxcpath.
+# - lxc needs nothing: bench's LxcRuntime takes a private lxcpath;
+# - rootless podman (podman-rootless) keeps its storage in its user's home, read-only here:
+#   a tmpfs owned by the user goes over it (native overlay works on it in the user
+#   namespace); its runroot is bench's /run/bench-rootless, on the guest's tmpfs /run.
+#   bench delegates each trial's cgroup to the user itself, as on any v2 host.
 # Refuses to run outside the VM (BENCH_V2VM unset): it would start a second dockerd.
 set -euo pipefail
 if [ "${BENCH_V2VM:-}" != 1 ]; then
@@ -49,6 +53,11 @@ EOF
 export CONTAINERS_CONF=$CONF/containers.conf CONTAINERS_STORAGE_CONF=$CONF/storage.conf
 # bench's private containerd keeps images and snapshots under /var/lib by default.
 export BENCH_CONTAINERD_ROOT=/tmp/bench-containerd
+# The user of scripts/setup-rootless.sh, when the host has it (CI's has).
+if ROOTLESS=$(getent passwd bench-rootless); then
+  IFS=: read -r _ _ ROOTLESS_UID ROOTLESS_GID _ ROOTLESS_HOME _ <<<"$ROOTLESS"
+  mount -t tmpfs -o "mode=0700,uid=$ROOTLESS_UID,gid=$ROOTLESS_GID" rootless-home "$ROOTLESS_HOME"
+fi
 
 setsid dockerd --iptables=false --bridge=none --data-root /tmp/docker \
   >/tmp/dockerd.log 2>&1 </dev/null &

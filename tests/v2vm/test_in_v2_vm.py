@@ -39,9 +39,8 @@ VM_TIMEOUT_S = 900  # boot to power-off: 410 s with six runtimes (2026-12-03), m
 # delay against the load instrument: this host's kernel has no sch_netem, the VM's has.
 CONTAINER_CHECKS = "cpu_quota_half_a_cpu or oom_kills_are_counted or cgroup_is_the_one"
 # Not LXD: its daemon would need a state directory the read-only guest root lacks, and a
-# start of its own in guest-services.sh; untried (docs/runtimes.md, "LXD"). Not rootless
-# podman: its storage lives in its user's home, read-only in the guest, and its v2 path
-# (limits through a delegated cgroup) is not built yet (docs/runtimes.md, "Rootless podman").
+# start of its own in guest-services.sh; untried (docs/runtimes.md, "LXD"). Rootless
+# podman runs: its limits through a cgroup bench delegates to its user are v2 only.
 GUEST_TESTS = [
     "tests/unit/test_cgroup_readers.py",
     "tests/integration/test_bare.py",
@@ -50,6 +49,7 @@ GUEST_TESTS = [
     "tests/integration/test_container_contract.py",
     "tests/integration/test_docker.py",
     "tests/integration/test_podman.py",
+    "tests/integration/test_podman_rootless.py",
     "tests/integration/test_lxc.py",
     "tests/integration/test_lxc_system.py",
     "tests/integration/test_containerd.py",
@@ -61,7 +61,7 @@ def guest_pytest_argv() -> list[str]:
     """The pytest command run in the VM: reader, bare, sampler modules whole, container checks."""
     selection = (
         "(test_cgroup_readers or test_bare or test_sampler or test_delegation or "
-        f"{CONTAINER_CHECKS} or test_netem_delay_shows_in_p50) and not lxd and not rootless"
+        f"{CONTAINER_CHECKS} or test_netem_delay_shows_in_p50) and not lxd"
     )
     return [
         ".venv/bin/python", "-m", "pytest", "-x", "-q", "-rfEsP", "-p", "no:cacheprovider",
@@ -101,7 +101,9 @@ def test_suite_passes_inside_a_cgroup_v2_vm() -> None:
         for line in output.splitlines()
         # "podman+crun cpus=0.5: ..." too: an engine with another OCI runtime under it.
         if re.match(
-            r"(bare|docker|podman|lxc|lxc-system|containerd|systemd-nspawn|netem)(\+\w+)? ", line
+            r"(bare|docker|podman|podman-rootless|lxc|lxc-system|containerd|systemd-nspawn|netem)"
+            r"(\+\w+)? ",
+            line,
         )
     ]
     print(f"\ncgroup v2 VM: {wall_s:.0f} s wall, exit {proc.returncode}")
