@@ -93,6 +93,29 @@ def _subids_of(path: Path) -> bool:
     return False
 
 
+def host_ids(user: Account, inside: tuple[int, int] | None) -> tuple[int, int]:
+    """The host uid and gid that the container's `inside` ids are: root inside is the user,
+    id n >= 1 is the n-th of its subordinate ids (podman's rootless mapping)."""
+    if inside is None:
+        return user.uid, user.gid
+    uid, gid = inside
+    return (
+        user.uid if uid == 0 else _subordinate(Path("/etc/subuid"), uid),
+        user.gid if gid == 0 else _subordinate(Path("/etc/subgid"), gid),
+    )
+
+
+def _subordinate(path: Path, inside: int) -> int:
+    for line in path.read_text().splitlines():
+        name, _, rest = line.partition(":")
+        start, _, count = rest.partition(":")
+        if name == USER_NAME and inside <= int(count):
+            return int(start) + inside - 1
+    raise BenchError(
+        f"id {inside} has no subordinate id of {USER_NAME} in {path}; fix: {SETUP_FIX}"
+    )
+
+
 def _oci_runtime() -> str:
     """runc on hybrid hosts (crun refuses them), else podman's default: as rootful podman."""
     return default_oci_runtime()
@@ -181,10 +204,11 @@ class _IoDir:
     The io dir may lie below a directory the user cannot enter, so the container binds a
     directory of the user's (`~/io/<name>`); bench bind-mounts that one over the io dir,
     so its own reads and writes go where the container's do. remove() copies the files
-    back into the io dir and deletes the user's copy.
+    back into the io dir and deletes the user's copy. The copy belongs to `owner`: the host
+    ids of the user the container runs as.
     """
 
-    def __init__(self, user: Account, io_dir: Path, name: str) -> None:
+    def __init__(self, owner: tuple[int, int], user: Account, io_dir: Path, name: str) -> None:
         self.io_dir = io_dir
         self.staging = user.home / IO_SUBDIR / name
         self.staging.parent.mkdir(mode=0o700, exist_ok=True)
@@ -193,7 +217,7 @@ class _IoDir:
             shutil.rmtree(self.staging)
         shutil.copytree(io_dir, self.staging, symlinks=True)
         for path in (self.staging, *self.staging.rglob("*")):
-            os.chown(path, user.uid, user.gid, follow_symlinks=False)
+            os.chown(path, *owner, follow_symlinks=False)
         _mount_bind(self.staging, io_dir)
         self._mounted = True
 
@@ -296,11 +320,6 @@ class PodmanRootlessRuntime:
 
     def start(self, spec: StartSpec) -> ContainerHandle:
         image_ref = image_to_start(spec, self.name, self._image_ref)
-        if spec.user is not None:
-            raise BenchError(
-                f"{spec.name}: podman-rootless does not take `user` (the container's ids map "
-                "to subordinate ids of bench-rootless); remove `user` or leave it out"
-            )
         refusal = _capabilities().limits_refusal(
             self.name, host_cgroup_version(), spec.limits.set_keys()
         )
@@ -308,16 +327,23 @@ class PodmanRootlessRuntime:
             raise BenchError(f"{spec.name}: {refusal}")
         user = _need_account()
         _ensure_pause_process()
-        io = _IoDir(user, spec.io_dir, spec.name)
+        owner = host_ids(user, spec.user)
+        io = _IoDir(owner, user, spec.io_dir, spec.name)
         with undone_on_error(io.remove):
             return start_container(
-                spec, lambda command: self._launch(user, io, image_ref, spec, command)
+                spec, lambda command: self._launch(user, owner, io, image_ref, spec, command)
             )
 
     def _launch(
-        self, user: Account, io: _IoDir, image_ref: str, spec: StartSpec, command: list[str]
+        self,
+        user: Account,
+        owner: tuple[int, int],
+        io: _IoDir,
+        image_ref: str,
+        spec: StartSpec,
+        command: list[str],
     ) -> Launched:
-        os.chown(io.staging / FIFO_NAME, user.uid, user.gid)  # the wrapper writes to it
+        os.chown(io.staging / FIFO_NAME, *owner)  # the wrapper writes to it
         managed = create_cgroup(spec.name, Limits())
         delegated = host_cgroup_version() == "v2"
         with undone_on_error(managed.remove):
@@ -451,6 +477,8 @@ def run_args(spec: StartSpec, io_source: Path, cgroup_parent: str | None = None)
         # without a cgroup of its own it applies no limit (a cpuset: see pinned()).
         args.append(f"--cgroup-parent={cgroup_parent}")
         args += limit_args(spec.limits)
+    if spec.user is not None:
+        args.append(f"--user={spec.user[0]}:{spec.user[1]}")
     if spec.network == "none":
         args.append("--network=none")
     else:
