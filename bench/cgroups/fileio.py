@@ -23,6 +23,9 @@ GONE_ERRNOS = frozenset({errno.ENODEV, errno.ENOENT})
 
 T = TypeVar("T")
 
+# The OOM-kill count in v1's memory.oom_control and v2's memory.events.
+_OOM_KEYS = (b"\noom_kill ",)
+
 
 def open_file(directory: Path | None, name: str, *, required: bool) -> int | None:
     """Open `directory/name` read-only; None when an optional file or its controller is absent.
@@ -119,6 +122,16 @@ class FdReader:
     """What both readers share: kept-open descriptors, error mapping on read, close."""
 
     version = ""
+    # The token before each device's bytes read and written in the IO file (_io).
+    io_read_key = b""
+    io_write_key = b""
+    # Opened by _open_files: memory usage (required), the files both versions read alike
+    # (None when the kernel or the controller lacks one).
+    _mem_current: int
+    _pids_current: int | None
+    _pids_peak: int | None
+    _oom_events: int | None
+    _io: int | None
 
     def __init__(self, location: CgroupLocation) -> None:
         if location.version != self.version:
@@ -170,8 +183,36 @@ class FdReader:
     def _read(self) -> CgroupSnapshot:
         raise NotImplementedError
 
-    def _read_core(self) -> CoreSnapshot:
+    def _cpu_usage_ns(self) -> int:
         raise NotImplementedError
+
+    def _read_core(self) -> CoreSnapshot:
+        fd = self._pids_current
+        return CoreSnapshot(
+            self._cpu_usage_ns(),
+            int(os.pread(self._mem_current, 32, 0)),
+            0 if fd is None else int(os.pread(fd, 32, 0)),
+        )
+
+    def _shared_counts(
+        self, current: int, inactive_file: int
+    ) -> tuple[int, int, int | None, int, int, int]:
+        """CgroupSnapshot's fields from the working set to the IO bytes, which both versions
+        read alike: working set, pids, pids peak, OOM kills, bytes read and written."""
+        pread = os.pread
+        fd = self._pids_current
+        fd2 = self._pids_peak
+        fd3 = self._oom_events
+        fd4 = self._io
+        io = b"" if fd4 is None else pread_all(fd4, 4096)
+        return (
+            current - inactive_file if current > inactive_file else 0,
+            0 if fd is None else int(pread(fd, 32, 0)),
+            None if fd2 is None else int(pread(fd2, 32, 0)),
+            0 if fd3 is None else key_ints(pread(fd3, 256, 0), _OOM_KEYS)[0],
+            sum_tokens(io, self.io_read_key) if io else 0,
+            sum_tokens(io, self.io_write_key) if io else 0,
+        )
 
     def close(self) -> None:
         """Close every descriptor; the reader cannot be used afterwards."""

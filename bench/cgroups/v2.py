@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from bench.cgroups.fileio import FdReader, key_ints, pread_all, psi_total, sum_tokens
-from bench.cgroups.model import CgroupSnapshot, CoreSnapshot
+from bench.cgroups.fileio import FdReader, key_ints, pread_all, psi_total
+from bench.cgroups.model import CgroupSnapshot
 
 # Keys in the order the kernel prints them (mm/memcontrol.c, kernel/sched/core.c).
 _MEM_KEYS = (b"\nanon ", b"\nfile ", b"\ninactive_file ")
@@ -17,7 +17,6 @@ _CPU_KEYS = (
     b"\nnr_throttled ",
     b"\nthrottled_usec ",
 )
-_EVENT_KEYS = (b"\noom_kill ",)
 
 
 class V2Reader(FdReader):
@@ -28,6 +27,8 @@ class V2Reader(FdReader):
     """
 
     version = "v2"
+    io_read_key = b"rbytes="
+    io_write_key = b"wbytes="
 
     def _open_files(self) -> None:
         d = self.location.dir_for("unified")
@@ -35,10 +36,10 @@ class V2Reader(FdReader):
         self._mem_current = self._open_required(d, "memory.current")
         self._mem_stat = self._open_required(d, "memory.stat")
         self._mem_peak = self._open(d, "memory.peak")  # kernel 5.19+
-        self._mem_events = self._open(d, "memory.events")
+        self._oom_events = self._open(d, "memory.events")
         self._pids_current = self._open(d, "pids.current")
         self._pids_peak = self._open(d, "pids.peak")  # kernel 6.1+
-        self._io_stat = self._open(d, "io.stat")
+        self._io = self._open(d, "io.stat")
         self._cpu_psi = self._open(d, "cpu.pressure")
         self._mem_psi = self._open(d, "memory.pressure")
         self._io_psi = self._open(d, "io.pressure")
@@ -53,11 +54,6 @@ class V2Reader(FdReader):
             pread_all(self._cpu_stat, 1024), _CPU_KEYS
         )
         fd = self._mem_peak
-        fd2 = self._mem_events
-        fd3 = self._pids_current
-        fd4 = self._pids_peak
-        fd5 = self._io_stat
-        io = b"" if fd5 is None else pread_all(fd5, 4096)
         fd6 = self._mem_psi
         mem_psi = b"" if fd6 is None else pread(fd6, 256, 0)
         fd7 = self._cpu_psi
@@ -73,23 +69,12 @@ class V2Reader(FdReader):
             None if fd is None else int(pread(fd, 32, 0)),
             anon,
             file,
-            current - inactive_file if current > inactive_file else 0,
-            0 if fd3 is None else int(pread(fd3, 32, 0)),
-            None if fd4 is None else int(pread(fd4, 32, 0)),
-            0 if fd2 is None else key_ints(pread(fd2, 256, 0), _EVENT_KEYS)[0],
-            sum_tokens(io, b"rbytes=") if io else 0,
-            sum_tokens(io, b"wbytes=") if io else 0,
+            *self._shared_counts(current, inactive_file),
             None if fd7 is None else psi_total(pread(fd7, 256, 0), b"some"),
             psi_total(mem_psi, b"some") if mem_psi else None,
             psi_total(mem_psi, b"full") if mem_psi else None,
             None if fd8 is None else psi_total(pread(fd8, 256, 0), b"some"),
         )
 
-    def _read_core(self) -> CoreSnapshot:
-        pread = os.pread
-        fd = self._pids_current
-        return CoreSnapshot(
-            key_ints(pread_all(self._cpu_stat, 1024), _CPU_KEYS[:1])[0] * 1000,
-            int(pread(self._mem_current, 32, 0)),
-            0 if fd is None else int(pread(fd, 32, 0)),
-        )
+    def _cpu_usage_ns(self) -> int:
+        return key_ints(pread_all(self._cpu_stat, 1024), _CPU_KEYS[:1])[0] * 1000
