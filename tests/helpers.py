@@ -290,6 +290,19 @@ def check_run_and_stop(
     assert runtime.footprint_pids() == []
 
 
+def sleeper_as(
+    runtime: Runtime,
+    started: list[ContainerHandle],
+    io_dir: Path,
+    user: tuple[int, int],
+    **kwargs: object,
+) -> tuple[StartSpec, ContainerHandle]:
+    """start_sleeper with the workload as `user`, who owns the io dir as under bench's runner
+    (the workload's output goes there)."""
+    os.chown(io_dir, *user)
+    return start_sleeper(runtime, started, io_dir, user=user, **kwargs)
+
+
 def snapshot(location: CgroupLocation) -> CgroupSnapshot:
     from bench.cgroups import open_reader
 

@@ -6,7 +6,6 @@ The checks every container runtime passes are in test_container_contract.py.
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 from pathlib import Path
 
@@ -18,8 +17,9 @@ from bench.cgroups.model import CgroupLocation
 from bench.errors import BenchError
 from bench.runtimes._container import ContainerHandle
 from bench.runtimes.lxc_system import BOOT_FIFO, LxcSystemRuntime
+from bench.servers import NOBODY
 from bench.spec import Limits
-from tests.helpers import check_hardening, check_run_and_stop, limit_file, make_spec, start_sleeper
+from tests.helpers import check_hardening, check_run_and_stop, limit_file, make_spec, sleeper_as
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,10 +33,7 @@ def test_boot_time_is_measured_within_the_start(
 def test_cgroup_is_the_one_lxc_reports_with_the_workload_attached(
     lxc_system_runtime: LxcSystemRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
-    os.chown(io_dir, 65534, 65534)  # the workload's output goes there, as bench's runner does
-    spec, handle = start_sleeper(
-        lxc_system_runtime, started, io_dir, limits=Limits(pids=64), user=(65534, 65534)
-    )
+    spec, handle = sleeper_as(lxc_system_runtime, started, io_dir, NOBODY, limits=Limits(pids=64))
     info = subprocess.run(
         ["lxc-info", "-P", str(lxc_system_runtime.lxcpath), "-n", spec.name, "-p", "-H"],
         capture_output=True,
@@ -58,7 +55,7 @@ def test_cgroup_is_the_one_lxc_reports_with_the_workload_attached(
         for child in psutil.Process(pid).children()
         if child.cmdline()[:3] == ["/bin/busybox", "sh", "-c"]
     ]
-    assert wrapper.uids().real == 65534 and wrapper.gids().real == 65534
+    assert (wrapper.uids().real, wrapper.gids().real) == NOBODY
     # The wrapper is in the init's cgroup (v1) or in a leaf below it (v2: LXC attaches into
     # one there, as a cgroup2 process may not sit beside children with controllers); the
     # init's cgroup counts it either way, every v2 reading being hierarchical.

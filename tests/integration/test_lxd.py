@@ -6,7 +6,6 @@ The checks every container runtime passes are in test_container_contract.py.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import psutil
@@ -17,8 +16,9 @@ from bench.errors import BenchError
 from bench.runtimes._container import ContainerHandle
 from bench.runtimes.lxc_system import BOOT_FIFO
 from bench.runtimes.lxd import LxdRuntime, client, daemon_pid, query
+from bench.servers import NOBODY
 from bench.spec import Limits
-from tests.helpers import check_hardening, check_run_and_stop, limit_file, make_spec, start_sleeper
+from tests.helpers import check_hardening, check_run_and_stop, limit_file, make_spec, sleeper_as
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,10 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_cgroup_and_init_are_the_ones_lxd_reports_with_the_workload_exec_d(
     lxd_runtime: LxdRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
-    os.chown(io_dir, 65534, 65534)  # the workload's output goes there, as bench's runner does
-    spec, handle = start_sleeper(
-        lxd_runtime, started, io_dir, limits=Limits(pids=64), user=(65534, 65534)
-    )
+    spec, handle = sleeper_as(lxd_runtime, started, io_dir, NOBODY, limits=Limits(pids=64))
     state = query(f"/1.0/instances/{spec.name}/state")
     assert state["pid"] == handle.pid
     init = psutil.Process(handle.pid)
@@ -49,7 +46,7 @@ def test_cgroup_and_init_are_the_ones_lxd_reports_with_the_workload_exec_d(
         if (p.info["cmdline"] or [])[:3] == ["/bin/busybox", "sh", "-c"]
         and str(p.pid) in (pids_dir / "cgroup.procs").read_text().split()
     ]
-    assert wrapper.uids().real == 65534 and wrapper.gids().real == 65534
+    assert (wrapper.uids().real, wrapper.gids().real) == NOBODY
     # `lxc exec` put it in the container's cgroup (on v2 liblxc attaches into a leaf below).
     attached = locate(wrapper.pid)
     for controller, directory in handle.cgroup.dirs.items():
