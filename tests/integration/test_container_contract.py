@@ -192,8 +192,14 @@ def test_memory_limit_oom_kills_are_counted(
     if handle.cgroup.version == "v2" and kernel_at_least(5, 19):
         # memory.peak exists since 5.19; on v2 it is the only source of the peak.
         assert final.mem_peak_bytes is not None, "memory.peak was not read on cgroup v2"
-    # The kernel OOM-kills when a charge would pass the limit: the peak reached it.
-    assert final.mem_peak_bytes is None or 0.9 * 256 * MIB <= final.mem_peak_bytes <= 256 * MIB
+    # The kernel OOM-kills when a charge would pass the limit: the peak reached it. A task
+    # already being killed may still charge past memory.max (mm/memcontrol.c, try_charge's
+    # force path): docker+runsc peaked at the limit + 4096 bytes once in the v2 VM. Bound
+    # that by one per-CPU charge batch (64 pages), the counter's resolution.
+    overshoot_bytes = 64 * os.sysconf("SC_PAGE_SIZE")
+    assert final.mem_peak_bytes is None or (
+        0.9 * 256 * MIB <= final.mem_peak_bytes <= 256 * MIB + overshoot_bytes
+    )
 
 
 @pytest.mark.parametrize(("argv", "expected"), EXIT_CASES)
