@@ -119,9 +119,9 @@ def test_overhead_startup_gives_one_latency_per_runtime_and_names_the_fastest(
 
 
 def test_overhead_footprint_gives_memory_per_container_with_an_interval(tmp_path: Path) -> None:
-    run = run_shipped("overhead-footprint", tmp_path)
+    run = run_shipped("overhead-footprint", tmp_path, (*ALL_RUNTIMES, "podman-rootless"))
     table = footprint_table(run).set_index("runtime")
-    for runtime in ("docker", "podman", "lxc"):
+    for runtime in ("docker", "podman", "podman-rootless", "lxc"):
         row = table.loc[runtime]
         assert row["containers"] == 10
         assert row["runtime_pss_bytes"] > 0
