@@ -69,7 +69,7 @@ def _median(series: pd.Series) -> float:
 
 def _verdict(test: stats.TestResult, ratio: float, bigger_is_better: bool) -> str:
     if not test.differs or not math.isfinite(ratio):
-        return "same"
+        return "same" if test.decidable else "undecided"
     better = ratio > 1.0 if bigger_is_better else ratio < 1.0
     return "faster" if better else "slower"
 
@@ -86,7 +86,8 @@ def overhead_table(
 
     Columns: runtime, workload, n, metric, unit, median, median_low, median_high, ratio,
     ratio_low, ratio_high, cpu_s_ratio, mem_peak_delta_bytes, start_ms, stop_ms, p_value,
-    verdict ("baseline" | "same" | "slower" | "faster" | "no-baseline"). `ratio` is
+    verdict ("baseline" | "same" | "slower" | "faster" | "undecided": too few repetitions
+    for the test to tell, see stats.TestResult.decidable | "no-baseline"). `ratio` is
     new/baseline of the metric: > 1 is faster for throughput, slower for wall_s.
     """
     baseline = default_baseline(run.trials["label"]) if baseline is None else baseline

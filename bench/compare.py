@@ -46,6 +46,9 @@ class MetricChange:
     improvement: bool
     n_base: int
     n_new: int
+    # Whether n_base against n_new repetitions can reach significance at all (3 against 3
+    # cannot): where not, a regression cannot fail the gate, and the summary says so.
+    decidable: bool = True
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,11 @@ class Comparison:
     @property
     def has_regression(self) -> bool:
         return any(c.regression for c in self.changes)
+
+    @property
+    def undecidable(self) -> list[MetricChange]:
+        """Changes whose repetitions are too few for the test to call any difference."""
+        return [c for c in self.changes if not c.decidable]
 
     def to_frame(self) -> pd.DataFrame:
         """One row per change (columns are MetricChange's fields)."""
@@ -110,6 +118,7 @@ def compare_runs(
                     improvement=test.differs and not worse and big,
                     n_base=int(old_values.size),
                     n_new=int(new_values.size),
+                    decidable=test.decidable,
                 )
             )
     return Comparison(base.run_id, new.run_id, threshold_pct, tuple(changes))
@@ -161,6 +170,12 @@ def to_markdown(comparison: Comparison) -> str:
         )
     else:
         lines.append(f"No regression (threshold {c.threshold_pct:g} %, p < {stats.ALPHA}).")
+    if c.undecidable:
+        lines.append(
+            f"{len(c.undecidable)} of {len(c.changes)} changes (marked ❔) have too few "
+            f"repetitions for the test to reach p < {stats.ALPHA} at all: a regression there "
+            "cannot fail this gate; run more repetitions (5 or more a side)."
+        )
     lines += [
         "",
         "| | runtime | workload | metric | base | new | change % [95 % CI] | p |",
@@ -169,6 +184,7 @@ def to_markdown(comparison: Comparison) -> str:
     ordered = sorted(c.changes, key=lambda x: (not x.regression, not x.improvement))
     for ch in ordered:
         mark = "❌" if ch.regression else ("✅" if ch.improvement else "")
+        mark = mark or ("❔" if not ch.decidable else "")
         ci = f"{_fmt(ch.change_pct, '+.1f')} [{_fmt(ch.change_low_pct, '+.1f')}, "
         ci += f"{_fmt(ch.change_high_pct, '+.1f')}]"
         lines.append(

@@ -177,6 +177,9 @@ class TestResult:
     p_value: float
     differs: bool
     method: str = "mann-whitney-u"
+    # Whether samples of these sizes can reach p < alpha at all: 3 against 3 cannot (the
+    # smallest two-sided p is 2/C(6,3) = 0.1), so "not different" would say nothing there.
+    decidable: bool = True
 
     __test__ = False  # not a pytest test class
 
@@ -190,12 +193,20 @@ def differs(
     """Two-sided Mann-Whitney U test; `differs` when p < alpha. NaN p with < 2 values a side."""
     a, b = as_array(new), as_array(base)
     if a.size < 2 or b.size < 2:
-        return TestResult(math.nan, False)
+        return TestResult(math.nan, False, decidable=False)
+    decidable = smallest_p_value(a.size, b.size) < alpha
     if np.ptp(np.concatenate([a, b])) == 0.0:
-        return TestResult(1.0, False)  # all identical: scipy would warn and return nan
+        # All identical: scipy would warn and return nan.
+        return TestResult(1.0, False, decidable=decidable)
     res = sps.mannwhitneyu(a, b, alternative="two-sided", method="auto")
     p = float(res.pvalue)
-    return TestResult(p, p < alpha)
+    return TestResult(p, p < alpha, decidable=decidable)
+
+
+def smallest_p_value(n_a: int, n_b: int) -> float:
+    """The smallest two-sided exact Mann-Whitney p of samples this size: every value of one
+    above every value of the other, 2 of the C(n_a + n_b, n_a) orderings."""
+    return min(1.0, 2.0 / math.comb(n_a + n_b, n_a))
 
 
 # --- warnings ---------------------------------------------------------------------------

@@ -133,6 +133,16 @@ def test_overhead_ratio_ci_contains_injected_ratio(tmp_path: Path) -> None:
     assert hits / total >= 0.85  # nominal 95 %; a 10-value bootstrap runs a little short
 
 
+def test_three_repetitions_are_undecided_not_the_same(tmp_path: Path) -> None:
+    """A 30 % slowdown in 3 repetitions against 3: the interval shows it, but the test cannot
+    reach p < 0.05, so the verdict must not claim "same"."""
+    spec = StoreSpec(repetitions=3, throughput_factor={"docker": 0.70})
+    table = analysis.overhead_table(analysis.load_run(write_store(tmp_path, spec)))
+    docker = table[(table["runtime"] == "docker") & (table["workload"] == "cpu")].iloc[0]
+    assert docker["ratio_high"] < 1.0
+    assert docker["verdict"] == "undecided"
+
+
 def test_overhead_table_verdicts_and_columns(tmp_path: Path) -> None:
     spec = StoreSpec(
         throughput_factor={"docker": 0.90, "podman": 1.10},

@@ -33,6 +33,21 @@ def test_flags_injected_10pct_throughput_regression(tmp_path: Path) -> None:
     assert "2 regression(s)" in md and "| ❌ | docker | cpu | throughput |" in md
 
 
+def test_three_repetitions_cannot_fail_the_gate_and_the_summary_says_so(tmp_path: Path) -> None:
+    """A 30 % drop in 3 repetitions against 3 is not significant (smallest p 0.1): no
+    regression, but every such row is marked and the summary says the gate cannot fail."""
+    base = _run(tmp_path, "base", seed=1, repetitions=3)
+    new = _run(tmp_path, "new", seed=2, repetitions=3, throughput_factor={"docker": 0.70})
+    comparison = compare_runs(base, new, threshold_pct=5.0)
+    assert not comparison.has_regression
+    assert comparison.undecidable and len(comparison.undecidable) == len(comparison.changes)
+    md = to_markdown(comparison)
+    assert f"{len(comparison.changes)} of {len(comparison.changes)} changes (marked ❔)" in md
+    assert "| ❔ | docker | cpu | throughput |" in md
+    decided = compare_runs(_run(tmp_path, "b5", seed=1), _run(tmp_path, "n5", seed=2))
+    assert not decided.undecidable and "❔" not in to_markdown(decided)
+
+
 def test_rerun_of_same_distribution_is_not_a_regression(tmp_path: Path) -> None:
     regressions = 0
     for seed in range(5):

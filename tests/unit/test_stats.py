@@ -80,6 +80,17 @@ def test_differs_identical_and_tiny_samples() -> None:
     assert math.isnan(stats.differs([1.0], [2.0, 3.0]).p_value)
 
 
+def test_samples_too_small_to_tell_are_undecidable_not_the_same() -> None:
+    """3 against 3 cannot reach p < 0.05 however far apart (smallest p 0.1, scipy agrees);
+    4 against 4 can (2/70)."""
+    apart = stats.differs([10.0, 11.0, 12.0], [1.0, 2.0, 3.0])
+    assert apart.p_value == pytest.approx(stats.smallest_p_value(3, 3)) == pytest.approx(0.1)
+    assert not apart.differs and not apart.decidable
+    wider = stats.differs([10.0, 11.0, 12.0, 13.0], [1.0, 2.0, 3.0, 4.0])
+    assert wider.p_value == pytest.approx(2 / 70) and wider.differs and wider.decidable
+    assert not stats.differs([1.0], [2.0, 3.0]).decidable
+
+
 def test_mad_outliers_finds_injected_outlier() -> None:
     values = np.array([10.0, 10.1, 9.9, 10.05, 9.95, 10.02, 30.0])
     mask = stats.mad_outliers(values)
