@@ -25,6 +25,7 @@ from bench.frames import load_run as load_run
 from bench.frames import load_runs as load_runs
 from bench.frames import timeseries as timeseries
 from bench.frames import usable_solo as usable_solo
+from bench.frames import workload_order
 from bench.history import load_history as load_history
 from bench.runtimes import registry
 from bench.service_analysis import service_table as service_table
@@ -93,7 +94,8 @@ def overhead_table(
     baseline = default_baseline(run.trials["label"]) if baseline is None else baseline
     solo = usable_solo(run)
     rows: list[dict[str, Any]] = []
-    for workload, by_workload in solo.groupby("workload", sort=True):
+    for workload in workload_order(solo):
+        by_workload = solo[solo["workload"] == workload]
         metric = primary_metric(by_workload)
         base = by_workload[by_workload["label"] == baseline]
         for label in label_order(by_workload["label"].unique(), baseline):

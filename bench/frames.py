@@ -95,6 +95,20 @@ def label_order(labels: Iterable[str], baseline: str | None = None) -> list[str]
     return sorted(set(labels), key=lambda label: (label != base, registry.rank(label), label))
 
 
+def sweep_name(workload: pd.Series) -> pd.Series:
+    """The sweep a workload belongs to: its name without the `@<rate>/s` suffix."""
+    return workload.str.rsplit("@", n=1).str[0]
+
+
+def workload_order(trials: pd.DataFrame) -> list[str]:
+    """Workloads by name, a sweep's rates in rising order (as text 10000 sorts before 5000)."""
+    if "offered_rate_per_s" not in trials.columns:  # a store written before rate sweeps
+        return sorted(str(w) for w in trials["workload"].unique())
+    rates = trials.groupby("workload", sort=False)["offered_rate_per_s"].first()
+    keys = pd.DataFrame({"sweep": sweep_name(rates.index.to_series()), "rate": rates})
+    return [str(w) for w in keys.sort_values(["sweep", "rate"], na_position="first").index]
+
+
 def load_run(path: str | Path, *, samples: bool = True) -> Run:
     """Load results/<run-id>/ (manifest.json, trials.parquet, samples.parquet) into a Run.
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bench import stats
-from bench.frames import Run, default_baseline, label_order
+from bench.frames import Run, default_baseline, label_order, sweep_name, workload_order
 from bench.latency import STANDARD_PERCENTILES, LatencyHistogram
 
 PERCENTILE_COLUMNS = ("latency_p50_s", "latency_p90_s", "latency_p99_s", "latency_p999_s")
@@ -102,7 +102,7 @@ def service_table(
     """
     trials = service_trials(run)
     rows: list[dict[str, Any]] = []
-    for workload in _workload_order(trials):
+    for workload in workload_order(trials):
         by_workload = trials[trials["workload"] == workload]
         usable = by_workload[by_workload["usable"]]
         base_label = default_baseline(by_workload["label"]) if baseline is None else baseline
@@ -149,18 +149,6 @@ def service_table(
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["knee"] = sweep_knees(table)
     return table
-
-
-def _workload_order(trials: pd.DataFrame) -> list[str]:
-    """Workloads by name, a sweep's rates in rising order (as text 10000 sorts before 5000)."""
-    rates = trials.groupby("workload", sort=False)["offered_rate_per_s"].first()
-    keys = pd.DataFrame({"sweep": sweep_name(rates.index.to_series()), "rate": rates})
-    return [str(w) for w in keys.sort_values(["sweep", "rate"], na_position="first").index]
-
-
-def sweep_name(workload: pd.Series) -> pd.Series:
-    """The sweep a workload belongs to: its name without the `@<rate>/s` suffix."""
-    return workload.str.rsplit("@", n=1).str[0]
 
 
 def sweep_knees(table: pd.DataFrame) -> pd.Series:

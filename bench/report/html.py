@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bench import analysis
+from bench.frames import sweep_name
 from bench.report.markdown import (
     FOOTPRINT_TITLE,
     SERVICE_TITLE,
@@ -36,7 +37,7 @@ from bench.report.markdown import (
     tier_rows,
 )
 from bench.runtimes import registry
-from bench.service_analysis import PERCENTILE_COLUMNS, sweep_name
+from bench.service_analysis import PERCENTILE_COLUMNS
 
 if TYPE_CHECKING:
     from bench.report import RunSummary

@@ -83,6 +83,7 @@ def test_sweep_rates_are_rows_of_their_own_in_rising_order(tmp_path: Path) -> No
     rates = list(dict.fromkeys(table["workload"]))
     assert rates == ["http-get@1000/s", "http-get@5000/s", "http-get@10000/s"]
     assert list(dict.fromkeys(table["offered_rate_per_s"])) == [1000.0, 5000.0, 10000.0]
+    assert list(dict.fromkeys(analysis.overhead_table(_run)["workload"])) == rates
 
 
 def test_no_service_trials_is_an_empty_table(tmp_path: Path) -> None:
