@@ -44,6 +44,9 @@ HELPER_NAMES = {
     ("podman", "host"): "conmon",
     ("podman", "bridge"): "conmon",
     ("podman", "published"): "conmon",
+    # Its forwarder: user space, outside the container's processes (slirp4netns and conmon
+    # beside it).
+    ("podman-rootless", "published"): "rootlessport",
 }
 # Each runtime in each mode its registry entry declares (the fake test runtimes aside).
 CASES = [
