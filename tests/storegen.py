@@ -34,6 +34,14 @@ from bench.sampler import MISSING, SampleColumns
 
 MiB = 1 << 20
 BASE_THROUGHPUT = {"cpu": 1200.0, "vm": 350.0, "fork": 9000.0, "io": 80.0}
+# The client's numbers (bench.service.record) that a tier behind the front does not carry:
+# its row has TrialResult's defaults there.
+CLIENT_FIELDS = (
+    "throughput", "throughput_unit", "requests", "request_errors", "requests_per_s", "bytes_per_s",
+    "latency_p50_s", "latency_p90_s", "latency_p99_s", "latency_p999_s", "latency_hist",
+    "client_cpu_s", "client_cpus", "client_saturated", "helper_cpu_s",
+)  # fmt: skip
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialResult)}
 
 
 @dataclass(frozen=True)
@@ -298,19 +306,7 @@ def _back_tier_trial(
         load_cpu_s=load_cpu_s,
         mem_peak_bytes=case.tier_mem_peak_bytes,
         tier=tier,
-        throughput=None,
-        throughput_unit="",
-        requests=None,
-        request_errors=None,
-        requests_per_s=None,
-        latency_p50_s=None,
-        latency_p90_s=None,
-        latency_p99_s=None,
-        latency_p999_s=None,
-        latency_hist="",
-        client_cpu_s=None,
-        client_saturated=False,
-        helper_cpu_s=None,
+        **{name: _DEFAULTS[name] for name in CLIENT_FIELDS},
     )
 
 
