@@ -108,9 +108,7 @@ def overhead_table(
                 "n": len(group),
                 "metric": metric.column,
                 "unit": metric.unit,
-                "median": med.value,
-                "median_low": med.low,
-                "median_high": med.high,
+                **med.columns("median"),
                 "start_ms": _median(group["start_s"]) * 1e3,
                 "stop_ms": _median(group["stop_s"]) * 1e3,
             }
@@ -128,9 +126,7 @@ def overhead_table(
                     test = stats.differs(values, metric_values(base, metric.column), alpha=alpha)
                     p, verdict = test.p_value, _verdict(test, ratio.value, metric.bigger_is_better)
             row.update(
-                ratio=ratio.value,
-                ratio_low=ratio.low,
-                ratio_high=ratio.high,
+                ratio.columns("ratio"),
                 cpu_s_ratio=cpu_ratio,
                 mem_peak_delta_bytes=mem_delta,
                 p_value=p,

@@ -126,9 +126,7 @@ def service_table(
                     "workload": workload,
                     "offered_rate_per_s": float(offered.iloc[0]) if len(offered) else math.nan,
                     "n": len(group),
-                    "requests_per_s": rate.value,
-                    "requests_per_s_low": rate.low,
-                    "requests_per_s_high": rate.high,
+                    **rate.columns("requests_per_s"),
                     "requests": int(every["requests"].fillna(0).sum()),
                     "errors": int(every["request_errors"].fillna(0).sum()),
                     "failed": int((every["status"] != "ok").sum()),
@@ -198,9 +196,7 @@ def tier_table(run: Run) -> pd.DataFrame:
                         "tier": tier,
                         "runtime": label,
                         "n": len(group),
-                        "load_cpu_s": cpu.value,
-                        "load_cpu_s_low": cpu.low,
-                        "load_cpu_s_high": cpu.high,
+                        **cpu.columns("load_cpu_s"),
                         "cpu_s_per_1k_requests": _per_1k_requests(
                             group["load_cpu_s"], step_requests
                         ),
@@ -213,21 +209,21 @@ def tier_table(run: Run) -> pd.DataFrame:
 def service_warnings(run: Run) -> list[stats.StatWarning]:
     """A label whose client was saturated: its requests/s is the client's limit, not the
     server's, and its latencies include the client's own queueing."""
-    out: list[stats.StatWarning] = []
     trials = service_trials(run)
-    usable = trials[trials["usable"]]
-    for (label, workload), group in usable.groupby(["label", "workload"], sort=True):
-        count = int(group["client_saturated"].sum())
-        if count:
-            out.append(
-                stats.StatWarning(
-                    "client-saturated",
-                    f"{label} {workload}: the load generator's CPU was saturated in {count} "
-                    f"of {len(group)} trials; requests/s and latency measure the client there",
-                    str(label),
-                    str(workload),
-                    metric="requests_per_s",
-                    value=float(count),
-                )
-            )
-    return out
+    by_label = trials[trials["usable"]].groupby(["label", "workload"], sort=True)
+    counts = by_label["client_saturated"].agg(saturated="sum", trials="size")
+    return [
+        stats.StatWarning(
+            "client-saturated",
+            f"{label} {workload}: the load generator's CPU was saturated in {saturated} "
+            f"of {n} trials; requests/s and latency measure the client there",
+            str(label),
+            str(workload),
+            metric="requests_per_s",
+            value=float(saturated),
+        )
+        for (label, workload), saturated, n in zip(
+            counts.index, counts["saturated"], counts["trials"], strict=True
+        )
+        if saturated
+    ]

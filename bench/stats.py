@@ -60,6 +60,10 @@ class Estimate:
     def contains(self, x: float) -> bool:
         return self.low <= x <= self.high
 
+    def columns(self, name: str) -> dict[str, float]:
+        """The estimate as a table's columns: `name`, `name`_low and `name`_high."""
+        return {name: self.value, f"{name}_low": self.low, f"{name}_high": self.high}
+
 
 NAN_ESTIMATE = Estimate(math.nan, math.nan, math.nan, 0)
 

@@ -44,6 +44,11 @@ def with_ci(value: Any, low: Any, high: Any, spec: str = ".4g") -> str:
     return f"{main} [{num(low, spec)}, {num(high, spec)}]"
 
 
+def texts(row: Any, *columns: str) -> list[str]:
+    """The named columns of an itertuples() row, as they print."""
+    return [str(getattr(row, column)) for column in columns]
+
+
 def yes_no(value: Any) -> str:
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return "unknown"
@@ -77,9 +82,7 @@ def overhead_rows(table: pd.DataFrame, baseline: str) -> Rows:
     ]
     rows = [
         [
-            str(r.runtime),
-            str(r.workload),
-            str(r.n),
+            *texts(r, "runtime", "workload", "n"),
             f"{with_ci(r.median, r.median_low, r.median_high)} {r.unit}".strip(),
             with_ci(r.ratio, r.ratio_low, r.ratio_high, ".3f"),
             num(r.cpu_s_ratio, ".3f"),
@@ -110,11 +113,7 @@ def isolation_rows(table: pd.DataFrame) -> Rows:
     ]
     rows = [
         [
-            str(r.runtime),
-            str(r.kind),
-            str(r.placement),
-            str(r.victim_workload),
-            str(r.n),
+            *texts(r, "runtime", "kind", "placement", "victim_workload", "n"),
             with_ci(r.degradation_pct, r.degradation_low_pct, r.degradation_high_pct, ".1f"),
             num(r.p_value, ".2g"),
             yes_no(r.limit_held),
@@ -131,8 +130,7 @@ def startup_rows(table: pd.DataFrame) -> Rows:
     headers = ["runtime", "n", "start ms [95% CI]", "stop ms [95% CI]", "fastest start"]
     rows = [
         [
-            str(r.runtime),
-            str(r.n),
+            *texts(r, "runtime", "n"),
             with_ci(r.start_ms, r.start_low_ms, r.start_high_ms, ".1f"),
             with_ci(r.stop_ms, r.stop_low_ms, r.stop_high_ms, ".1f"),
             "yes" if r.fastest else "",
@@ -239,10 +237,7 @@ def tier_rows(table: pd.DataFrame) -> Rows:
     ]
     rows = [
         [
-            str(r.workload),
-            str(r.tier),
-            str(r.runtime),
-            str(r.n),
+            *texts(r, "workload", "tier", "runtime", "n"),
             with_ci(r.load_cpu_s, r.load_cpu_s_low, r.load_cpu_s_high, ".3g"),
             num(r.cpu_s_per_1k_requests, ".3g"),
             num(_finite(r.mem_peak_bytes) / (1 << 20), ".1f"),

@@ -7,8 +7,8 @@ runtime is its module plus one entry in ENTRIES.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bench.errors import InputError
@@ -25,7 +25,7 @@ LABEL_SEPARATORS = ("+", "-", "/")
 UNKNOWN_ORDER = 1_000_000
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Entry:
     """One runtime: its implementation (imported on first use), display, capabilities."""
 
@@ -120,11 +120,8 @@ _ENTRIES: dict[str, Entry] = {
             # No bridge the host reaches without root: none, or slirp4netns with a port
             # published on 127.0.0.1 by rootlessport (a user-space proxy). Limits on v2
             # only: through a cgroup bench delegates to the user (docs/runtimes.md).
-            capabilities=Capabilities(
-                needs_image=True,
-                oci_runtime_axis=False,
-                network_modes=frozenset({"none", "published"}),
-                own_processes=True,
+            capabilities=dataclasses.replace(
+                _no_oci_axis("none", "published"),
                 limits_on=frozenset({"v2"}),
                 without_limits=(
                     "rootless podman creates no cgroup on v1; bench still measures CPU, "
