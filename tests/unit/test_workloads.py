@@ -195,11 +195,10 @@ def test_stressor_really_runs_and_reports(tmp_path: Path, name: str) -> None:
     need_stress_ng()
     workload = stressor(name, duration_s=1.0, options=REAL_RUNS[name])
     argv = build_argv(workload)
-    started = time.monotonic()
+    # Without bench's --timeout stress-ng runs on for a day: the 30 s timeout fails the test.
+    # No tighter bound: a 1 s stream run took over 10 s here with the other core busy.
     done = subprocess.run(argv, cwd=tmp_path, capture_output=True, timeout=30, check=False)
-    elapsed_s = time.monotonic() - started
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
-    assert elapsed_s < 10  # --timeout 1s was honoured
     result = parse_metrics(tmp_path, workload)
     assert result is not None, (tmp_path / METRICS_FILE).read_text()
     assert result.unit == "bogo-ops/s"
