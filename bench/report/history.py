@@ -6,7 +6,6 @@ pyplot), so the page is self-contained like the run report.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import asdict
 from html import escape
@@ -21,9 +20,10 @@ from bench import __version__
 from bench.errors import InputError
 from bench.frames import label_order
 from bench.history import METRIC_ORDER, METRICS, ChangePoint, History
-from bench.report.html import CSS, RC, SVG_METADATA, _color, _table
+from bench.report.html import CSS, _table
 from bench.report.jsonout import jsonable
 from bench.report.markdown import Rows, md_table, num, with_ci
+from bench.report.plots import RC, runtime_colour, svg
 
 FORMATS = frozenset({"html", "md", "json"})
 PANELS_PER_ROW = 4
@@ -147,19 +147,6 @@ def _ordered_series(history: History) -> list[tuple[str, str, str, pd.DataFrame]
 # --- plots -------------------------------------------------------------------------------
 
 
-def _svg(fig: Figure) -> str:
-    """The figure as inline SVG with fixed margins: the run report's tight bounding box lays
-    every text out twice, which was 1.2 of 3.5 s for a year's 48 panels."""
-    import matplotlib
-
-    buf = io.StringIO()
-    with matplotlib.rc_context(RC):
-        fig.subplots_adjust(left=0.07, right=0.99, bottom=0.12, top=0.9, wspace=0.3, hspace=0.5)
-        fig.savefig(buf, format="svg", metadata=SVG_METADATA)
-    text = buf.getvalue()
-    return text[text.index("<svg") :]
-
-
 def trend_plot(history: History, workload: str, metric: str) -> str | None:
     """One panel per runtime: per-run median with its 95 % CI band, change points marked."""
     import matplotlib
@@ -182,7 +169,7 @@ def trend_plot(history: History, workload: str, metric: str) -> str | None:
     for ax, label in zip(axes, labels, strict=True):
         frame = frames[label]
         x = frame["position"].to_numpy(dtype=float)
-        colour = _color(label)
+        colour = runtime_colour(label)
         ax.fill_between(
             x,
             frame["low"].to_numpy(dtype=float) * scale,
@@ -211,7 +198,9 @@ def trend_plot(history: History, workload: str, metric: str) -> str | None:
         ax.set_xticks(ticks, [f"{history.runs[i].started_at:%m-%d}" for i in ticks], fontsize=7)
         ax.set_title(f"{label}: {metric}", fontsize=9)
         ax.set_ylabel(shown_unit, fontsize=8)
-    return _svg(fig)
+    # Fixed margins, not the run report's tight crop (bench.report.plots.svg).
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.12, top=0.9, wspace=0.3, hspace=0.5)
+    return svg(fig, tight=False)
 
 
 # --- documents ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from bench import analysis
 from bench.errors import InputError
 from bench.plan import build_plan
-from bench.report.html import UNKNOWN_COLOUR, _color
+from bench.report.plots import UNKNOWN_COLOUR, runtime_colour
 from bench.runtimes import registry
 from bench.scenario import Scenario
 from bench.scenario_load import ScenarioError, load_scenario
@@ -75,9 +75,9 @@ def test_labels_map_to_their_runtime(label: str, runtime: str | None) -> None:
 
 
 def test_colour_and_order_of_a_label_follow_its_runtime() -> None:
-    assert _color("docker+crun") == registry.entry("docker").colour
-    assert _color("podman-runc") == registry.entry("podman").colour
-    assert _color("kata") == UNKNOWN_COLOUR
+    assert runtime_colour("docker+crun") == registry.entry("docker").colour
+    assert runtime_colour("podman-runc") == registry.entry("podman").colour
+    assert runtime_colour("kata") == UNKNOWN_COLOUR
     labels = ["kata", "lxc", "podman+crun", "docker+runc", "bare", "docker+crun"]
     assert analysis.label_order(labels) == [
         "bare",
