@@ -16,8 +16,9 @@ import pandas as pd
 
 from bench.errors import InputError
 from bench.fleet_store import host_runs, is_fleet_dir
-from bench.results import MANIFEST, SAMPLES, TRIALS, Manifest, read_samples, read_trials
+from bench.results import MANIFEST, SAMPLES, TRIALS, Manifest
 from bench.runtimes import registry
+from bench.store import read_samples, read_trials
 
 # Cumulative counters in samples and the divisor turning d(counter)/d(t) into a unit/s rate.
 COUNTERS = {

@@ -22,7 +22,6 @@ from bench.results import (
     MANIFEST,
     ImageEntry,
     Manifest,
-    ResultStore,
     RunStatus,
     RuntimeEntry,
     ScenarioRef,
@@ -35,6 +34,7 @@ from bench.scenario_load import load_scenario
 from bench.service import check_installed, discard_services, prepare_services
 from bench.signals import Interrupted, Signals
 from bench.step import StepContext, StepResults, describe, run_step
+from bench.store import ResultStore
 from bench.trial import run_verdict, trial_row
 
 if TYPE_CHECKING:

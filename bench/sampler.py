@@ -35,7 +35,7 @@ DETAIL_INTERVAL_S = 1.0
 DETAIL_FIELDS = tuple(name for name in SNAPSHOT_FIELDS if name not in CORE_FIELDS)
 
 # Columns hold int64; a metric the kernel does not provide (None) or a tick did not read
-# is stored as this sentinel, which bench.results.samples_table turns into a null.
+# is stored as this sentinel, which bench.store.samples_table turns into a null.
 MISSING = -1
 
 

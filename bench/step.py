@@ -17,12 +17,13 @@ if TYPE_CHECKING:
     from bench.cgroups.model import CgroupReader, CgroupSnapshot
     from bench.footprint import Footprint
     from bench.plan import PlanStep, Trial
-    from bench.results import ResultStore, TrialResult
+    from bench.results import TrialResult
     from bench.runtimes.base import ExitInfo, Handle, Runtime
     from bench.sampler import SampleColumns, Sampler
     from bench.servers import Peer, ServerSetup
     from bench.service import RunningTier, ServedLoad
     from bench.signals import Signals
+    from bench.store import ResultStore
 
 StepResults = list[tuple["TrialResult", "SampleColumns | None"]]
 

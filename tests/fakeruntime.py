@@ -160,7 +160,7 @@ class FakeRuntime:
             location = CgroupLocation("v2", {"unified": tree})
         else:
             location = CgroupLocation("v1", {c: tree / c for c in V1_CONTROLLERS})
-        # The io dir is trials/<trial id> of the run (bench.results.ResultStore.trial_dir).
+        # The io dir is trials/<trial id> of the run (bench.store.ResultStore.trial_dir).
         handle = FakeHandle(spec.name, spec.io_dir.name, self.name, location, tree, script)
         self._host.handles.append(handle)
         return handle

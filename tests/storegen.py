@@ -25,12 +25,12 @@ from bench.results import (
     TRIALS,
     ImageEntry,
     Manifest,
-    ResultStore,
     RuntimeEntry,
     ScenarioRef,
     TrialResult,
 )
 from bench.sampler import MISSING, SampleColumns
+from bench.store import ResultStore
 
 MiB = 1 << 20
 BASE_THROUGHPUT = {"cpu": 1200.0, "vm": 350.0, "fork": 9000.0, "io": 80.0}

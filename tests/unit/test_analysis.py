@@ -251,7 +251,7 @@ def test_startup_and_footprint(tmp_path: Path) -> None:
 def test_startup_boot_column_only_for_runtimes_that_boot(tmp_path: Path) -> None:
     """boot_s (system containers) shows as its own startup column; others leave it empty."""
     from bench.report.markdown import startup_rows
-    from bench.results import ResultStore
+    from bench.store import ResultStore
 
     spec = fast()
     manifest, results = build(spec)

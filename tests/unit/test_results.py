@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from bench.cgroups.model import CgroupSnapshot, CoreSnapshot
-from bench.results import SAMPLES, TRIALS, Manifest, ResultStore, ScenarioRef, TrialResult
+from bench.results import SAMPLES, TRIALS, Manifest, ScenarioRef, TrialResult
 from bench.sampler import SampleColumns
+from bench.store import ResultStore
 
 
 def trial(trial_id: str, **values: object) -> TrialResult:
