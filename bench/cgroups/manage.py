@@ -13,11 +13,10 @@ import atexit
 import contextlib
 import errno
 import os
-import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.cgroups import _fs
 from bench.cgroups.locate import (
     V1_CONTROLLERS,
     cgroup_mounts,
@@ -33,7 +32,6 @@ BENCH_DIR = "bench"
 # v2 fallback: the leaf that holds bench's own processes so its parent may delegate.
 SELF_LEAF = "harness"
 V2_CONTROLLERS = ("cpu", "memory", "pids", "io", "cpuset")
-_POLL_S = 0.01
 
 FIX_ROOT = (
     "Run bench as root. On cgroup v2 without root, start bench in a cgroup delegated to "
@@ -64,10 +62,10 @@ class ManagedCgroup:
         kill_file = self.dirs[0] / "cgroup.kill"  # v2, kernel 5.14+: kills the subtree
         if self.location.version == "v2" and kill_file.exists():
             with contextlib.suppress(CgroupError):  # the loop below still does the job
-                _write(kill_file, "1")
+                _fs.write(kill_file, "1")
         for directory in self.dirs:
-            for sub in _subtree(directory):
-                _kill_until_empty(sub, timeout_s)
+            for sub in _fs.subtree(directory):
+                _fs.kill_until_empty(sub, timeout_s)
 
     def remove(self, timeout_s: float = 5.0) -> None:
         """Remove the directories, child cgroups the workload made, and the bench parents
@@ -75,8 +73,8 @@ class ManagedCgroup:
         if self._removed:
             return
         for directory in (*self.dirs, *_added_by_runtime(self.name, self.dirs)):
-            for sub in _subtree(directory):
-                _rmdir(sub, timeout_s)
+            for sub in _fs.subtree(directory):
+                _fs.rmdir(sub, timeout_s)
         for parent in {d.parent for d in self.dirs} | {m / BENCH_DIR for m in hierarchy_mounts()}:
             with contextlib.suppress(OSError):  # siblings may still use the parent
                 parent.rmdir()
@@ -114,7 +112,7 @@ def delegate(managed: ManagedCgroup, uid: int, gid: int, leaf: str) -> list[str]
     for old in managed.join_fds:
         os.close(old)
     managed.join_fds = (fd,)
-    return _read(directory / "cgroup.subtree_control").split()
+    return _fs.read(directory / "cgroup.subtree_control").split()
 
 
 def _added_by_runtime(name: str, made: tuple[Path, ...]) -> list[Path]:
@@ -190,9 +188,9 @@ def _init_cpuset(directory: Path, cpus: str | None) -> None:
     """
     for key, value in (("cpus", cpus), ("mems", None)):
         path = directory / f"cpuset.{key}"
-        if value is None and _read(path).strip():
+        if value is None and _fs.read(path).strip():
             continue
-        _write(path, value or _read(directory.parent / f"cpuset.{key}").strip())
+        _fs.write(path, value or _fs.read(directory.parent / f"cpuset.{key}").strip())
 
 
 def _apply_v1_limits(dirs: dict[str, Path], limits: Limits) -> None:
@@ -202,18 +200,18 @@ def _apply_v1_limits(dirs: dict[str, Path], limits: Limits) -> None:
         raise CgroupError("a cpuset limit needs the v1 cpuset controller mounted")
     if limits.cpu_quota_us is not None:
         cpu = _need(dirs, "cpu", "a cpus limit")
-        _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-        _write(cpu / "cpu.cfs_quota_us", str(limits.cpu_quota_us))
+        _fs.write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+        _fs.write(cpu / "cpu.cfs_quota_us", str(limits.cpu_quota_us))
     if limits.memory_bytes is not None:
         memory = dirs["memory"]
-        _write(memory / "memory.limit_in_bytes", str(limits.memory_bytes))
+        _fs.write(memory / "memory.limit_in_bytes", str(limits.memory_bytes))
         memsw = memory / "memory.memsw.limit_in_bytes"
         if memsw.exists():  # equal limits = no swap (absent when swapaccount=0)
-            _write(memsw, str(limits.memory_bytes))
+            _fs.write(memsw, str(limits.memory_bytes))
         else:
-            _write(memory / "memory.swappiness", "0")
+            _fs.write(memory / "memory.swappiness", "0")
     if limits.pids is not None:
-        _write(_need(dirs, "pids", "a pids limit") / "pids.max", str(limits.pids))
+        _fs.write(_need(dirs, "pids", "a pids limit") / "pids.max", str(limits.pids))
 
 
 def _need(dirs: dict[str, Path], controller: str, what: str) -> Path:
@@ -228,21 +226,21 @@ def _create_v2(name: str, limits: Limits, root: Path) -> ManagedCgroup:
     _mkdir(child, exist_ok=False)
     managed = ManagedCgroup(name, CgroupLocation("v2", {"unified": child}), (child,))
     try:
-        enabled = set(_read(child / "cgroup.controllers").split())
+        enabled = set(_fs.read(child / "cgroup.controllers").split())
         if limits.cpu_quota_us is not None:
             _need_v2(enabled, "cpu", "a cpus limit")
-            _write(child / "cpu.max", f"{limits.cpu_quota_us} {CPU_PERIOD_US}")
+            _fs.write(child / "cpu.max", f"{limits.cpu_quota_us} {CPU_PERIOD_US}")
         if limits.cpuset is not None:
             _need_v2(enabled, "cpuset", "a cpuset limit")
-            _write(child / "cpuset.cpus", limits.cpuset)
+            _fs.write(child / "cpuset.cpus", limits.cpuset)
         if limits.memory_bytes is not None:
             _need_v2(enabled, "memory", "a memory limit")
-            _write(child / "memory.max", str(limits.memory_bytes))
+            _fs.write(child / "memory.max", str(limits.memory_bytes))
             if (child / "memory.swap.max").exists():  # absent without swap accounting
-                _write(child / "memory.swap.max", "0")
+                _fs.write(child / "memory.swap.max", "0")
         if limits.pids is not None:
             _need_v2(enabled, "pids", "a pids limit")
-            _write(child / "pids.max", str(limits.pids))
+            _fs.write(child / "pids.max", str(limits.pids))
     except BaseException:
         managed.remove(1.0)
         raise
@@ -314,9 +312,9 @@ def _evacuate(base: Path) -> None:
         evacuation = _EVACUATIONS[base] = _Evacuation(base, os.getpid())
         if len(_EVACUATIONS) == 1:
             atexit.register(restore_own_cgroup)
-    for pid in _procs(base):
+    for pid in _fs.procs(base):
         with contextlib.suppress(CgroupError):  # it may have exited meanwhile
-            _write(leaf / "cgroup.procs", str(pid))
+            _fs.write(leaf / "cgroup.procs", str(pid))
     evacuation.enabled.extend(_enable_controllers(base))
 
 
@@ -336,24 +334,24 @@ def restore_own_cgroup() -> None:
         leaf = base / SELF_LEAF
         with contextlib.suppress(CgroupError):
             if evacuation.enabled:
-                _write(
+                _fs.write(
                     base / "cgroup.subtree_control",
                     " ".join(f"-{c}" for c in evacuation.enabled),
                 )
-            for pid in _procs(leaf):
+            for pid in _fs.procs(leaf):
                 with contextlib.suppress(CgroupError):
-                    _write(base / "cgroup.procs", str(pid))
-            _rmdir(leaf, 1.0)
+                    _fs.write(base / "cgroup.procs", str(pid))
+            _fs.rmdir(leaf, 1.0)
         del _EVACUATIONS[base]
 
 
 def _enable_controllers(directory: Path) -> list[str]:
     """Enable bench's controllers that `directory` has for its children; those it enabled."""
-    available = set(_read(directory / "cgroup.controllers").split())
-    enabled = set(_read(directory / "cgroup.subtree_control").split())
+    available = set(_fs.read(directory / "cgroup.controllers").split())
+    enabled = set(_fs.read(directory / "cgroup.subtree_control").split())
     missing = [c for c in V2_CONTROLLERS if c in available and c not in enabled]
     if missing:
-        _write(directory / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+        _fs.write(directory / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
     return missing
 
 
@@ -388,23 +386,17 @@ def bench_parents() -> list[Path]:
 
 def list_bench_cgroups() -> list[Path]:
     """Cgroup directories bench created that still exist, deepest first."""
-    found = [sub for parent in bench_parents() for sub in _subtree(parent)]
+    found = [sub for parent in bench_parents() for sub in _fs.subtree(parent)]
     return sorted(found, key=lambda p: (-len(p.parts), str(p)))
-
-
-def _subtree(directory: Path) -> list[Path]:
-    """`directory` and every cgroup below it, deepest first; [] when it does not exist."""
-    found = [Path(dirpath) for dirpath, _dirs, _files in os.walk(directory)]
-    return sorted(found, key=lambda p: -len(p.parts))
 
 
 def remove_bench_cgroups() -> int:
     """Kill the processes in, then remove, every bench cgroup (deepest first); how many went."""
     removed = 0
     for directory in list_bench_cgroups():
-        _kill_until_empty(directory, 5.0)
+        _fs.kill_until_empty(directory, 5.0)
         with contextlib.suppress(CgroupError):
-            _rmdir(directory, 2.0)
+            _fs.rmdir(directory, 2.0)
             removed += 1
     return removed
 
@@ -420,42 +412,6 @@ def can_create_cgroups() -> tuple[bool, str]:
     return True, f"bench cgroups go under {where} ({managed.location.version})"
 
 
-def _procs(directory: Path) -> list[int]:
-    try:
-        return [int(p) for p in (directory / "cgroup.procs").read_text().split()]
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise CgroupError(f"cannot read {directory}/cgroup.procs: {exc.strerror}") from exc
-
-
-def _kill_until_empty(directory: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    me = os.getpid()
-    while pids := [p for p in _procs(directory) if p != me]:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if time.monotonic() > deadline:
-            raise CgroupError(f"processes {pids} in {directory} survive SIGKILL")
-        time.sleep(_POLL_S)
-
-
-def _rmdir(directory: Path, timeout_s: float) -> None:
-    # The kernel releases a cgroup shortly after its last task exits (EBUSY until then).
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            directory.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                raise CgroupError(f"cannot remove cgroup {directory}: {exc.strerror}") from exc
-            time.sleep(_POLL_S)
-
-
 def _mkdir(directory: Path, *, exist_ok: bool, fix: str = FIX_ROOT) -> None:
     try:
         directory.mkdir(exist_ok=exist_ok)
@@ -466,23 +422,3 @@ def _mkdir(directory: Path, *, exist_ok: bool, fix: str = FIX_ROOT) -> None:
     except OSError as exc:
         message = f"cannot create cgroup {directory}: {exc.strerror}"
         raise CgroupError(f"{message}. {fix}" if fix else message) from exc
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError as exc:
-        raise CgroupError(f"cannot read {path}: {exc.strerror}") from exc
-
-
-def _write(path: Path, text: str) -> None:
-    # os-level write: cgroup files report errors from write(2), which buffered I/O hides
-    # until close.
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise CgroupError(f"cannot write {text!r} to {path}: {exc.strerror}") from exc
