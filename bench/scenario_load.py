@@ -12,7 +12,6 @@ from pydantic import BaseModel, ValidationError
 
 from bench.errors import InputError
 from bench.scenario import (
-    SAFE_NAME,
     AggressorModel,
     IsolationModel,
     LimitsModel,
@@ -20,6 +19,7 @@ from bench.scenario import (
     Scenario,
     WorkloadModel,
 )
+from bench.scenario_values import SAFE_NAME
 
 Loc = tuple[str | int, ...]
 
