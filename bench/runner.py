@@ -5,25 +5,23 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import logging
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING
 
 from bench import __version__
 from bench.cgroups.locate import host_cgroup_version
-from bench.errors import BenchError, InputError
-from bench.gc import not_of_live_runs, registered
+from bench.errors import InputError
+from bench.gc import registered
 from bench.host import git_commit, host_facts, resolve_user
-from bench.plan import PlanStep, Trial, build_plan
+from bench.plan import PlanStep, build_plan
 from bench.preflight import check_scenario
+from bench.prepare import Progress, QuietProgress, RunState, prepare_runtimes, skip_runtime
 from bench.results import (
     MANIFEST,
-    ImageEntry,
     Manifest,
     RunStatus,
-    RuntimeEntry,
     ScenarioRef,
     TrialResult,
     check_run_id,
@@ -38,31 +36,10 @@ from bench.store import ResultStore
 from bench.trial import run_verdict, trial_row
 
 if TYPE_CHECKING:
-    from bench.image import WorkloadImage
-    from bench.runtimes.base import Handle, OciAxisRuntime, Runtime
     from bench.sampler import Sampler
-
-log = logging.getLogger("bench")
 
 # Runtime errors (not workload failures) after which a runtime is given up for the run.
 MAX_RUNTIME_ERRORS = 3
-
-
-class Progress(Protocol):
-    """What the runner tells its caller while it works (the CLI draws a progress bar)."""
-
-    def planned(self, total: int) -> None: ...
-    def trial_started(self, trial: Trial) -> None: ...
-    def trial_finished(self, result: TrialResult) -> None: ...
-    def note(self, message: str) -> None: ...
-
-
-class QuietProgress:
-    def planned(self, total: int) -> None: ...
-    def trial_started(self, trial: Trial) -> None: ...
-    def trial_finished(self, result: TrialResult) -> None: ...
-    def note(self, message: str) -> None:
-        log.info(message)
 
 
 @dataclass
@@ -83,28 +60,6 @@ class RunOutcome:
     skipped_runtimes: dict[str, str] = field(default_factory=dict)
     # Why the run failed, when it did (the CLI says it after the summary).
     failure: str = ""
-
-
-@dataclass
-class _Run:
-    """What every step of one run shares."""
-
-    scenario: Scenario
-    store: ResultStore
-    manifest: Manifest
-    progress: Progress
-    signals: Signals
-    user: tuple[int, int] | None
-    runtimes: dict[str, Runtime] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-    # (runtime, OCI runtime) pairs of the scenario's axis that cannot run here, and why.
-    skipped_oci: dict[tuple[str, str], str] = field(default_factory=dict)
-    # Runtimes given up during the run: closed at the end, after their last stop retries.
-    retired: list[Runtime] = field(default_factory=list)
-    runtime_errors: dict[str, int] = field(default_factory=dict)
-    # Workloads whose stop() failed (e.g. the daemon was gone); retried, then reported.
-    unstopped: list[Handle] = field(default_factory=list)
-    gave_up: bool = False
 
 
 def default_run_id(scenario: Scenario) -> str:
@@ -153,7 +108,7 @@ def run_scenario(
         manifest.host_load_before = facts.load_1m
         store.write_manifest(manifest)
 
-        run = _Run(scenario, store, manifest, progress, signals, user)
+        run = RunState(scenario, store, manifest, progress, signals, user)
         status: RunStatus = "failed"
         # Registered as live, so a `bench gc` elsewhere leaves this run alone.
         with registered(run_id):
@@ -169,8 +124,8 @@ def run_scenario(
     )
 
 
-def _plan_and_execute(names: list[str], run: _Run, cpus: int) -> RunStatus:
-    _prepare_runtimes(names, run)
+def _plan_and_execute(names: list[str], run: RunState, cpus: int) -> RunStatus:
+    prepare_runtimes(names, run)
     prepare_services(run.scenario, run.store.run_dir, run.user)
     run.store.write_manifest(run.manifest)
     plan = build_plan(run.scenario, names, cpus=cpus, cgroup_version=host_cgroup_version())
@@ -193,7 +148,7 @@ def _check_same_scenario(run_dir: Path, scenario_sha256: str, quick: bool) -> No
         raise InputError(f"{run_dir} was run {flag}; resume it {flag}, or start a new run")
 
 
-def _clean_up(run: _Run, status: RunStatus) -> None:
+def _clean_up(run: RunState, status: RunStatus) -> None:
     """Stop what is left, close every runtime (private services too), write the manifest."""
     _retry_stops(run)
     for runtime in [*run.runtimes.values(), *run.retired]:
@@ -226,88 +181,7 @@ def _runtime_names(scenario: Scenario, requested: list[str] | None) -> list[str]
     return [name for name in scenario.runtimes if name in requested]
 
 
-def _prepare_runtimes(names: list[str], run: _Run) -> None:
-    """Check each runtime, build and import the image; unavailable ones are skipped.
-
-    Each runtime goes into run.runtimes before it is used, so the final clean-up closes
-    it (and stops a private service it started) even when a signal arrives mid-way.
-    """
-    from bench.runtimes import get_runtime, registry
-    from bench.workloads import binaries, data_paths
-
-    manifest, progress = run.manifest, run.progress
-    for name in names:
-        run.signals.check()
-        runtime = get_runtime(name)
-        run.runtimes[name] = runtime
-        availability = runtime.available()
-        if availability.ok:
-            manifest.runtimes[name] = RuntimeEntry(
-                available=True, version=runtime.version(), oci_runtimes=_oci_axis(name, run)
-            )
-            left = not_of_live_runs(runtime.leftovers())
-            if left:
-                progress.note(
-                    f"warning: {len(left)} {name} object(s) left by an earlier bench run "
-                    f"({', '.join(left[:3])}{' ...' if len(left) > 3 else ''}); "
-                    "`bench gc` removes them"
-                )
-        else:
-            reason = availability.reason + (f" Fix: {availability.fix}" if availability.fix else "")
-            _skip_runtime(run, name, reason)
-    extra = sorted({path for w in run.scenario.workloads for path in binaries(w)})
-    data = sorted({path for w in run.scenario.workloads for path in data_paths(w)})
-    containers = [n for n in run.runtimes if registry.entry(n).capabilities.needs_image]
-    if containers:
-        from bench.image import build_image
-
-        progress.note("building the workload image")
-        with run.signals.interruptible():  # build_image removes its staging dir on any exception
-            image: WorkloadImage = build_image(extra_binaries=extra, data_paths=data)
-        manifest.image = ImageEntry(image.digest, image.tag, image.binaries)
-        for name in containers:
-            run.signals.check()
-            try:
-                run.runtimes[name].prepare(image)
-            except BenchError as exc:
-                _skip_runtime(run, name, f"image import failed: {exc}")
-    else:
-        manifest.image = ImageEntry(binaries={str(p): _sha256(p) for p in extra})
-
-
-def _oci_axis(name: str, run: _Run) -> dict[str, str]:
-    """Check each OCI runtime of the scenario under engine `name`: its version for the
-    manifest, or the reason its trials are skipped (recorded in run.skipped_oci)."""
-    from bench.runtimes import registry
-
-    if not registry.entry(name).capabilities.oci_runtime_axis:
-        return {}
-    engine = cast("OciAxisRuntime", run.runtimes[name])
-    described: dict[str, str] = {}
-    for oci in run.scenario.oci_runtimes:
-        availability = engine.oci_runtime_available(oci)
-        if availability.ok:
-            described[oci] = engine.oci_runtime_version(oci)
-            continue
-        reason = availability.reason + (f" Fix: {availability.fix}" if availability.fix else "")
-        run.skipped_oci[(name, oci)] = reason
-        described[oci] = f"skipped: {reason}"
-        run.progress.note(f"skipping {name}+{oci}: {reason}")
-    return described
-
-
-def _skip_runtime(run: _Run, name: str, reason: str) -> None:
-    """Use `name` no more in this run: its remaining trials are recorded as skipped."""
-    run.skipped[name] = reason
-    known = run.manifest.runtimes.get(name)
-    run.manifest.runtimes[name] = RuntimeEntry(False, known.version if known else "", reason)
-    run.progress.note(f"skipping {name}: {reason}")
-    runtime = run.runtimes.pop(name, None)
-    if runtime is not None:
-        run.retired.append(runtime)
-
-
-def _execute(plan: list[PlanStep], run: _Run) -> RunStatus:
+def _execute(plan: list[PlanStep], run: RunState) -> RunStatus:
     from bench.sampler import Sampler
 
     store, progress = run.store, run.progress
@@ -332,7 +206,7 @@ def _execute(plan: list[PlanStep], run: _Run) -> RunStatus:
     return status  # the CLI says the failure last, after the summary
 
 
-def _step_results(step: PlanStep, run: _Run, sampler: Sampler) -> StepResults:
+def _step_results(step: PlanStep, run: RunState, sampler: Sampler) -> StepResults:
     """Run one step, or record it as skipped when its runtime is out of the run."""
     name = step.trials[0].runtime
     if name not in run.runtimes:
@@ -356,7 +230,7 @@ def _step_results(step: PlanStep, run: _Run, sampler: Sampler) -> StepResults:
         return failed
 
 
-def _after_runtime_error(run: _Run, name: str, reason: str) -> None:
+def _after_runtime_error(run: RunState, name: str, reason: str) -> None:
     """Go on with a runtime that still answers (podman restarts a private service that
     died); give it up for the rest of the run when it does not, or fails too often."""
     run.runtime_errors[name] = run.runtime_errors.get(name, 0) + 1
@@ -369,10 +243,10 @@ def _after_runtime_error(run: _Run, name: str, reason: str) -> None:
         return
     why = availability.reason or f"{MAX_RUNTIME_ERRORS} runtime errors, the last: {reason}"
     run.gave_up = True
-    _skip_runtime(run, name, f"gave up during the run: {why}")
+    skip_runtime(run, name, f"gave up during the run: {why}")
 
 
-def _retry_stops(run: _Run) -> None:
+def _retry_stops(run: RunState) -> None:
     still = []
     for handle in run.unstopped:
         try:
@@ -380,10 +254,6 @@ def _retry_stops(run: _Run) -> None:
         except Exception:
             still.append(handle)
     run.unstopped[:] = still  # in place: the current step's context holds this list
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _now() -> str:
