@@ -20,15 +20,8 @@ from typing import TYPE_CHECKING
 from bench.cgroups.manage import cgroup_path, create_cgroup
 from bench.errors import BenchError, RuntimeUnavailable
 from bench.image import IMAGE_REPOSITORY
+from bench.runtimes import _container
 from bench.runtimes import _containerd_service as service
-from bench.runtimes._container import (
-    IO_MOUNT,
-    ContainerHandle,
-    Launched,
-    image_to_start,
-    start_container,
-    undone_on_error,
-)
 from bench.runtimes._network import owner_alive
 from bench.runtimes._oci_archive import write_oci_archive
 from bench.runtimes.base import Availability
@@ -66,14 +59,15 @@ def run_options(spec: StartSpec, cgroup: str) -> list[str]:
             f"{spec.name}: ctr cannot run a container as another user (it has no --user); "
             "remove `user` from the scenario or leave containerd out"
         )
+    io_mount = _container.IO_MOUNT
     options = [
         "--detach",
         "--null-io",
         "--cgroup", cgroup,
         "--read-only",
-        "--cwd", IO_MOUNT,
+        "--cwd", io_mount,
         "--label", f"{LABEL}=1",
-        "--mount", f"type=bind,src={Path(spec.io_dir).resolve()},dst={IO_MOUNT},options=rbind:rw",
+        "--mount", f"type=bind,src={Path(spec.io_dir).resolve()},dst={io_mount},options=rbind:rw",
         # As docker's --tmpfs and podman's read-only mode: a writable /tmp.
         "--mount", "type=tmpfs,src=tmpfs,dst=/tmp,options=nosuid:nodev:mode=1777",
     ]  # fmt: skip
@@ -136,12 +130,12 @@ class ContainerdRuntime:
                 )
         self._image_ref = ref
 
-    def start(self, spec: StartSpec) -> ContainerHandle:
-        image_ref = image_to_start(spec, self.name, self._image_ref)
+    def start(self, spec: StartSpec) -> _container.ContainerHandle:
+        image_ref = _container.image_to_start(spec, self.name, self._image_ref)
         daemon = self._connect()
         address, namespace = daemon.address, self._namespace
 
-        def launch(command: list[str]) -> Launched:
+        def launch(command: list[str]) -> _container.Launched:
             managed = create_cgroup(spec.name, spec.limits)
             pid_file = spec.io_dir / "ctr.pid"
 
@@ -155,7 +149,7 @@ class ContainerdRuntime:
                 managed.remove()
                 pid_file.unlink(missing_ok=True)  # when the run failed before it was read
 
-            with undone_on_error(remove):
+            with _container.undone_on_error(remove):
                 options = run_options(spec, cgroup_path(managed))
                 service.ctr_checked(
                     address, namespace, "run", *options, "--pid-file", str(pid_file),
@@ -167,9 +161,9 @@ class ContainerdRuntime:
             def poll_exit() -> int | None:
                 return None if Path(f"/proc/{pid}").exists() else _KILLED
 
-            return Launched(pid, kill, remove, poll_exit)
+            return _container.Launched(pid, kill, remove, poll_exit)
 
-        return start_container(spec, launch)
+        return _container.start_container(spec, launch)
 
     def footprint_pids(self) -> list[int]:
         """The daemon and the runc shims of the running containers."""

@@ -9,22 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError, RuntimeUnavailable
 from bench.image import IMAGE_REPOSITORY
+from bench.runtimes import _container, _network
 from bench.runtimes import _oci as oci
-from bench.runtimes._container import (
-    IO_MOUNT,
-    ContainerHandle,
-    Launched,
-    engine_limit_options,
-    image_to_start,
-    start_container,
-    undone_on_error,
-)
-from bench.runtimes._network import (
-    LOOPBACK,
-    inspect_addresses,
-    owned_network_name,
-    stale_network,
-)
 from bench.runtimes.base import Availability
 from bench.spec import LABEL, NAME_PREFIX
 
@@ -132,7 +118,7 @@ class DockerRuntime:
         import docker
 
         if self._network is None:
-            name = owned_network_name()
+            name = _network.owned_network_name()
             try:
                 self._connect().networks.create(
                     name, driver="bridge", labels={LABEL: "1"}, check_duplicate=True
@@ -162,8 +148,10 @@ class DockerRuntime:
             # podman's read-only mode mounts a tmpfs on /tmp by default; do the same so
             # a workload sees the same writable paths under both engines.
             "tmpfs": {"/tmp": "rw,nosuid,nodev,mode=1777"},
-            "working_dir": IO_MOUNT,
-            "volumes": {str(Path(spec.io_dir).resolve()): {"bind": IO_MOUNT, "mode": "rw"}},
+            "working_dir": _container.IO_MOUNT,
+            "volumes": {
+                str(Path(spec.io_dir).resolve()): {"bind": _container.IO_MOUNT, "mode": "rw"}
+            },
             "ulimits": [Ulimit(name=n, soft=soft, hard=hard) for n, soft, hard in spec.rlimits],
             "security_opt": ["no-new-privileges"],
             # Neither busybox sh nor stress-ng's cpu/vm stressors need a capability
@@ -173,23 +161,23 @@ class DockerRuntime:
         }
         if spec.network == "published":
             # A 1-tuple: docker picks a free host port on 127.0.0.1 (docker-py's format).
-            options["ports"] = {f"{port}/tcp": (LOOPBACK,) for port in spec.ports}
-        options.update(engine_limit_options(limits))
+            options["ports"] = {f"{port}/tcp": (_network.LOOPBACK,) for port in spec.ports}
+        options.update(_container.engine_limit_options(limits))
         if spec.oci_runtime:
             options["runtime"] = spec.oci_runtime
         if spec.user is not None:
             options["user"] = f"{spec.user[0]}:{spec.user[1]}"
         return options
 
-    def start(self, spec: StartSpec) -> ContainerHandle:
+    def start(self, spec: StartSpec) -> _container.ContainerHandle:
         import docker
 
-        image_ref = image_to_start(spec, self.name, self._image_ref)
+        image_ref = _container.image_to_start(spec, self.name, self._image_ref)
         client = self._connect()
         network = self._run_network() if spec.network in ("bridge", "published") else None
         options = self._run_options(spec, network)
 
-        def launch(command: list[str]) -> Launched:
+        def launch(command: list[str]) -> _container.Launched:
             # create + start rather than containers.run(): run() leaks the created
             # container when start fails (e.g. an unknown OCI runtime).
             try:
@@ -215,7 +203,7 @@ class DockerRuntime:
                 state = container.attrs["State"]
                 return None if state.get("Running") else int(state.get("ExitCode", 0))
 
-            with undone_on_error(remove):
+            with _container.undone_on_error(remove):
                 try:
                     container.start()
                 except docker.errors.APIError as exc:
@@ -230,12 +218,12 @@ class DockerRuntime:
                         f"container {spec.name} is not running right after start "
                         f"(status {state.get('Status')}, error {state.get('Error')!r})"
                     )
-                address, published = inspect_addresses(container.attrs, spec, network)
+                address, published = _network.inspect_addresses(container.attrs, spec, network)
             # docker-proxy forwards each published port from 127.0.0.1 (userland proxy).
             helpers = (lambda: _proxy_pids(address, spec.ports)) if published else None
-            return Launched(pid, kill, remove, poll_exit, address, published, helpers)
+            return _container.Launched(pid, kill, remove, poll_exit, address, published, helpers)
 
-        return start_container(spec, launch)
+        return _container.start_container(spec, launch)
 
     def footprint_pids(self) -> list[int]:
         from bench.footprint import pids_named
@@ -250,7 +238,8 @@ class DockerRuntime:
             if container.name.startswith(NAME_PREFIX):
                 containers.setdefault(container.id, container)
         images = client.images.list(name=IMAGE_REPOSITORY)
-        networks = [n for n in client.networks.list(names=[NAME_PREFIX]) if stale_network(n.name)]
+        listed = client.networks.list(names=[NAME_PREFIX])
+        networks = [n for n in listed if _network.stale_network(n.name)]
         return list(containers.values()), images, networks
 
     def leftovers(self) -> list[str]:

@@ -10,22 +10,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError, RuntimeUnavailable
+from bench.runtimes import _container, _network
 from bench.runtimes import _oci as oci
-from bench.runtimes._container import (
-    IO_MOUNT,
-    ContainerHandle,
-    Launched,
-    engine_limit_options,
-    image_to_start,
-    start_container,
-    undone_on_error,
-)
-from bench.runtimes._network import (
-    LOOPBACK,
-    inspect_addresses,
-    owned_network_name,
-    stale_network,
-)
 from bench.runtimes._podman_service import (
     INSTALL_FIX,
     PRIVATE_SOCKET_DIR,
@@ -126,11 +112,11 @@ class PodmanRuntime:
                 )
         self._image_ref = reference
 
-    def start(self, spec: StartSpec) -> ContainerHandle:
-        image_ref = image_to_start(spec, self.name, self._image_ref)
+    def start(self, spec: StartSpec) -> _container.ContainerHandle:
+        image_ref = _container.image_to_start(spec, self.name, self._image_ref)
         service = self._client_for(spec.oci_runtime)
         network = self._run_network() if spec.network in ("bridge", "published") else None
-        return start_container(
+        return _container.start_container(
             spec, lambda command: _launch(service, image_ref, spec, command, network)
         )
 
@@ -139,7 +125,7 @@ class PodmanRuntime:
         from podman.errors import APIError
 
         if self._network is None:
-            name = owned_network_name()
+            name = _network.owned_network_name()
             try:
                 self._client_for(None).client.networks.create(
                     name, driver="bridge", labels={LABEL: "1"}, dns_enabled=False
@@ -220,7 +206,7 @@ def _launch(
     spec: StartSpec,
     command: list[str],
     network: str | None = None,
-) -> Launched:
+) -> _container.Launched:
     """Create and start the container; remove it again if the start fails."""
     from podman.errors import APIError, NotFound
 
@@ -251,7 +237,7 @@ def _launch(
             return int(state.get("ExitCode", 0))
         return None
 
-    with undone_on_error(kill, remove):
+    with _container.undone_on_error(kill, remove):
         try:
             container.start()
         except APIError as exc:
@@ -268,12 +254,12 @@ def _launch(
         pid = int(container.attrs["State"]["Pid"])
         if pid <= 0:
             raise BenchError(f"podman reports no pid for {spec.name}: {container.attrs['State']}")
-        address, published = inspect_addresses(container.attrs, spec, network)
+        address, published = _network.inspect_addresses(container.attrs, spec, network)
         conmon = int(container.attrs["State"].get("ConmonPid") or 0)
     # conmon holds a published port open and relays the container's stdio; the
     # forwarding itself is iptables in the kernel (rootful podman has no proxy).
     helpers = (lambda: [conmon]) if conmon > 0 else None
-    return Launched(pid, kill, remove, poll_exit, address, published, helpers)
+    return _container.Launched(pid, kill, remove, poll_exit, address, published, helpers)
 
 
 def _create_kwargs(spec: StartSpec, network_name: str | None = None) -> dict[str, Any]:
@@ -283,8 +269,8 @@ def _create_kwargs(spec: StartSpec, network_name: str | None = None) -> dict[str
     kwargs: dict[str, Any] = {
         "name": spec.name,
         "labels": dict(spec.labels),
-        "working_dir": IO_MOUNT,
-        "mounts": [{"type": "bind", "source": str(spec.io_dir), "target": IO_MOUNT}],
+        "working_dir": _container.IO_MOUNT,
+        "mounts": [{"type": "bind", "source": str(spec.io_dir), "target": _container.IO_MOUNT}],
         "read_only": True,
         # podman-py maps security_opt to SELinux options, so no-new-privileges has its own key.
         "no_new_privileges": True,
@@ -303,8 +289,8 @@ def _create_kwargs(spec: StartSpec, network_name: str | None = None) -> dict[str
         kwargs["networks"] = {network_name: {}}
     if spec.network == "published":
         # No host port: podman picks a free one on 127.0.0.1.
-        kwargs["ports"] = {f"{port}/tcp": {"ip": LOOPBACK} for port in spec.ports}
-    kwargs.update(engine_limit_options(limits))
+        kwargs["ports"] = {f"{port}/tcp": {"ip": _network.LOOPBACK} for port in spec.ports}
+    kwargs.update(_container.engine_limit_options(limits))
     if spec.user is not None:
         kwargs["user"] = f"{spec.user[0]}:{spec.user[1]}"
     return kwargs
@@ -331,7 +317,7 @@ def _bench_images() -> list[str]:
 def _stale_networks() -> list[str]:
     """Networks bench created whose owning process is gone."""
     names = _query("network", "ls", "--format", "{{.Name}}").split()
-    return sorted(name for name in names if stale_network(name))
+    return sorted(name for name in names if _network.stale_network(name))
 
 
 def _all_ids() -> set[str]:
