@@ -136,7 +136,7 @@ def _solo_shapes(scenario: Scenario, workload: WorkloadModel, limits: Limits) ->
                 workload.name, tuple(("solo", workload, limits) for _ in range(scenario.density))
             )
         ]
-    from bench.loadgen import default_cpus
+    from bench.loadspec import default_cpus
     from bench.service import rates
     from bench.stacks import stack_of
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.loadspec import MAX_REQUESTS
 from bench.probes import Probe
 from bench.pyimage import PYTHON_ARGV
 
 if TYPE_CHECKING:
-    from bench.loadgen import LoadSpec
+    from bench.loadspec import LoadSpec
     from bench.servers import ServerParams, ServerSetup
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
@@ -86,8 +87,6 @@ def queue_orders(params: ServerParams, _state_dir: Path) -> ServerSetup:
 def load_argv(spec: LoadSpec, latencies: Path) -> list[str]:
     """The open-loop client on the host: Debian's python3 running the app's load role
     against the broker at the spec's host:port; each message's latency goes to `latencies`."""
-    from bench.loadgen import MAX_REQUESTS
-
     assert spec.rate_per_s is not None
     return [
         *PYTHON_ARGV,

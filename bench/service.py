@@ -22,7 +22,8 @@ from bench.stacks import Tier, stack_of
 
 if TYPE_CHECKING:
     from bench.cgroups.model import CgroupReader
-    from bench.loadgen import LoadResult, LoadSpec
+    from bench.loadgen import LoadResult
+    from bench.loadspec import LoadSpec
     from bench.plan import Trial
     from bench.results import TrialResult
     from bench.runtimes.base import Handle
@@ -111,7 +112,7 @@ def load_spec(
     target: str = "/",
 ) -> LoadSpec:
     """The client's bounded load on `endpoint` (InputError when the combination is invalid)."""
-    from bench.loadgen import LoadSpec
+    from bench.loadspec import LoadSpec
     from bench.scenario import LoadModel
 
     load = workload.load or LoadModel()
@@ -136,7 +137,7 @@ def load_spec(
 
 def check_service(workload: WorkloadModel) -> None:
     """Refuse, at load time, a service bench cannot drive (ValueError for the scenario)."""
-    from bench.loadgen import KINDS
+    from bench.loadspec import KINDS
 
     assert workload.service is not None
     stack = stack_of(workload.service)

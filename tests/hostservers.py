@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadgen import default_cpus
+from bench.loadspec import default_cpus
 from bench.probes import Probe, answers, wait_answers
 from bench.servers import (
     ServerKind,

@@ -23,7 +23,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.loadgen import LoadResult, LoadSpec, parse_cpus, run_load
+from bench.loadgen import LoadResult, run_load
+from bench.loadspec import LoadSpec, parse_cpus
 from bench.probes import Probe, answers
 from tests import hostservers
 from tests.helpers import require, require_root

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadgen import LoadResult, LoadSpec, run_load
+from bench.loadgen import LoadResult, run_load
+from bench.loadspec import LoadSpec
 from bench.probes import Probe
 from bench.queuesvc import BROKER_KIND, PRICING_KIND, mosquitto, queue_orders, queue_pricing
 from bench.servers import Peer, ServerParams, ServerSetup, materialize

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import psutil
 import pytest
 
-from bench.loadgen import LoadResult, LoadSpec, run_load
+from bench.loadgen import LoadResult, run_load
+from bench.loadspec import LoadSpec
 from bench.servers import (
     Peer,
     ServerParams,

@@ -9,17 +9,9 @@ import pytest
 
 from bench.clientproc import ChildRun
 from bench.errors import InputError
-from bench.loadgen import (
-    GENERATORS,
-    LoadResult,
-    LoadSpec,
-    _result,
-    default_cpus,
-    format_cpus,
-    generator_for,
-    parse_cpus,
-)
+from bench.loadgen import GENERATORS, LoadResult, _result, generator_for
 from bench.loadparse import ParsedLoad
+from bench.loadspec import LoadSpec, default_cpus, format_cpus, parse_cpus
 
 
 @pytest.mark.parametrize(

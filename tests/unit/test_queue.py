@@ -14,8 +14,9 @@ from bench.clientproc import ChildRun
 from bench.errors import BenchError, InputError
 from bench.image import _data_files
 from bench.latency import RELATIVE_PRECISION
-from bench.loadgen import GENERATORS, LoadSpec, _result
+from bench.loadgen import GENERATORS, _result
 from bench.loadparse import ParsedLoad, parse_queue
+from bench.loadspec import LoadSpec
 from bench.queuesvc import APP_FILE, APP_SOURCE, BROKER_KIND, PRICING_KIND, mosquitto
 from bench.servers import Peer, ServerParams, server_kind
 from bench.stacks import Stack, _checked, stack_of
