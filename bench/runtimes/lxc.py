@@ -10,6 +10,8 @@ Containers live in a private lxcpath, so bench never touches the host's own cont
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import os
 import re
 import shutil
@@ -272,33 +274,49 @@ class LxcRuntime:
         command: list[str],
         address: IPv4Interface | None = None,
     ) -> Launched:
-        config_path = self._write_config(spec, config)
+        """Write the container's config and start it (`_run`: each kind's own start); its
+        address on the run's bridge is released once the container is removed."""
+        launched = self._run(spec, self._write_config(spec, config), command)
+        bridge = self._bridge
+        if address is None or bridge is None:
+            return launched
+
+        def remove() -> None:
+            try:
+                launched.remove()
+            finally:
+                bridge.release(address)
+
+        return dataclasses.replace(launched, remove=remove, address=str(address.ip))
+
+    def _run(self, spec: StartSpec, config_path: Path, command: list[str]) -> Launched:
+        """lxc-execute: the container command is the container's init."""
         argv = ["lxc-execute", "-P", str(self.lxcpath), "-n", spec.name, "-f", str(config_path)]
         with (spec.io_dir / LOG_FILE).open("wb") as log:
             monitor = spawn([*argv, "--", *command], log)
         self._monitors[spec.name] = monitor
-
-        def kill() -> None:
-            if monitor.poll() is None:
-                _tool("lxc-stop", "-P", str(self.lxcpath), "-n", spec.name, "-k")
-
-        def remove() -> None:
-            try:
-                monitor.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                monitor.kill()  # the container's init dies with its monitor
-                monitor.wait(timeout=STOP_TIMEOUT_S)
-            self._monitors.pop(spec.name, None)
-            _remove_entry(self.lxcpath, spec.name)
-            if address is not None and self._bridge is not None:
-                self._bridge.release(address)
-
-        def poll_exit() -> int | None:
-            return monitor.poll()
-
+        kill = functools.partial(self._kill, spec.name, monitor)
+        remove = functools.partial(self._remove, spec.name, [monitor])
         with undone_on_error(kill, remove):
             pid = self._init_pid(spec, monitor, "lxc-execute")
-        return Launched(pid, kill, remove, poll_exit, None if address is None else str(address.ip))
+        return Launched(pid, kill, remove, monitor.poll)
+
+    def _kill(self, name: str, monitor: subprocess.Popen[bytes]) -> None:
+        """Stop the container while its monitor runs (-k: its init is killed)."""
+        if monitor.poll() is None:
+            _tool("lxc-stop", "-P", str(self.lxcpath), "-n", name, "-k")
+
+    def _remove(self, name: str, procs: list[subprocess.Popen[bytes]]) -> None:
+        """Wait for the container's processes to end (killed past STOP_TIMEOUT_S), then
+        forget it and remove its lxcpath entry."""
+        for proc in procs:
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # the container's init dies with its monitor
+                proc.wait(timeout=STOP_TIMEOUT_S)
+        self._monitors.pop(name, None)
+        _remove_entry(self.lxcpath, name)
 
     def _init_pid(self, spec: StartSpec, monitor: subprocess.Popen[bytes], tool: str) -> int:
         """The container's init pid on the host, polled until lxc-info has it."""

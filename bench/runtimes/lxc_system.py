@@ -8,6 +8,7 @@ init is the image's static busybox with the image's /etc/inittab, whose only ent
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import subprocess
@@ -26,11 +27,9 @@ from bench.runtimes._container import (
 )
 from bench.runtimes._process import exited_early, running_pids, spawn
 from bench.runtimes.bare import lowered_rlimits
-from bench.runtimes.lxc import STOP_TIMEOUT_S, LxcRuntime, _remove_entry, _tool
+from bench.runtimes.lxc import LxcRuntime
 
 if TYPE_CHECKING:
-    from ipaddress import IPv4Interface
-
     from bench.image import WorkloadImage
     from bench.spec import StartSpec
 
@@ -106,14 +105,8 @@ class LxcSystemRuntime(LxcRuntime):
         if not (image.rootfs_dir / INITTAB).is_file():
             raise BenchError(f"{image.rootfs_dir} has no {INITTAB}; rebuild the image")
 
-    def _launch(
-        self,
-        spec: StartSpec,
-        config: str,
-        command: list[str],
-        address: IPv4Interface | None = None,
-    ) -> Launched:
-        config_path = self._write_config(spec, config)
+    def _run(self, spec: StartSpec, config_path: Path, command: list[str]) -> Launched:
+        """lxc-start: busybox init boots, then lxc-attach runs the container command."""
         boot = ControlFifo(spec.io_dir, BOOT_FIFO)
         argv = ["lxc-start", "-F", "-P", str(self.lxcpath), "-n", spec.name, "-f", str(config_path)]
         with undone_on_error(boot.close), (spec.io_dir / "lxc-start.log").open("wb") as log:
@@ -122,21 +115,10 @@ class LxcSystemRuntime(LxcRuntime):
             monitor = spawn([*argv, "--", *init_argv()], log)
         self._monitors[spec.name] = monitor
         attach: list[subprocess.Popen[bytes]] = []
-
-        def kill() -> None:
-            if monitor.poll() is None:
-                _tool("lxc-stop", "-P", str(self.lxcpath), "-n", spec.name, "-k")
+        kill = functools.partial(self._kill, spec.name, monitor)
 
         def remove() -> None:
-            for proc in (monitor, *attach):
-                try:
-                    proc.wait(timeout=STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()  # the container's init dies with its monitor
-                    proc.wait(timeout=STOP_TIMEOUT_S)
-            self._monitors.pop(spec.name, None)
-            self._attached.pop(spec.name, None)
-            _remove_entry(self.lxcpath, spec.name)
+            self._remove(spec.name, [monitor, *attach])
 
         def poll_exit() -> int | None:
             # The wrapper never exits on its own: lxc-attach ending means it died (its
@@ -158,6 +140,11 @@ class LxcSystemRuntime(LxcRuntime):
             # 20 ms here) runs while the wrapper starts, not in front of it.
             pid = self._init_pid(spec, monitor, "lxc-start")
         return Launched(pid, kill, remove, poll_exit, boot_s=booted_at - launched_at)
+
+    def _remove(self, name: str, procs: list[subprocess.Popen[bytes]]) -> None:
+        """As lxc's, and forget its lxc-attach process too."""
+        super()._remove(name, procs)
+        self._attached.pop(name, None)
 
     def _wait_booted(
         self, spec: StartSpec, monitor: subprocess.Popen[bytes], boot: ControlFifo
