@@ -6,6 +6,7 @@ runexec, and what every container runtime's tests start and inspect.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -264,6 +265,16 @@ def start_sleeper(
     return spec, start(runtime, started, spec)
 
 
+def check_failed_start(runtime: Runtime, spec: StartSpec) -> None:
+    """Starting `spec` fails with an error naming it, and leaves no container and no FIFO."""
+    from bench.errors import BenchError
+
+    with pytest.raises(BenchError, match=spec.name):
+        runtime.start(spec)
+    assert not any(spec.name in item for item in runtime.leftovers())
+    assert not (spec.io_dir / "ctl").exists()
+
+
 def check_run_and_stop(
     runtime: Runtime, io_dir: Path, started: list[ContainerHandle], *, boots: bool
 ) -> None:
@@ -329,6 +340,43 @@ def check_engine_inspect(inspect: dict[str, Any], handle: ContainerHandle) -> No
     assert inspect["Config"]["Labels"].get("bench") == "1"
     for controller, directory in handle.cgroup.dirs.items():
         assert inspect["Id"] in str(directory), (controller, directory)
+
+
+def engine_inspect(cli: str, name: str) -> dict[str, Any]:
+    """`docker inspect` or `podman inspect` of container `name`: the engine's own view."""
+    proc = subprocess.run(
+        [cli, "inspect", "--type", "container", name], capture_output=True, text=True, check=True
+    )
+    (inspect,) = json.loads(proc.stdout)
+    assert isinstance(inspect, dict)
+    return inspect
+
+
+def check_engine_view(
+    runtime: Runtime, started: list[ContainerHandle], io_dir: Path
+) -> tuple[ContainerHandle, dict[str, Any]]:
+    """A sleeper with a pids limit, started through docker or podman (the engine's CLI is the
+    runtime's name), as the engine sees it and hardened; its handle and the engine's inspect."""
+    from bench.spec import Limits
+
+    spec, handle = start_sleeper(runtime, started, io_dir, limits=Limits(pids=64))
+    inspect = engine_inspect(runtime.name, spec.name)
+    check_engine_inspect(inspect, handle)
+    assert inspect["HostConfig"]["PidsLimit"] == 64
+    assert limit_file(handle.cgroup, "pids", "pids.max", "pids.max") == "64"
+    check_hardening(handle, spec)
+    return handle, inspect
+
+
+def lxc_info_pid(lxcpath: Path, name: str) -> int:
+    """The init pid `lxc-info` reports for container `name` in `lxcpath`."""
+    info = subprocess.run(
+        ["lxc-info", "-P", str(lxcpath), "-n", name, "-p", "-H"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(info.stdout)
 
 
 def kernel_at_least(major: int, minor: int) -> bool:

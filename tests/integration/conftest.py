@@ -167,6 +167,13 @@ def lxc_system_runtime(
     )
 
 
+@pytest.fixture(scope="module", params=["lxc", "lxc-system"])
+def lxc_flavour(request: pytest.FixtureRequest) -> LxcRuntime:
+    """lxc (lxc-execute) and lxc-system (lxc-start, then lxc-attach) in turn, for what both do."""
+    runtime: LxcRuntime = request.getfixturevalue(f"{request.param.replace('-', '_')}_runtime")
+    return runtime
+
+
 @pytest.fixture(scope="module")
 def lxd_runtime(workload_image: WorkloadImage) -> Iterator[LxdRuntime]:
     """LxdRuntime on the host's LXD daemon; teardown: no container, exec or monitor left."""

@@ -11,18 +11,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.errors import BenchError
 from bench.runtimes._container import ContainerHandle
 from bench.runtimes.docker import DockerRuntime
 from bench.spec import Limits
 from tests.helpers import (
     MIB,
     availability_without_daemon,
-    check_engine_inspect,
-    check_hardening,
+    check_engine_view,
+    check_failed_start,
+    engine_inspect,
     make_spec,
     start,
-    start_sleeper,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -31,42 +30,22 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_cgroup_is_the_one_docker_reports(
     docker_runtime: DockerRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
-    import docker
-
-    spec, handle = start_sleeper(docker_runtime, started, io_dir, limits=Limits(pids=64))
-    client = docker.from_env()
-    try:
-        container = client.containers.get(spec.name)
-        check_engine_inspect(container.attrs, handle)
-        assert container.attrs["HostConfig"]["PidsLimit"] == 64
-        assert container.id in Path(f"/proc/{handle.pid}/cgroup").read_text()
-    finally:
-        client.close()
-    check_hardening(handle, spec)
+    check_engine_view(docker_runtime, started, io_dir)
 
 
 def test_explicit_oci_runtime_is_used(
     docker_runtime: DockerRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
-    import docker
-
     spec = make_spec(io_dir, ["/bin/busybox", "true"], oci_runtime="runc")
     handle = start(docker_runtime, started, spec)
     exit_info = handle.wait(timeout_s=30)
     assert exit_info is not None and exit_info.exit_code == 0
-    client = docker.from_env()
-    try:
-        assert client.containers.get(spec.name).attrs["HostConfig"]["Runtime"] == "runc"
-    finally:
-        client.close()
+    assert engine_inspect("docker", spec.name)["HostConfig"]["Runtime"] == "runc"
 
 
 def test_failed_start_leaves_no_container(docker_runtime: DockerRuntime, io_dir: Path) -> None:
-    spec = make_spec(io_dir, ["/bin/busybox", "true"], oci_runtime="bench-no-such-oci-runtime")
-    with pytest.raises(BenchError, match=spec.name):
-        docker_runtime.start(spec)
-    assert not any(spec.name in item for item in docker_runtime.leftovers())
-    assert not (io_dir / "ctl").exists()
+    oci = "bench-no-such-oci-runtime"
+    check_failed_start(docker_runtime, make_spec(io_dir, ["/bin/busybox", "true"], oci_runtime=oci))
 
 
 def test_footprint_and_version(docker_runtime: DockerRuntime) -> None:

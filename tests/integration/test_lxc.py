@@ -1,4 +1,5 @@
-"""LxcRuntime with the real lxc-* tools: its own view, monitor, lxcpath entries and tools.
+"""LxcRuntime with the real lxc-* tools: what lxc and lxc-system both do (`lxc_flavour`), then
+lxc's own view, monitor, lxcpath entries and tools.
 
 The checks every container runtime passes are in test_container_contract.py.
 """
@@ -6,39 +7,55 @@ The checks every container runtime passes are in test_container_contract.py.
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import psutil
 import pytest
 
-from bench.errors import BenchError
 from bench.runtimes._container import ContainerHandle
 from bench.runtimes.lxc import LOG_FILE, LxcRuntime
+from bench.runtimes.lxc_system import BOOT_FIFO, LxcSystemRuntime
 from bench.spec import Limits
-from tests.helpers import check_hardening, check_run_and_stop, limit_file, make_spec, start_sleeper
+from tests.helpers import (
+    check_failed_start,
+    check_hardening,
+    check_run_and_stop,
+    limit_file,
+    lxc_info_pid,
+    make_spec,
+    start_sleeper,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+# The log of the tool that launches each flavour, in the trial's io dir.
+LAUNCH_LOG = {"lxc": LOG_FILE, "lxc-system": "lxc-start.log"}
+
+
 def test_stopped_container_leaves_no_monitor(
-    lxc_runtime: LxcRuntime, io_dir: Path, started: list[ContainerHandle]
+    lxc_flavour: LxcRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
-    # Stopped: its config and directory in the lxcpath are gone, its monitor too.
-    check_run_and_stop(lxc_runtime, io_dir, started, boots=False)
+    # Stopped: its config and directory in the lxcpath are gone, its monitor (and lxc-attach)
+    # too. A system container booted its init within the start.
+    boots = isinstance(lxc_flavour, LxcSystemRuntime)
+    check_run_and_stop(lxc_flavour, io_dir, started, boots=boots)
+
+
+def test_failed_start_leaves_nothing(lxc_flavour: LxcRuntime, io_dir: Path) -> None:
+    # A cpuset no CPU has: LXC cannot write the cgroup, so the container never runs.
+    spec = make_spec(io_dir, ["/bin/busybox", "true"], limits=Limits(cpuset="4095"))
+    check_failed_start(lxc_flavour, spec)
+    assert not (io_dir / BOOT_FIFO).exists()
+    assert (io_dir / LAUNCH_LOG[lxc_flavour.name]).read_text()  # lxc-execute or lxc-start said why
+    assert lxc_flavour.footprint_pids() == []
 
 
 def test_cgroup_is_the_one_lxc_reports(
     lxc_runtime: LxcRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
     spec, handle = start_sleeper(lxc_runtime, started, io_dir, limits=Limits(pids=64))
-    info = subprocess.run(
-        ["lxc-info", "-P", str(lxc_runtime.lxcpath), "-n", spec.name, "-p", "-H"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert int(info.stdout) == handle.pid
+    assert lxc_info_pid(lxc_runtime.lxcpath, spec.name) == handle.pid
     # lxc-execute runs lxc-init as the container's PID 1 and the wrapper as its child.
     children = psutil.Process(handle.pid).children()
     assert [child.cmdline()[:3] for child in children] == [["/bin/busybox", "sh", "-c"]]
@@ -57,16 +74,6 @@ def test_cgroup_is_the_one_lxc_reports(
     (monitor,) = lxc_runtime.footprint_pids()
     assert psutil.Process(monitor).name() == "lxc-execute"
     assert f"lxc container {spec.name}" in lxc_runtime.leftovers()
-
-
-def test_failed_start_leaves_nothing(lxc_runtime: LxcRuntime, io_dir: Path) -> None:
-    # A cpuset no CPU has: LXC cannot write the cgroup, so the container never runs.
-    spec = make_spec(io_dir, ["/bin/busybox", "true"], limits=Limits(cpuset="4095"))
-    with pytest.raises(BenchError, match=spec.name):
-        lxc_runtime.start(spec)
-    assert not any(spec.name in item for item in lxc_runtime.leftovers())
-    assert not (io_dir / "ctl").exists()
-    assert (io_dir / LOG_FILE).read_text()  # lxc-execute said why
 
 
 def test_stale_entries_are_leftovers_and_removed(tmp_path: Path) -> None:

@@ -1,12 +1,12 @@
-"""LxcSystemRuntime with the real lxc-* tools: the booted init, lxc-attach, boot time, cleanup.
+"""LxcSystemRuntime with the real lxc-* tools: the booted init and lxc-attach.
 
-The checks every container runtime passes are in test_container_contract.py.
+The checks every container runtime passes are in test_container_contract.py; what lxc and
+lxc-system both do (boot time, cleanup, a failed start) in test_lxc.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 from pathlib import Path
 
 import psutil
@@ -16,31 +16,19 @@ from bench.cgroups.locate import locate
 from bench.cgroups.model import CgroupLocation
 from bench.errors import BenchError
 from bench.runtimes._container import ContainerHandle
-from bench.runtimes.lxc_system import BOOT_FIFO, LxcSystemRuntime
+from bench.runtimes.lxc_system import LxcSystemRuntime
 from bench.servers import NOBODY
 from bench.spec import Limits
-from tests.helpers import check_hardening, check_run_and_stop, limit_file, make_spec, sleeper_as
+from tests.helpers import check_hardening, limit_file, lxc_info_pid, make_spec, sleeper_as
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def test_boot_time_is_measured_within_the_start(
-    lxc_system_runtime: LxcSystemRuntime, io_dir: Path, started: list[ContainerHandle]
-) -> None:
-    check_run_and_stop(lxc_system_runtime, io_dir, started, boots=True)
 
 
 def test_cgroup_is_the_one_lxc_reports_with_the_workload_attached(
     lxc_system_runtime: LxcSystemRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
     spec, handle = sleeper_as(lxc_system_runtime, started, io_dir, NOBODY, limits=Limits(pids=64))
-    info = subprocess.run(
-        ["lxc-info", "-P", str(lxc_system_runtime.lxcpath), "-n", spec.name, "-p", "-H"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert int(info.stdout) == handle.pid
+    assert lxc_info_pid(lxc_system_runtime.lxcpath, spec.name) == handle.pid
     init = psutil.Process(handle.pid)
     assert init.cmdline() == ["/bin/busybox", "init"]
     assert init.uids().real == 0  # the init stays root; the workload runs as the user
@@ -75,17 +63,6 @@ def test_cgroup_is_the_one_lxc_reports_with_the_workload_attached(
 def attached_handle(handle: ContainerHandle, attached: CgroupLocation) -> ContainerHandle:
     """The handle with the attached wrapper's cgroup, for check_hardening's cgroup check."""
     return dataclasses.replace(handle, cgroup=attached)
-
-
-def test_failed_start_leaves_nothing(lxc_system_runtime: LxcSystemRuntime, io_dir: Path) -> None:
-    # A cpuset no CPU has: LXC cannot write the cgroup, so the init never runs.
-    spec = make_spec(io_dir, ["/bin/busybox", "true"], limits=Limits(cpuset="4095"))
-    with pytest.raises(BenchError, match=spec.name):
-        lxc_system_runtime.start(spec)
-    assert not any(spec.name in item for item in lxc_system_runtime.leftovers())
-    assert not (io_dir / "ctl").exists() and not (io_dir / BOOT_FIFO).exists()
-    assert (io_dir / "lxc-start.log").read_text()  # lxc-start said why
-    assert lxc_system_runtime.footprint_pids() == []
 
 
 def test_bridge_mode_is_refused(lxc_system_runtime: LxcSystemRuntime, io_dir: Path) -> None:

@@ -13,23 +13,19 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from bench.cgroups import host_cgroup_version
 from bench.errors import BenchError
 from bench.runtimes._container import ContainerHandle
 from bench.runtimes.podman import PRIVATE_SOCKET_DIR, PodmanRuntime, default_oci_runtime
-from bench.spec import Limits
 from tests.helpers import (
     availability_without_daemon,
-    check_engine_inspect,
-    check_hardening,
-    limit_file,
+    check_engine_view,
+    check_failed_start,
     make_spec,
     require,
     require_root,
     start,
-    start_sleeper,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -38,15 +34,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_cgroup_is_the_one_podman_reports(
     podman_runtime: PodmanRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
-    spec, handle = start_sleeper(podman_runtime, started, io_dir, limits=Limits(pids=64))
-    proc = subprocess.run(
-        ["podman", "inspect", spec.name], capture_output=True, text=True, check=True
-    )
-    (inspect,) = yaml.safe_load(proc.stdout)  # JSON is YAML
-    check_engine_inspect(inspect, handle)
+    _, inspect = check_engine_view(podman_runtime, started, io_dir)
     assert inspect["OCIRuntime"] == default_oci_runtime()
-    assert limit_file(handle.cgroup, "pids", "pids.max", "pids.max") == "64"
-    check_hardening(handle, spec)
     # The container's monitor (conmon) counts in the footprint, apart from the service.
     assert inspect["State"]["ConmonPid"] in podman_runtime.monitor_pids()
     assert set(podman_runtime.service_pids()) <= set(podman_runtime.footprint_pids())
@@ -54,11 +43,8 @@ def test_cgroup_is_the_one_podman_reports(
 
 def test_failed_start_leaves_no_container(podman_runtime: PodmanRuntime, io_dir: Path) -> None:
     # The workload's own rlimit above what podman itself may grant: runc refuses to start.
-    spec = make_spec(io_dir, ["/bin/busybox", "true"], rlimits=(("nproc", 1 << 30, 1 << 30),))
-    with pytest.raises(BenchError, match=spec.name):
-        podman_runtime.start(spec)
-    assert not any(spec.name in item for item in podman_runtime.leftovers())
-    assert not (io_dir / "ctl").exists()
+    rlimits = (("nproc", 1 << 30, 1 << 30),)
+    check_failed_start(podman_runtime, make_spec(io_dir, ["/bin/busybox", "true"], rlimits=rlimits))
 
 
 def test_oci_runtime_per_container_gets_its_own_service(
