@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,18 +20,9 @@ FULL_RUN_TARGET_S = 600.0
 SCENARIOS = [name for name, _ in shipped_scenarios() if name != "smoke"]
 
 
-@pytest.fixture
-def results_dir() -> Iterator[Path]:
-    """Reachable by nobody, whom the servers run as."""
-    with server_dir("bench-full-run-") as path:
-        yield path
-
-
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_full_run_under_10_minutes(
-    benchmark: BenchmarkFixture, results_dir: Path, name: str
-) -> None:
-    def run() -> dict[str, object]:
+def test_full_run_under_10_minutes(benchmark: BenchmarkFixture, name: str) -> None:
+    def run(results_dir: Path) -> dict[str, object]:
         done = subprocess.run(
             [sys.executable, "-m", "bench", "run", name, "--json",
              "--results-dir", str(results_dir)],
@@ -42,7 +32,9 @@ def test_full_run_under_10_minutes(
         outcome: dict[str, object] = json.loads(done.stdout)
         return outcome
 
-    outcome = benchmark.pedantic(run, rounds=1, iterations=1)
+    # A results directory nobody, whom the servers run as, can reach.
+    with server_dir("bench-full-run-") as results_dir:
+        outcome = benchmark.pedantic(run, args=(results_dir,), rounds=1, iterations=1)
     benchmark.extra_info["trials"] = outcome["trials"]
     assert not outcome["skipped_runtimes"], outcome["skipped_runtimes"]
     assert benchmark.stats.stats.max < FULL_RUN_TARGET_S

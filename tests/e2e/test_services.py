@@ -10,7 +10,6 @@ bench started may still listen.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -50,32 +49,25 @@ def tier_cpu_per_request_s(trials: pd.DataFrame, workload: str, tier: str) -> fl
     return float(cpu_s.sum() / requests[cpu_s.index].sum())
 
 
-@pytest.fixture
-def results_dir() -> Iterator[Path]:
-    """Reachable by nobody, whom the servers run as."""
-    with server_dir("bench-e2e-services-") as path:
-        yield path
-
-
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_quick_service_scenario_measures_real_traffic_everywhere(
-    name: str, results_dir: Path
-) -> None:
+def test_quick_service_scenario_measures_real_traffic_everywhere(name: str) -> None:
     require_root()
     scenario = load_scenario(resolve_scenario(name))
     before = listening_ports()
-    done = bench(
-        "run", name, "--quick", "--results-dir", str(results_dir), "--json",
-        timeout_s=RUN_TIMEOUT_S,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout)
-    assert out["status"] == "complete", out
-    manifest = json.loads((Path(out["run_dir"]) / "manifest.json").read_text())
+    # A results directory nobody, whom the servers run as, can reach.
+    with server_dir("bench-e2e-services-") as results_dir:
+        done = bench(
+            "run", name, "--quick", "--results-dir", str(results_dir), "--json",
+            timeout_s=RUN_TIMEOUT_S,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        out = json.loads(done.stdout)
+        assert out["status"] == "complete", out
+        manifest = json.loads((Path(out["run_dir"]) / "manifest.json").read_text())
+        trials = pd.read_parquet(Path(out["run_dir"]) / "trials.parquet")
     for runtime in scenario.runtimes:
         info = manifest["runtimes"].get(runtime, {})
         require(info.get("available", False), f"{runtime}: {info.get('reason', 'not run')}")
-    trials = pd.read_parquet(Path(out["run_dir"]) / "trials.parquet")
     # A mode a runtime lacks (lxc has no published ports) is planned as skipped, with why.
     unsupported = trials["error"].str.contains("does not support network mode")
     assert (trials.loc[unsupported, "status"] == "skipped").all()
