@@ -14,15 +14,7 @@ import pytest
 from bench.runtimes._container import ContainerHandle
 from bench.runtimes.docker import DockerRuntime
 from bench.spec import Limits
-from tests.helpers import (
-    MIB,
-    availability_without_daemon,
-    check_engine_view,
-    check_failed_start,
-    engine_inspect,
-    make_spec,
-    start,
-)
+from tests import helpers
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -30,22 +22,24 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_cgroup_is_the_one_docker_reports(
     docker_runtime: DockerRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
-    check_engine_view(docker_runtime, started, io_dir)
+    helpers.check_engine_view(docker_runtime, started, io_dir)
 
 
 def test_explicit_oci_runtime_is_used(
     docker_runtime: DockerRuntime, io_dir: Path, started: list[ContainerHandle]
 ) -> None:
-    spec = make_spec(io_dir, ["/bin/busybox", "true"], oci_runtime="runc")
-    handle = start(docker_runtime, started, spec)
+    spec = helpers.make_spec(io_dir, ["/bin/busybox", "true"], oci_runtime="runc")
+    handle = helpers.start(docker_runtime, started, spec)
     exit_info = handle.wait(timeout_s=30)
     assert exit_info is not None and exit_info.exit_code == 0
-    assert engine_inspect("docker", spec.name)["HostConfig"]["Runtime"] == "runc"
+    assert helpers.engine_inspect("docker", spec.name)["HostConfig"]["Runtime"] == "runc"
 
 
 def test_failed_start_leaves_no_container(docker_runtime: DockerRuntime, io_dir: Path) -> None:
     oci = "bench-no-such-oci-runtime"
-    check_failed_start(docker_runtime, make_spec(io_dir, ["/bin/busybox", "true"], oci_runtime=oci))
+    helpers.check_failed_start(
+        docker_runtime, helpers.make_spec(io_dir, ["/bin/busybox", "true"], oci_runtime=oci)
+    )
 
 
 def test_footprint_and_version(docker_runtime: DockerRuntime) -> None:
@@ -55,7 +49,7 @@ def test_footprint_and_version(docker_runtime: DockerRuntime) -> None:
 
 
 def test_missing_daemon_is_unavailable_with_a_reason(tmp_path: Path) -> None:
-    socket, availability = availability_without_daemon(DockerRuntime, tmp_path)
+    socket, availability = helpers.availability_without_daemon(DockerRuntime, tmp_path)
     assert not availability.ok
     assert socket in availability.reason
     assert "dockerd" in availability.fix
@@ -75,8 +69,8 @@ def test_numbers_match_docker_stats(
     from bench.image import STRESS_NG
 
     argv = [str(STRESS_NG), "--vm", "1", "--vm-bytes", "64m", "--vm-keep", "--timeout", "20s"]
-    spec = make_spec(io_dir, argv, limits=Limits(cpus=0.5, pids=64))
-    handle = start(docker_runtime, started, spec)
+    spec = helpers.make_spec(io_dir, argv, limits=Limits(cpus=0.5, pids=64))
+    handle = helpers.start(docker_runtime, started, spec)
     reader = open_reader(handle.cgroup)
     client = docker.from_env()
     try:
@@ -104,4 +98,4 @@ def test_numbers_match_docker_stats(
     inactive_key = "total_inactive_file" if handle.cgroup.version == "v1" else "inactive_file"
     working_set = memory["usage"] - memory["stats"][inactive_key]
     assert within(working_set, before.mem_working_set_bytes, after.mem_working_set_bytes), seen
-    assert after.mem_current_bytes > 64 * MIB, seen
+    assert after.mem_current_bytes > 64 * helpers.MIB, seen
