@@ -70,9 +70,14 @@ class Run:
 
 
 def usable_solo(run: Run) -> pd.DataFrame:
-    """The trials every overhead figure is computed from: solo, not a warm-up, status ok."""
+    """The trials every overhead figure is computed from: solo, not a warm-up, status ok;
+    of a multi-tier service the front's row only, which holds the client's numbers."""
     trials = run.trials
-    return trials[trials["usable"] & (trials["role"] == "solo")]
+    # A tier behind the front has no client: its row is the per-tier table's
+    # (service_analysis.tier_table). Counted here, it made the overhead table fall back to
+    # wall time (the trial's lifetime) with n = tiers x repetitions.
+    back_tier = (trials["tier"] != "") & trials["throughput"].isna()
+    return trials[trials["usable"] & (trials["role"] == "solo") & ~back_tier]
 
 
 def default_baseline(labels: Iterable[str]) -> str:

@@ -111,3 +111,12 @@ def test_no_tier_section_for_single_servers_or_stores_from_before_tiers(tmp_path
         runtimes=(), workloads=(), repetitions=2, services=(CASE,), omit_columns=("tier",)
     )
     assert analysis.tier_table(analysis.load_run(write_store(tmp_path / "old", old))).empty
+
+
+def test_the_overhead_table_counts_each_step_once_by_its_front(store: Path) -> None:
+    # The back tiers have no client: the step's requests/s is the front's row alone.
+    table = analysis.overhead_table(analysis.load_run(store))
+    assert list(table["runtime"]) == list(CASE.paths)
+    assert set(table["metric"]) == {"throughput"}
+    assert set(table["n"]) == {SPEC.repetitions}
+    assert table["verdict"].iloc[1] != "undecided"  # 4 against 4 can reach p < 0.05
