@@ -70,9 +70,13 @@ class Run:
 
 
 def usable_solo(run: Run) -> pd.DataFrame:
-    """The trials every overhead figure is computed from: solo, not a warm-up, status ok;
-    of a multi-tier service the front's row only, which holds the client's numbers."""
-    trials = run.trials
+    """The trials every overhead figure is computed from (see solo_measurements)."""
+    return solo_measurements(run.trials)
+
+
+def solo_measurements(trials: pd.DataFrame) -> pd.DataFrame:
+    """Solo trials, not warm-ups, status ok; of a multi-tier service the front's row only,
+    which holds the client's numbers."""
     # A tier behind the front has no client: its row is the per-tier table's
     # (service_analysis.tier_table). Counted here, it made the overhead table fall back to
     # wall time (the trial's lifetime) with n = tiers x repetitions.
@@ -175,8 +179,10 @@ def _load_fleet(fleet_dir: Path, samples: bool) -> Run:
     return Run(fleet_dir, manifests, _add_labels(trials), frame)
 
 
-# What `usable` and `label` are computed from.
-_LABEL_COLUMNS = ("runtime", "oci_runtime", "network", "role", "warmup", "status")
+# What `usable`, `label` and solo_measurements() are computed from.
+_LABEL_COLUMNS = (
+    "runtime", "oci_runtime", "network", "role", "warmup", "status", "tier", "throughput",
+)  # fmt: skip
 
 
 def load_solo_trials(runs: Iterable[tuple[str, Path]], columns: Iterable[str]) -> pd.DataFrame:
@@ -197,8 +203,7 @@ def load_solo_trials(runs: Iterable[tuple[str, Path]], columns: Iterable[str]) -
     trials = pd.concat(frames, ignore_index=True)
     run_ids = np.repeat(np.array(ids, dtype=object), [len(f) for f in frames])
     trials = _with_run_id(trials, run_ids)
-    solo = trials[trials["usable"] & (trials["role"] == "solo")]
-    return _add_labels(solo.reset_index(drop=True))
+    return _add_labels(solo_measurements(trials).reset_index(drop=True))
 
 
 def _with_run_id(trials: pd.DataFrame, run_id: str | np.ndarray[Any, Any]) -> pd.DataFrame:

@@ -139,8 +139,7 @@ def isolation_plot(table: pd.DataFrame) -> str | None:
 
 def latency_plot(run: analysis.Run) -> str | None:
     """Start and stop latency distributions per runtime (box + points)."""
-    trials = run.trials
-    solo = trials[trials["usable"] & (trials["role"] == "solo")]
+    solo = analysis.usable_solo(run)
     labels = analysis.label_order(solo["label"].unique())
     if not labels or solo["start_s"].isna().all():
         return None

@@ -16,6 +16,7 @@ import pandas as pd
 import psutil
 import pytest
 
+from bench.analysis import load_run, overhead_table
 from bench.latency import LatencyHistogram
 from bench.plan import network_axis
 from bench.scenario_load import load_scenario, resolve_scenario
@@ -65,6 +66,7 @@ def test_quick_service_scenario_measures_real_traffic_everywhere(name: str) -> N
         assert out["status"] == "complete", out
         manifest = json.loads((Path(out["run_dir"]) / "manifest.json").read_text())
         trials = pd.read_parquet(Path(out["run_dir"]) / "trials.parquet")
+        overhead = overhead_table(load_run(Path(out["run_dir"])))
     for runtime in scenario.runtimes:
         info = manifest["runtimes"].get(runtime, {})
         require(info.get("available", False), f"{runtime}: {info.get('reason', 'not run')}")
@@ -116,5 +118,8 @@ def test_quick_service_scenario_measures_real_traffic_everywhere(name: str) -> N
             for other in (scenario.workloads[0].name, workload)
         )
         assert busy > 2 * idle, f"{tier}: {busy:.3g} s/request under {workload}, {idle:.3g} idle"
+    # The overhead table counts each step once, by the client's numbers on its front row.
+    assert (overhead["metric"] == "throughput").all(), overhead[["runtime", "workload", "metric"]]
+    assert (overhead["n"] == scenario.quickened().repetitions).all(), overhead["n"]
     left = listening_ports() - before
     assert not left, f"still listening after the run: {sorted(left)}"

@@ -120,3 +120,11 @@ def test_the_overhead_table_counts_each_step_once_by_its_front(store: Path) -> N
     assert set(table["metric"]) == {"throughput"}
     assert set(table["n"]) == {SPEC.repetitions}
     assert table["verdict"].iloc[1] != "undecided"  # 4 against 4 can reach p < 0.05
+
+
+def test_history_reads_the_same_rows_as_the_overhead_table(store: Path) -> None:
+    from bench.frames import load_solo_trials
+
+    solo = load_solo_trials([("tiers", store)], ["cpu_s"])
+    assert set(solo["tier"]) == {CASE.front_tier}
+    assert len(solo) == len(CASE.paths) * SPEC.repetitions
