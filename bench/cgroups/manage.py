@@ -55,6 +55,14 @@ class ManagedCgroup:
         for fd in self.join_fds:
             os.write(fd, b"0")
 
+    def pids(self) -> list[int]:
+        """Every process in the cgroup and the cgroups below it; on v1 the first
+        hierarchy's, as each of bench's hierarchies holds the same processes."""
+        # procs() is [] for a cgroup removed mid-walk; CgroupError is an unreadable file.
+        with contextlib.suppress(CgroupError):
+            return [pid for sub in _fs.subtree(self.dirs[0]) for pid in _fs.procs(sub)]
+        return []
+
     def kill_all(self, timeout_s: float = 5.0) -> None:
         """SIGKILL every process in the cgroup and its children; wait until none is left."""
         if self._removed:

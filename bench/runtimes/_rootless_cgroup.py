@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
 from bench.cgroups.manage import ManagedCgroup, create_cgroup, delegate
 from bench.errors import BenchError
@@ -57,13 +56,4 @@ def helpers_in(managed: ManagedCgroup, init: int) -> list[int]:
     inside: set[int] = {init}
     with contextlib.suppress(psutil.NoSuchProcess):
         inside |= {p.pid for p in psutil.Process(init).children(recursive=True)}
-    return sorted(set(_cgroup_pids(managed)) - inside)
-
-
-def _cgroup_pids(managed: ManagedCgroup) -> list[int]:
-    """Every process in the cgroup and below it (v2: the launch leaf and the container's)."""
-    pids: list[int] = []
-    for directory, _dirs, _files in os.walk(managed.dirs[0]):
-        with contextlib.suppress(OSError, ValueError):
-            pids += [int(p) for p in (Path(directory) / "cgroup.procs").read_text().split()]
-    return pids
+    return sorted(set(managed.pids()) - inside)
