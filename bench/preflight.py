@@ -2,7 +2,8 @@
 
 Each check refuses a mistake that would otherwise fail every trial one by one (or run and
 measure nothing): CPUs the host does not have, stress-ng options stress-ng rejects, a
-memory limit above the host's memory, a pids limit too small for the workload to start.
+memory limit above the host's memory, a pids limit too small for the workload to start,
+a memory limit below what stress-ng's stream allocates.
 Errors are ScenarioError ("FILE:LINE: field: what is wrong and the fix", exit 2).
 """
 
@@ -19,9 +20,11 @@ from bench.errors import InputError
 from bench.plan import PLACEMENT_CPUSETS
 from bench.scenario import LimitsModel, Scenario, WorkloadModel
 from bench.scenario_load import Loc, ScenarioError, located
+from bench.scenario_values import parse_size_bytes
 from bench.workloads import OOMABLE_STRESSORS, build_argv
 
 ONLINE_CPUS = Path("/sys/devices/system/cpu/online")
+CPU0_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
 DRY_RUN_TIMEOUT_S = 10.0  # a dry run took 16 ms here; only a hung binary takes longer
 STRESS_NG_MESSAGE_MAX_CHARS = 800
 
@@ -35,6 +38,10 @@ STRESS_NG_MESSAGE_MAX_CHARS = 800
 # (bench.runtimes._container), and LXC also its lxc-init.
 STRESS_NG_MAIN_PROCESSES = 1
 RUNTIME_INIT_PROCESSES = 2
+# stress-ng's stream allocates three arrays of four times the L3 size (its workers share
+# them): `--stream-l3-size 32m` peaked at 395 MB with one worker and 2 x 199 MB with two;
+# this VM's reported 480 MiB L3 made 5.9 GB (README, "Stressors").
+STREAM_BYTES_PER_L3_BYTE = 12
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class HostLimits:
     memory_bytes: int
     # host_cgroup_version(): whether a runtime can apply limits here (Capabilities.limits_on).
     cgroup_version: str = ""
+    l3_cache_bytes: int | None = None  # as stress-ng reads it from sysfs; None: not known
 
 
 def check_scenario(
@@ -131,7 +139,18 @@ def host_limits() -> HostLimits:
     from bench.cgroups.locate import host_cgroup_version
 
     memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return HostLimits(frozenset(cpus), memory_bytes, host_cgroup_version())
+    return HostLimits(frozenset(cpus), memory_bytes, host_cgroup_version(), _l3_cache_bytes())
+
+
+def _l3_cache_bytes() -> int | None:
+    """CPU 0's level 3 cache size from sysfs ("491520K"), or None without one."""
+    for index in sorted(CPU0_CACHES.glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "3":
+                return parse_size_bytes((index / "size").read_text().strip())
+        except (OSError, ValueError):
+            return None
+    return None
 
 
 def parse_cpuset(text: str) -> list[int]:
@@ -149,6 +168,18 @@ def pids_needed(workload: WorkloadModel) -> int:
         return (2 if workload.service is not None else 1) + RUNTIME_INIT_PROCESSES
     per_worker = 2 if workload.stressor in OOMABLE_STRESSORS else 1
     return STRESS_NG_MAIN_PROCESSES + per_worker * workload.workers + RUNTIME_INIT_PROCESSES
+
+
+def stream_bytes_needed(workload: WorkloadModel, host: HostLimits) -> int | None:
+    """What a stream workload's arrays take (STREAM_BYTES_PER_L3_BYTE); None if not stream."""
+    if workload.stressor != "stream":
+        return None
+    given = workload.options.get("stream-l3-size")
+    try:
+        l3_bytes = host.l3_cache_bytes if given is None else parse_size_bytes(str(given))
+    except ValueError:
+        return None  # a form stress-ng may still take; its own parsing checks it
+    return None if l3_bytes is None else STREAM_BYTES_PER_L3_BYTE * l3_bytes
 
 
 def _limit_sets(scenario: Scenario) -> Iterator[tuple[Loc, LimitsModel, list[WorkloadModel]]]:
@@ -200,6 +231,17 @@ def _check_limits(
             f"{values.memory_bytes / (1 << 30):.2f} GiB is more than this host's memory "
             f"({host.memory_bytes / (1 << 30):.2f} GiB), so it limits nothing; use less",
         )
+    for workload in workloads:
+        stream_bytes = stream_bytes_needed(workload, host)
+        if stream_bytes and values.memory_bytes and stream_bytes > values.memory_bytes:
+            refuse(
+                "memory",
+                f"workload {workload.name!r} is stress-ng's stream, whose arrays take 12 "
+                f"times the L3 cache size (its stream-l3-size option, else the L3 this "
+                f"host reports), here {stream_bytes / (1 << 20):.0f} MiB: every trial "
+                f"would be OOM-killed under this limit; set stream-l3-size (e.g. "
+                f'"32m": 384 MiB) or raise the limit',
+            )
     if values.pids is not None:
         needs = max(((pids_needed(w), w.name) for w in workloads), default=(0, ""))
         if values.pids < needs[0]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, bench
+from tests.helpers import REPO, bench, require
 
 BAD = REPO / "tests" / "fixtures" / "scenarios" / "bad"
 
@@ -53,3 +53,19 @@ def test_list_shows_the_smoke_scenario() -> None:
     done = bench("list")
     assert done.returncode == 0, done.stderr
     assert "smoke" in done.stdout
+
+
+def test_stream_past_its_memory_limit_on_this_host_exits_2(tmp_path: Path) -> None:
+    """The L3 stress-ng would size stream's arrays from is this host's own (preflight)."""
+    from bench.preflight import STREAM_BYTES_PER_L3_BYTE, host_limits
+
+    l3_bytes = host_limits().l3_cache_bytes
+    require(l3_bytes is not None, "this CPU reports no level 3 cache")
+    assert l3_bytes is not None
+    limit_mib = STREAM_BYTES_PER_L3_BYTE * l3_bytes // (1 << 20) - 1  # one MiB short
+    text = f'name = "s"\n[limits]\nmemory = "{limit_mib}m"\n[[workloads]]\nname = "bw"\n'
+    (tmp_path / "s.toml").write_text(text + 'stressor = "stream"\n')
+    done = bench("run", "s.toml", "--results-dir", str(tmp_path / "results"), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "s.toml:3: limits.memory: workload 'bw' is stress-ng's stream" in done.stderr
+    assert not (tmp_path / "results").exists()  # refused before anything ran or was written

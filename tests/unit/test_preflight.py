@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,8 @@ def scenario_file(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize("path", sorted(SCENARIOS_DIR.glob("*.toml")), ids=lambda p: p.stem)
 def test_shipped_scenarios_pass_on_a_two_cpu_host(path: Path) -> None:
     require(shutil.which("stress-ng") is not None, "stress-ng is not installed")
-    host = HostLimits(cpus=frozenset({0, 1}), memory_bytes=4 << 30)
+    # This VM's CPU reports a 480 MiB L3, which stress-ng's stream sizes its arrays from.
+    host = HostLimits(frozenset({0, 1}), 4 << 30, l3_cache_bytes=480 << 20)
     scenario = load_scenario(path)
     check_scenario(scenario, path, host)
     check_scenario(scenario.quickened(), path, host)
@@ -101,3 +103,36 @@ def test_aggressor_options_go_through_stress_ng(tmp_path: Path) -> None:
     message = str(caught.value)
     assert message.startswith(f"{path}:19: isolation.aggressors[1].options.cpu-method: stress-ng")
     assert "cpu-method must be one of" in message
+
+
+STREAM = 'name = "s"\n[limits]\nmemory = "1g"\n[[workloads]]\nname = "bw"\nstressor = "stream"\n'
+
+
+def test_stream_arrays_past_the_memory_limit_are_refused(tmp_path: Path) -> None:
+    path = scenario_file(tmp_path, STREAM)
+    big_l3 = HostLimits(frozenset({0, 1}), 4 << 30, l3_cache_bytes=480 << 20)
+    with pytest.raises(ScenarioError) as caught:
+        check_scenario(load_scenario(path), path, big_l3)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:3: limits.memory: workload 'bw' is stress-ng's stream")
+    assert "here 5760 MiB" in message and "stream-l3-size" in message
+    # A real L3 of 32 MiB (384 MiB of arrays) fits, and so does the option on the big one.
+    check_scenario(load_scenario(path), path, HostLimits(frozenset({0, 1}), 4 << 30, "", 32 << 20))
+    path.write_text(STREAM + 'options = { stream-l3-size = "32m" }\n')
+    check_scenario(load_scenario(path), path, big_l3)
+    path.write_text(STREAM + 'options = { stream-l3-size = "100m" }\n')  # 1200 MiB > 1 GiB
+    with pytest.raises(ScenarioError, match="here 1200 MiB"):
+        check_scenario(load_scenario(path), path, big_l3)
+
+
+def test_host_l3_is_read_as_lscpu_reads_it() -> None:
+    from bench.preflight import host_limits
+
+    require(shutil.which("lscpu") is not None, "lscpu (util-linux) is not installed")
+    done = subprocess.run(
+        ["lscpu", "--caches=NAME,ONE-SIZE", "--bytes"],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    sizes = dict(line.split() for line in done.stdout.splitlines()[1:] if line.strip())
+    require("L3" in sizes, "this CPU reports no level 3 cache")
+    assert host_limits().l3_cache_bytes == int(sizes["L3"])
