@@ -130,3 +130,22 @@ def test_knee_rule_on_schedule_and_p99() -> None:
     )
     knees = table[sweep_knees(table)]
     assert list(zip(knees["runtime"], knees["workload"], strict=True)) == [("a", "x@2000/s")]
+
+
+def test_open_loop_overhead_is_judged_on_median_latency_not_the_schedules_rate(
+    tmp_path: Path,
+) -> None:
+    """At a fixed offered rate the achieved rate is the schedule's: docker/published's 1.6x
+    latency makes it "slower" on p50; the closed-loop workload stays on throughput."""
+    swept = ServiceCase(
+        workload="rr", offered_rate_per_s=1000.0, latency_factor={"docker/published": 1.6}
+    )
+    spec = StoreSpec(runtimes=(), workloads=(), repetitions=6, services=(CASE, swept))
+    run = analysis.load_run(write_store(tmp_path, spec))
+    table = analysis.overhead_table(run, baseline="bare/host").set_index(["workload", "runtime"])
+    assert set(table.loc["rr@1000/s", "metric"]) == {"latency_p50_s"}
+    assert set(table.loc["http-get", "metric"]) == {"throughput"}
+    published = table.loc[("rr@1000/s", "docker/published")]
+    assert published["unit"] == "s" and published["verdict"] == "slower"
+    assert published["ratio"] == pytest.approx(1.6, rel=0.1)
+    assert table.loc[("rr@1000/s", "docker/host"), "verdict"] == "same"
