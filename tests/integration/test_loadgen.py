@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from bench.latency import RELATIVE_PRECISION
 from bench.loadgen import LoadResult, run_load
 from bench.loadspec import LoadSpec, parse_cpus
 from bench.probes import Probe, answers
@@ -340,7 +341,7 @@ def stop_for(pids: list[int], after_s: float, length_s: float) -> threading.Thre
 def test_h2load_keeps_its_rate_and_a_stall_shows_in_the_tail(nginx: Server) -> None:
     """h2load at 2,000 req/s: achieved within 3 %, every request timed once; nginx's worker
     stopped 50 ms mid-run: the requests due meanwhile count it (p99 >= half of it: 1 % of
-    4,000 is the 40 due in its first half), and the slowest one all of it."""
+    4,000 is the 40 due in its first half), and the slowest one nearly all of it."""
     require_tools("h2load", "taskset")
     client_cpus_idle()
     rate = 2_000.0
@@ -360,5 +361,7 @@ def test_h2load_keeps_its_rate_and_a_stall_shows_in_the_tail(nginx: Server) -> N
     assert stalled.errors == 0 and stalled.latency is not None
     summary = stalled.latency.summary()
     assert summary.p99_s >= STALL_S / 2, summary
-    assert summary.max_s >= STALL_S, summary
+    # The first request the stall holds was due up to one interval (0.5 ms) after it began,
+    # and the histogram keeps values to 1/1024: a CI run's slowest was 49.906 ms.
+    assert summary.max_s >= (STALL_S - 1 / rate) * (1 - RELATIVE_PRECISION), summary
     assert summary.max_s >= quiet.latency.summary().p999_s + STALL_S / 2
