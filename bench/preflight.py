@@ -236,10 +236,11 @@ def _check_limits(
         if stream_bytes and values.memory_bytes and stream_bytes > values.memory_bytes:
             refuse(
                 "memory",
-                f"workload {workload.name!r} is stress-ng's stream, whose arrays take 12 "
-                f"times the L3 cache size (its stream-l3-size option, else the L3 this "
-                f"host reports), here {stream_bytes / (1 << 20):.0f} MiB: every trial "
-                f"would be OOM-killed under this limit; set stream-l3-size (e.g. "
+                f"workload {workload.name!r} is stress-ng's stream, whose arrays take "
+                f"{STREAM_BYTES_PER_L3_BYTE} times the L3 cache size (its stream-l3-size "
+                f"option, else the L3 this host reports), here "
+                f"{stream_bytes / (1 << 20):.0f} MiB: every trial would be OOM-killed "
+                f"under this limit; set stream-l3-size (e.g. "
                 f'"32m": 384 MiB) or raise the limit',
             )
     if values.pids is not None:
