@@ -117,7 +117,8 @@ def test_stream_arrays_past_the_memory_limit_are_refused(tmp_path: Path) -> None
     assert message.startswith(f"{path}:3: limits.memory: workload 'bw' is stress-ng's stream")
     assert "here 5760 MiB" in message and "stream-l3-size" in message
     # A real L3 of 32 MiB (384 MiB of arrays) fits, and so does the option on the big one.
-    check_scenario(load_scenario(path), path, HostLimits(frozenset({0, 1}), 4 << 30, "", 32 << 20))
+    real_l3 = HostLimits(frozenset({0, 1}), 4 << 30, l3_cache_bytes=32 << 20)
+    check_scenario(load_scenario(path), path, real_l3)
     path.write_text(STREAM + 'options = { stream-l3-size = "32m" }\n')
     check_scenario(load_scenario(path), path, big_l3)
     path.write_text(STREAM + 'options = { stream-l3-size = "100m" }\n')  # 1200 MiB > 1 GiB
